@@ -1,0 +1,121 @@
+"""Auxiliary nets of a piece, built from the shape of the feature at the cut.
+
+Decoder w reconstructs the input image (InfoPro's I(h, x) term); a head psi
+maps the feature to class logits or to a contrastive embedding. Heads are
+chosen by name from `HEADS`; all follow the paper's tables 18-19.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import InfoProError
+from ..registry import Registry
+
+
+@dataclass(frozen=True)
+class AuxOptions:
+    """Sizes of the auxiliary nets: `widen` scales their widths, `feature_dim` the hidden fc width."""
+
+    widen: int = 1
+    feature_dim: int = 128
+
+    def __post_init__(self) -> None:
+        if self.widen < 1 or self.feature_dim < 1:
+            raise InfoProError(f"widen and feature_dim must be >= 1, got {self.widen}, {self.feature_dim}")
+
+
+def require_feature_map(shape: Sequence[int], what: str) -> tuple[int, int, int]:
+    if len(shape) != 3:
+        raise InfoProError(
+            f"{what} needs a feature map (channels, height, width) at the cut, got shape {tuple(shape)}"
+        )
+    c, h, w = shape
+    return int(c), int(h), int(w)
+
+
+class Decoder(nn.Module):
+    """Upsample h bilinearly to the image size, conv3x3 -> 12*widen, BN, ReLU, conv3x3 -> image channels.
+
+    `forward` returns logits; the sigmoid is folded into the loss
+    (`reconstruction_loss`) so it is exact and safe under autocast.
+    """
+
+    def __init__(self, feature_shape: Sequence[int], image_shape: Sequence[int], widen: int = 1) -> None:
+        super().__init__()
+        channels, _, _ = require_feature_map(feature_shape, "the decoder")
+        image_channels, height, width = require_feature_map(image_shape, "the decoder's image")
+        hidden = 12 * widen
+        self.image_size = (height, width)
+        self.net = nn.Sequential(
+            nn.Conv2d(channels, hidden, 3, padding=1),
+            nn.BatchNorm2d(hidden),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(hidden, image_channels, 3, padding=1),
+        )
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        if h.shape[-2:] != self.image_size:
+            h = F.interpolate(h, size=self.image_size, mode="bilinear", align_corners=True)
+        return self.net(h)
+
+    def reconstruct(self, h: torch.Tensor) -> torch.Tensor:
+        """The reconstructed image in [0, 1]."""
+        return torch.sigmoid(self(h))
+
+
+HeadBuilder = Callable[[Sequence[int], int, AuxOptions], nn.Module]
+HEADS: Registry[HeadBuilder] = Registry("auxiliary head")
+
+
+def _conv_bn_relu(c_in: int, c_out: int, stride: int) -> list[nn.Module]:
+    return [nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)]
+
+
+def _make_head(num_convs: int, num_fcs: int) -> HeadBuilder:
+    """`{num_convs}c{num_fcs}f`: conv-BN-ReLU layers, global pool, then fully connected layers.
+
+    The first conv doubles the channels with stride 2 until 64 channels
+    (16 -> 32 -> 64, 64 stays 64 at stride 1), as in the paper's CIFAR heads.
+    """
+
+    def build(feature_shape: Sequence[int], out_dim: int, options: AuxOptions) -> nn.Module:
+        channels, _, _ = require_feature_map(feature_shape, f"head {num_convs}c{num_fcs}f")
+        layers: list[nn.Module] = []
+        if num_convs:
+            width = max(channels, min(2 * channels, 64))
+            stride = 2 if width > channels else 1
+            width *= options.widen
+            layers += _conv_bn_relu(channels, width, stride)
+            for _ in range(num_convs - 1):
+                layers += _conv_bn_relu(width, width, 1)
+            channels = width
+        layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten()]
+        hidden = options.feature_dim * options.widen
+        for _ in range(num_fcs - 1):
+            layers += [nn.Linear(channels, hidden), nn.ReLU(inplace=True)]
+            channels = hidden
+        layers.append(nn.Linear(channels, out_dim))
+        return nn.Sequential(*layers)
+
+    return build
+
+
+for _name, (_convs, _fcs) in {
+    "0c1f": (0, 1),  # Greedy SL: pool + linear
+    "0c2f": (0, 2),
+    "1c1f": (1, 1),
+    "1c2f": (1, 2),  # DGL and InfoPro
+    "1c3f": (1, 3),
+    "2c2f": (2, 2),
+}.items():
+    HEADS.add(_name, _make_head(_convs, _fcs))
+
+
+def build_head(name: str, feature_shape: Sequence[int], out_dim: int, options: AuxOptions) -> nn.Module:
+    return HEADS.get(name)(feature_shape, out_dim, options)

@@ -1,0 +1,217 @@
+"""LocalLearner: a backbone cut into K gradient-isolated pieces, each with its own local loss."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from ..errors import InfoProError
+from ..models.backbone import SequentialBackbone
+from .aux_nets import AuxOptions, Decoder, build_head
+from .cuts import piece_ranges, resolve_cuts
+from .losses import TASK_LOSSES, CrossEntropyTerm
+from .methods import Lambdas, get_method
+from .objective import LocalObjective
+from .pieces import feature_shapes, split_blocks
+
+# Mean and std of the CIFAR training images, as in the paper (pixel values / 255).
+CIFAR_MEAN = (125.3 / 255, 123.0 / 255, 113.9 / 255)
+CIFAR_STD = (63.0 / 255, 62.1 / 255, 66.7 / 255)
+
+
+@dataclass(frozen=True)
+class PieceInfo:
+    """What one piece holds: its blocks, output shape and parameter counts."""
+
+    index: int
+    blocks: range
+    output_shape: tuple[int, ...]
+    piece_params: int
+    aux_params: int
+    recon_weight: float
+    task_weight: float
+
+
+def local_step(
+    piece: nn.Module,
+    objective: nn.Module,
+    h_in: torch.Tensor,
+    labels: torch.Tensor,
+    image: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Train one piece on one batch: forward, local loss, backward.
+
+    Gradients accumulate in `.grad` of the piece and its objective; the
+    graph is freed before returning. Returns (h_out detached, loss detached):
+    the detached output is all the next piece ever sees, so no gradient
+    crosses the cut. This is the whole unit of work of a piece, whether it
+    runs in this process or on its own device.
+    """
+    h_out = piece(h_in)
+    loss = objective(h_out, labels, image)
+    loss.backward()
+    return h_out.detach(), loss.detach()
+
+
+class LocalLearner(nn.Module):
+    """A backbone cut into K pieces trained by local losses (E2E, Greedy SL, DGL, InfoPro).
+
+    `pieces[k]` is an `nn.Sequential` of the backbone's own blocks (the last
+    one ends with the backbone's head); `aux[k]` is its `LocalObjective`
+    (auxiliary nets + loss). Pieces share modules with the backbone, so
+    training the learner trains the backbone; `export()` returns a copy.
+
+    Args:
+        backbone: a `SequentialBackbone` (see `infopro.build_backbone`).
+        K: number of pieces (1 = end-to-end).
+        method: a name in `infopro.METHODS`.
+        cuts: a preset name ('paper', 'paper-balanced', 'even'), a comma list
+            or a list of K-1 block indices after which a piece ends.
+        input_shape: (channels, height, width) of one input image.
+        num_classes: classes of the task; checked against the backbone's head.
+        lambdas: (lambda1, lambda2) of the first piece and of piece K-1, four
+            numbers (two: the same for all pieces); default: the method's.
+        head: auxiliary head name (default: the method's).
+        widen, feature_dim: sizes of the auxiliary nets.
+        temperature: of the supervised contrastive loss.
+        mean, std: per-channel normalisation of the inputs; the decoder's target
+            is the un-normalised image `x * std + mean` in [0, 1].
+    """
+
+    def __init__(
+        self,
+        backbone: SequentialBackbone,
+        K: int,
+        method: str,
+        cuts: str | Sequence[int] = "paper",
+        input_shape: Sequence[int] = (3, 32, 32),
+        num_classes: int = 10,
+        lambdas: Lambdas | Sequence[float] | None = None,
+        head: str | None = None,
+        widen: int = 1,
+        feature_dim: int = 128,
+        temperature: float = 0.07,
+        mean: Sequence[float] = CIFAR_MEAN,
+        std: Sequence[float] = CIFAR_STD,
+    ) -> None:
+        super().__init__()
+        if not isinstance(backbone, SequentialBackbone):
+            raise InfoProError(
+                f"backbone must be a SequentialBackbone (blocks + head), got {type(backbone).__name__}; "
+                f"build one with infopro.build_backbone(arch) or infopro.SequentialBackbone(blocks, head)"
+            )
+        self.method = get_method(method, K)
+        self.K = K
+        self.cuts = resolve_cuts(cuts, backbone, K)
+        self.input_shape = tuple(int(s) for s in input_shape)
+        self.lambdas = Lambdas.parse(lambdas if lambdas is not None else self.method.default_lambdas)
+        if not self.method.decoder and (self.lambdas.recon_first or self.lambdas.recon_last):
+            raise InfoProError(
+                f"method {method!r} has no decoder, so lambda1 (the reconstruction weight) must be 0, "
+                f"got lambdas {self.lambdas}"
+            )
+        if temperature <= 0:
+            raise InfoProError(f"temperature must be > 0, got {temperature}")
+        options = AuxOptions(widen=widen, feature_dim=feature_dim)
+        head_name = head or self.method.head
+
+        shapes = feature_shapes(backbone.blocks, self.input_shape)
+        with torch.no_grad():
+            was_training = backbone.head.training
+            backbone.head.eval()
+            out_shape = backbone.head(torch.zeros(1, *shapes[-1], device=_device_of(backbone))).shape
+            backbone.head.train(was_training)
+        if tuple(out_shape) != (1, num_classes):
+            raise InfoProError(
+                f"the backbone's head gives outputs of shape {tuple(out_shape[1:])}, "
+                f"but num_classes={num_classes}; build the backbone with num_classes={num_classes}"
+            )
+        if len(mean) != self.input_shape[0] or len(std) != self.input_shape[0]:
+            raise InfoProError(
+                f"mean and std need one value per input channel ({self.input_shape[0]}), got {mean}, {std}"
+            )
+
+        self.pieces = nn.ModuleList(split_blocks(backbone.blocks, self.cuts, backbone.head))
+        objectives = []
+        for k, cut in enumerate(self.cuts):
+            recon_weight, task_weight = self.lambdas.for_piece(k, K)
+            task_loss = TASK_LOSSES.get(self.method.task_loss)(temperature)
+            out_dim = feature_dim if task_loss.output_is_embedding else num_classes
+            objectives.append(
+                LocalObjective(
+                    task_loss,
+                    head=build_head(head_name, shapes[cut], out_dim, options) if task_weight else None,
+                    decoder=Decoder(shapes[cut], self.input_shape, widen) if recon_weight else None,
+                    recon_weight=recon_weight,
+                    task_weight=task_weight,
+                )
+            )
+        objectives.append(LocalObjective(CrossEntropyTerm()))  # the last piece: plain task loss
+        device = _device_of(backbone)
+        self.aux = nn.ModuleList(objectives).to(device)
+        self.register_buffer("mean", torch.tensor(mean, device=device).view(1, -1, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std, device=device).view(1, -1, 1, 1), persistent=False)
+        # Kept out of the module tree: its blocks already are the pieces' modules.
+        object.__setattr__(self, "_backbone", backbone)
+        self._output_shapes = [tuple(shapes[c]) for c in self.cuts] + [tuple(out_shape[1:])]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits through all pieces (inference; call `.eval()` first for BatchNorm statistics)."""
+        for piece in self.pieces:
+            x = piece(x)
+        return x
+
+    def train_step(self, x: torch.Tensor, y: torch.Tensor) -> dict:
+        """One local-learning step on a batch; gradients are left in `.grad` (no optimiser step).
+
+        Each piece runs forward, its local loss runs backward right away (so only
+        one piece's graph is alive at a time), and its detached output feeds the
+        next piece. Returns {"logits": detached logits, "losses": [float per piece]}.
+        """
+        if x.shape[1:] != self.input_shape:
+            raise InfoProError(f"inputs of shape {tuple(x.shape[1:])} given, the learner was built for {self.input_shape}")
+        image = self.unnormalize(x) if any(obj.needs_image for obj in self.aux) else None
+        h = x
+        losses = []
+        for piece, objective in zip(self.pieces, self.aux):
+            h, loss = local_step(piece, objective, h, y, image)
+            losses.append(loss)
+        # One host sync per step, not one per piece.
+        return {"logits": h, "losses": torch.stack(losses).tolist()}
+
+    def unnormalize(self, x: torch.Tensor) -> torch.Tensor:
+        """The image in [0, 1] that a normalised input came from (the decoder's target)."""
+        return (x * self.std + self.mean).clamp_(0, 1)
+
+    def export(self) -> SequentialBackbone:
+        """A copy of the plain backbone with the trained weights and no auxiliary nets."""
+        return copy.deepcopy(self._backbone)
+
+    def describe(self) -> list[PieceInfo]:
+        """One `PieceInfo` per piece: blocks, output shape, parameter counts, loss weights."""
+        ranges = piece_ranges(self.cuts, len(self._backbone.blocks))
+        return [
+            PieceInfo(
+                index=k,
+                blocks=ranges[k],
+                output_shape=self._output_shapes[k],
+                piece_params=_count(self.pieces[k]),
+                aux_params=_count(self.aux[k]),
+                recon_weight=self.aux[k].recon_weight,
+                task_weight=self.aux[k].task_weight,
+            )
+            for k in range(self.K)
+        ]
+
+
+def _count(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def _device_of(module: nn.Module) -> torch.device:
+    param = next(module.parameters(), None)
+    return param.device if param is not None else torch.device("cpu")

@@ -1,0 +1,81 @@
+"""Loss terms of a local objective, and the task-loss registry.
+
+`reconstruction_loss` is InfoPro's I(h, x) term; the task terms (`TASK_LOSSES`)
+raise I(h, y): cross-entropy on logits, or supervised contrastive on an embedding.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..registry import Registry
+
+
+def reconstruction_loss(decoder_logits: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
+    """Mean per-pixel binary cross-entropy of sigmoid(logits) against the image in [0, 1].
+
+    Equal to `F.binary_cross_entropy(torch.sigmoid(logits), image)`, computed from
+    the logits, which is exact where the sigmoid saturates and allowed under autocast.
+    """
+    return F.binary_cross_entropy_with_logits(decoder_logits.float(), image.float())
+
+
+def supervised_contrastive_loss(
+    embedding: torch.Tensor, labels: torch.Tensor, temperature: float = 0.07
+) -> torch.Tensor:
+    """Supervised contrastive loss (Khosla et al. 2020), one view per sample.
+
+    The embedding is L2-normalised. For anchor i with positives P(i) (other
+    samples of its label) and all others A(i):
+        l_i = -1/|P(i)| * sum_{p in P(i)} log( exp(z_i.z_p / t) / sum_{a in A(i)} exp(z_i.z_a / t) )
+    averaged over the anchors that have at least one positive (an anchor
+    alone in its class has nothing to pull towards). 0 when no anchor has one.
+    """
+    z = F.normalize(embedding.float(), dim=1)
+    logits = z @ z.T / temperature
+    n = z.shape[0]
+    self_mask = torch.eye(n, dtype=torch.bool, device=z.device)
+    logits = logits.masked_fill(self_mask, float("-inf"))
+    log_prob = logits - torch.logsumexp(logits, dim=1, keepdim=True)
+    positives = (labels[:, None] == labels[None, :]) & ~self_mask
+    num_positives = positives.sum(1)
+    # where() rather than multiplying, so the -inf on the diagonal never meets a 0.
+    pos_log_prob = torch.where(positives, log_prob, torch.zeros_like(log_prob)).sum(1)
+    has_positive = num_positives > 0
+    per_anchor = -pos_log_prob / num_positives.clamp(min=1)
+    return (per_anchor * has_positive).sum() / has_positive.sum().clamp(min=1)
+
+
+class CrossEntropyTerm(nn.Module):
+    """Softmax cross-entropy on class logits."""
+
+    output_is_embedding = False
+
+    def forward(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(logits.float(), labels)
+
+
+class SupConTerm(nn.Module):
+    """Supervised contrastive loss on an embedding (InfoPro "Contrast")."""
+
+    output_is_embedding = True
+
+    def __init__(self, temperature: float = 0.07) -> None:
+        super().__init__()
+        self.temperature = temperature
+
+    def forward(self, embedding: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return supervised_contrastive_loss(embedding, labels, self.temperature)
+
+    def extra_repr(self) -> str:
+        return f"temperature={self.temperature}"
+
+
+# name -> builder(temperature) -> loss module with an `output_is_embedding` flag
+TASK_LOSSES: Registry[Callable[[float], nn.Module]] = Registry("task loss")
+TASK_LOSSES.add("cross-entropy", lambda temperature: CrossEntropyTerm())
+TASK_LOSSES.add("supcon", lambda temperature: SupConTerm(temperature))

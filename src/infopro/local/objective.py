@@ -1,0 +1,51 @@
+"""A piece's auxiliary nets and its local loss, as one module that can live beside its piece."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .losses import reconstruction_loss
+
+
+class LocalObjective(nn.Module):
+    """`recon_weight * BCE(decoder(h), image) + task_weight * task_loss(head(h), y)`.
+
+    A term whose weight is 0 has no net and costs nothing. The last piece's
+    objective has no decoder and no head: its h already is the logits.
+    """
+
+    def __init__(
+        self,
+        task_loss: nn.Module,
+        head: nn.Module | None = None,
+        decoder: nn.Module | None = None,
+        recon_weight: float = 0.0,
+        task_weight: float = 1.0,
+    ) -> None:
+        super().__init__()
+        if (decoder is None) != (recon_weight == 0):
+            raise ValueError("a decoder needs a non-zero recon_weight and a non-zero recon_weight needs a decoder")
+        self.decoder = decoder
+        self.head = head
+        self.task_loss = task_loss if task_weight != 0 else None
+        self.recon_weight = float(recon_weight)
+        self.task_weight = float(task_weight)
+
+    @property
+    def needs_image(self) -> bool:
+        return self.decoder is not None
+
+    def forward(self, h: torch.Tensor, labels: torch.Tensor, image: torch.Tensor | None = None) -> torch.Tensor:
+        loss = h.new_zeros((), dtype=torch.float32)
+        if self.decoder is not None:
+            if image is None:
+                raise ValueError("this objective reconstructs the image: pass image=")
+            loss = loss + self.recon_weight * reconstruction_loss(self.decoder(h), image)
+        if self.task_loss is not None:
+            out = self.head(h) if self.head is not None else h
+            loss = loss + self.task_weight * self.task_loss(out, labels)
+        return loss
+
+    def extra_repr(self) -> str:
+        return f"recon_weight={self.recon_weight:g}, task_weight={self.task_weight:g}"

@@ -1,0 +1,51 @@
+"""A network written as a sequence of blocks plus a head: the shape every cut needs."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import nn
+
+
+class SequentialBackbone(nn.Module):
+    """`head(blocks(x))`, with `blocks` an `nn.Sequential` that can be cut after any entry.
+
+    `stage_sizes` groups the blocks into stages (the stem is stage 0) so that
+    published cut positions, written as (stage, block-within-stage), can be
+    mapped to block indices. `arch` names the architecture for cut presets.
+    """
+
+    def __init__(
+        self,
+        blocks: Sequence[nn.Module],
+        head: nn.Module,
+        stage_sizes: Sequence[int] | None = None,
+        arch: str | None = None,
+    ) -> None:
+        super().__init__()
+        self.blocks = nn.Sequential(*blocks)
+        self.head = head
+        self.stage_sizes = list(stage_sizes) if stage_sizes is not None else [len(self.blocks)]
+        if sum(self.stage_sizes) != len(self.blocks):
+            raise ValueError(
+                f"stage_sizes {self.stage_sizes} sum to {sum(self.stage_sizes)}, "
+                f"but there are {len(self.blocks)} blocks"
+            )
+        self.arch = arch
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.blocks(x))
+
+    def block_index(self, stage: int, block: int) -> int:
+        """Index in `.blocks` of block `block` of stage `stage` (stage 0 is the stem)."""
+        if not 0 <= stage < len(self.stage_sizes) or not 0 <= block < self.stage_sizes[stage]:
+            raise IndexError(f"no block ({stage}, {block}) in stages of sizes {self.stage_sizes}")
+        return sum(self.stage_sizes[:stage]) + block
+
+
+class ClassifierHead(nn.Sequential):
+    """Global average pool + linear: the head of the CIFAR ResNets."""
+
+    def __init__(self, channels: int, num_classes: int) -> None:
+        super().__init__(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(channels, num_classes))
