@@ -1,0 +1,66 @@
+"""The `infopro` command: one subcommand per job, each a parser builder plus a `main(args)`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Callable, Sequence
+
+from .errors import InfoProError
+
+# name -> (help, add_arguments(parser), main(args))
+Subcommand = tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int | None]]
+
+
+def _subcommands() -> dict[str, Subcommand]:
+    from .describe import add_describe_arguments, describe_main
+    from .train import add_train_arguments, train_main
+
+    return {
+        "train": ("train a network as K locally supervised pieces", add_train_arguments, train_main),
+        "describe": ("show how a network is cut into pieces and what each piece trains", add_describe_arguments, describe_main),
+    }
+
+
+def get_args_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The parser; with `argv`, a `-c FILE` given to a subcommand becomes that subcommand's defaults."""
+    from . import __version__
+    from .train import apply_config_file
+
+    parser = argparse.ArgumentParser(
+        prog="infopro",
+        description="Locally supervised deep learning: E2E, Greedy SL, DGL and InfoPro side by side.",
+    )
+    parser.add_argument("--version", action="version", version=f"infopro {__version__}")
+    # The top-level parser has no options that take values, so the first bare word is the subcommand.
+    command = next((a for a in argv or [] if not a.startswith("-")), None)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, (help_text, add_arguments, main_fn) in _subcommands().items():
+        p = sub.add_parser(name, help=help_text, description=help_text[0].upper() + help_text[1:] + ".")
+        add_arguments(p)
+        p.set_defaults(main=main_fn)
+        if name == command and any(a.dest == "config" for a in p._actions):
+            apply_config_file(p, argv[argv.index(name) + 1:])
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        parser = get_args_parser(argv)
+    except InfoProError as error:
+        print(f"infopro: error: {error}", file=sys.stderr)
+        return 2
+    args = parser.parse_args(argv)
+    try:
+        return int(args.main(args) or 0)
+    except InfoProError as error:
+        print(f"infopro {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"infopro {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

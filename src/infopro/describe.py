@@ -1,0 +1,54 @@
+"""`infopro describe`: how a network is cut into pieces and what trains each piece."""
+
+from __future__ import annotations
+
+import argparse
+
+from .local import CUT_PRESETS, HEADS, METHODS, LocalLearner
+from .models import build_backbone
+
+
+def add_learner_arguments(parser: argparse.ArgumentParser) -> None:
+    """Flags that choose the network, the method and the cuts (shared by the subcommands)."""
+    g = parser.add_argument_group("network and method")
+    g.add_argument("--arch", default="resnet32", help="architecture (default: %(default)s)")
+    g.add_argument("--method", default="infopro-contrast", help=f"one of {', '.join(METHODS.names())} (default: %(default)s)")
+    g.add_argument("--K", type=int, default=4, help="number of gradient-isolated pieces; 1 = end-to-end (default: %(default)s)")
+    g.add_argument("--cuts", default="paper",
+                   help=f"preset ({', '.join(CUT_PRESETS.names())}) or comma list of block indices "
+                        "after which a piece ends (default: %(default)s)")
+    g.add_argument("--lambdas", type=float, nargs=4, metavar=("L1_FIRST", "L2_FIRST", "L1_LAST", "L2_LAST"),
+                   help="reconstruction and task weights of the first piece and of piece K-1 "
+                        "(default: the method's)")
+    g.add_argument("--aux-head", default=None, help=f"auxiliary head, one of {', '.join(HEADS.names())} (default: the method's)")
+    g.add_argument("--aux-widen", type=int, default=1, help="width multiplier of the auxiliary nets (default: %(default)s)")
+    g.add_argument("--aux-feature-dim", type=int, default=128, help="hidden width of the heads' fc layers (default: %(default)s)")
+    g.add_argument("--temperature", type=float, default=0.07, help="supervised contrastive temperature (default: %(default)s)")
+
+
+def add_describe_arguments(parser: argparse.ArgumentParser) -> None:
+    add_learner_arguments(parser)
+    parser.add_argument("--num-classes", type=int, default=10)
+    parser.add_argument("--input-shape", type=int, nargs=3, default=[3, 32, 32], metavar=("C", "H", "W"))
+
+
+def describe_main(args: argparse.Namespace) -> int:
+    backbone = build_backbone(args.arch, args.num_classes, args.input_shape[0])
+    learner = LocalLearner(
+        backbone, args.K, args.method, cuts=args.cuts, input_shape=args.input_shape,
+        num_classes=args.num_classes, lambdas=args.lambdas, head=args.aux_head,
+        widen=args.aux_widen, feature_dim=args.aux_feature_dim, temperature=args.temperature,
+    )
+    print(f"{args.arch} · {args.method} · K={args.K} · cuts {learner.cuts} ({args.cuts})")
+    header = f"{'piece':>5}  {'blocks':>9}  {'output':>10}  {'params':>9}  {'aux params':>10}  {'lambda1':>7}  {'lambda2':>7}"
+    print(header)
+    print("-" * len(header))
+    for info in learner.describe():
+        blocks = f"{info.blocks.start}-{info.blocks.stop - 1}"
+        shape = "x".join(map(str, info.output_shape))
+        print(f"{info.index + 1:>5}  {blocks:>9}  {shape:>10}  {info.piece_params:>9,}  {info.aux_params:>10,}  "
+              f"{info.recon_weight:>7g}  {info.task_weight:>7g}")
+    total = sum(i.piece_params for i in learner.describe())
+    aux = sum(i.aux_params for i in learner.describe())
+    print(f"backbone {total / 1e6:.3f} M parameters; auxiliary nets {aux / 1e6:.3f} M (dropped by export)")
+    return 0

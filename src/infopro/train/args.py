@@ -1,0 +1,129 @@
+"""`infopro train` arguments: every hyper-parameter in one parser, YAML files as its defaults."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any, Sequence
+
+import yaml
+
+from ..describe import add_learner_arguments
+from ..errors import InfoProError
+
+# Arguments that say how to run, not what the run is: kept out of config.yaml.
+RUNTIME_KEYS = {"config", "resume", "test_only", "quiet", "main", "command"}
+
+
+def add_train_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-c", "--config", default=None, metavar="YAML",
+                        help="YAML file of defaults (keys are the flag names, e.g. batch_size); flags override it")
+    d = parser.add_argument_group("data")
+    d.add_argument("--dataset", default="cifar10", help="cifar10 or cifar100 (default: %(default)s)")
+    d.add_argument("--data-dir", default=None,
+                   help="cifar-10-batches-py / cifar-100-python folder (or its parent) or an image-folder tree "
+                        "with train/<class>/ and test/<class>/; default: the bundled CIFAR-10 subset")
+    d.add_argument("--cache-dir", default=None, help="where decoded arrays are cached (default: $INFOPRO_CACHE or .cache/infopro)")
+    d.add_argument("--train-subset", type=int, default=None, metavar="N", help="train on a stratified subset of N images")
+    d.add_argument("--test-subset", type=int, default=None, metavar="N", help="test on a stratified subset of N images")
+
+    add_learner_arguments(parser)
+
+    o = parser.add_argument_group("optimisation")
+    o.add_argument("--epochs", type=int, default=160, help="(default: %(default)s, the paper's)")
+    o.add_argument("--batch-size", type=int, default=128, help="(default: %(default)s)")
+    o.add_argument("--lr", type=float, default=None,
+                   help="initial learning rate; default 0.1 per 128 images (the paper: batch 128 lr 0.1, batch 1024 lr 0.8)")
+    o.add_argument("--schedule", choices=["cosine", "step"], default="cosine",
+                   help="cosine to 0, or step: x0.1 at 50%% and 75%% of the epochs (default: %(default)s)")
+    o.add_argument("--momentum", type=float, default=0.9)
+    o.add_argument("--nesterov", action=argparse.BooleanOptionalAction, default=True)
+    o.add_argument("--weight-decay", type=float, default=1e-4)
+
+    r = parser.add_argument_group("run")
+    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--device", default="auto", help="auto (cuda when available), cpu, cuda, cuda:1, ...")
+    r.add_argument("--amp", choices=["none", "bf16"], default="none", help="autocast the forward passes to bfloat16")
+    r.add_argument("--channels-last", action="store_true", help="channels-last memory format (faster convs on GPUs)")
+    r.add_argument("--out", default=None, help="run directory (default: runs/<arch>-<method>-K<K>-<time>)")
+    r.add_argument("--resume", nargs="?", const="auto", default=None, metavar="CHECKPOINT",
+                   help="continue from a checkpoint (default: OUT/checkpoint.pt)")
+    r.add_argument("--test-only", action="store_true", help="evaluate the checkpoint given by --resume (or OUT) and exit")
+    r.add_argument("--quiet", action="store_true", help="no progress bars, no per-epoch lines")
+
+
+def apply_config_file(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> None:
+    """Set the parser's defaults from `-c FILE` so that flags given on the command line win."""
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("-c", "--config", default=None)
+    known, _ = pre.parse_known_args(argv)
+    if known.config:
+        parser.set_defaults(**read_config(known.config, parser))
+
+
+def read_config(path: str | Path, parser: argparse.ArgumentParser) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise InfoProError(f"config file {path} does not exist")
+    try:
+        values = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        raise InfoProError(f"config file {path} is not valid YAML: {error}") from None
+    if not isinstance(values, dict):
+        raise InfoProError(f"config file {path} must be a mapping of flag names to values")
+    known = {a.dest for a in parser._actions} - RUNTIME_KEYS - {"help"}
+    values = {str(k).replace("-", "_"): v for k, v in values.items()}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise InfoProError(f"unknown key(s) {', '.join(unknown)} in config file {path}; known keys: {', '.join(sorted(known))}")
+    actions = {a.dest: a for a in parser._actions}
+    return {key: _coerce(actions[key], value, path) for key, value in values.items()}
+
+
+def _coerce(action: argparse.Action, value: Any, path: Path) -> Any:
+    """Give a YAML value the type and choices its flag would enforce."""
+    if value is None:
+        return None
+    if isinstance(action.default, bool) and not isinstance(value, bool):
+        raise InfoProError(f"config file {path}: {action.dest} must be true or false, got {value!r}")
+    try:
+        if action.nargs is not None and action.nargs not in ("?",) and action.type is not None:
+            if not isinstance(value, (list, tuple)):
+                raise ValueError("expected a list")
+            if isinstance(action.nargs, int) and len(value) != action.nargs:
+                raise ValueError(f"expected {action.nargs} values")
+            value = [action.type(v) for v in value]
+        elif action.type is not None:
+            if isinstance(value, bool) or isinstance(value, (list, dict)):
+                raise ValueError(f"expected a {action.type.__name__}")
+            value = action.type(value)
+    except (TypeError, ValueError) as error:
+        raise InfoProError(f"config file {path}: bad value {value!r} for {action.dest}: {error}") from None
+    if action.choices is not None and value not in action.choices:
+        raise InfoProError(f"config file {path}: {action.dest} must be one of {list(action.choices)}, got {value!r}")
+    return value
+
+
+def resolved_config(args: argparse.Namespace) -> dict[str, Any]:
+    """The settings that define the run (what config.yaml holds)."""
+    return {k: v for k, v in sorted(vars(args).items()) if k not in RUNTIME_KEYS}
+
+
+def check_args(args: argparse.Namespace) -> None:
+    """Reject values no run can use, before anything is read or written."""
+    if args.lr is None:
+        args.lr = 0.1 * args.batch_size / 128
+    checks = [
+        (args.epochs >= 1, f"--epochs must be >= 1, got {args.epochs}"),
+        (args.batch_size >= 1, f"--batch-size must be >= 1, got {args.batch_size}"),
+        (args.lr > 0, f"--lr must be > 0, got {args.lr}"),
+        (args.momentum >= 0, f"--momentum must be >= 0, got {args.momentum}"),
+        (args.weight_decay >= 0, f"--weight-decay must be >= 0, got {args.weight_decay}"),
+        (args.train_subset is None or args.train_subset > 0, f"--train-subset must be > 0, got {args.train_subset}"),
+        (args.test_subset is None or args.test_subset > 0, f"--test-subset must be > 0, got {args.test_subset}"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise InfoProError(message)
+    if args.lambdas is not None:
+        args.lambdas = [float(v) for v in args.lambdas]

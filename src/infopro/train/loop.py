@@ -1,0 +1,265 @@
+"""`infopro train`: data -> LocalLearner -> SGD, with a run directory, metrics and resumable checkpoints."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import math
+import resource
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from tqdm import tqdm
+
+from ..data import DeviceLoader, load_dataset, stratified_subset
+from ..errors import InfoProError
+from ..local import LocalLearner
+from ..models import build_backbone
+from .args import check_args, resolved_config
+from .checkpoint import load_checkpoint, save_checkpoint
+
+# Settings a checkpoint must share with the run that resumes it.
+STRUCTURE_KEYS = ("arch", "dataset", "method", "K", "cuts", "aux_head", "aux_widen", "aux_feature_dim")
+RUN_FILES = ("config.yaml", "metrics.jsonl", "summary.json", "checkpoint.pt")
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise InfoProError(f"--device {name!r} is not a device; use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise InfoProError(f"--device {name} asked for, but this PyTorch sees no CUDA device; use --device cpu")
+    return device
+
+
+def peak_memory_bytes(device: torch.device) -> tuple[int, str]:
+    """CUDA: the allocator's peak; CPU: the process's peak resident set size."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device), "cuda_max_memory_allocated"
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss * (1 if sys.platform == "darwin" else 1024), "cpu_max_rss"
+
+
+def build_learner(args: argparse.Namespace, image_shape: tuple[int, int, int], num_classes: int,
+                  mean: tuple[float, ...], std: tuple[float, ...], device: torch.device) -> LocalLearner:
+    torch.manual_seed(args.seed)
+    backbone = build_backbone(args.arch, num_classes, image_shape[0]).to(device)
+    if args.channels_last:
+        backbone = backbone.to(memory_format=torch.channels_last)
+    return LocalLearner(
+        backbone, args.K, args.method, cuts=args.cuts, input_shape=image_shape, num_classes=num_classes,
+        lambdas=args.lambdas, head=args.aux_head, widen=args.aux_widen, feature_dim=args.aux_feature_dim,
+        temperature=args.temperature, mean=mean, std=std,
+    )
+
+
+def build_schedule(optimizer: torch.optim.Optimizer, args: argparse.Namespace) -> torch.optim.lr_scheduler.LRScheduler:
+    """Stepped once per epoch, as in the paper's code."""
+    if args.schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=args.epochs)
+    milestones = [int(args.epochs * 0.5), int(args.epochs * 0.75)]
+    return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=milestones, gamma=0.1)
+
+
+def autocast(args: argparse.Namespace, device: torch.device) -> contextlib.AbstractContextManager:
+    if args.amp == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+@torch.no_grad()
+def evaluate(learner: LocalLearner, loader: DeviceLoader, args: argparse.Namespace, device: torch.device) -> float:
+    """Top-1 accuracy of the whole network (all pieces, eval mode)."""
+    learner.eval()
+    correct = torch.zeros((), dtype=torch.long, device=device)
+    total = 0
+    for x, y in loader:
+        if args.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with autocast(args, device):
+            correct += (learner(x).argmax(1) == y).sum()
+        total += len(y)
+    return correct.item() / max(total, 1)
+
+
+def prepare_run_dir(args: argparse.Namespace) -> Path:
+    if args.out is None:
+        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+        args.out = str(Path("runs") / f"{args.arch}-{args.method}-K{args.K}-{stamp}")
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise InfoProError(f"--out {out} is a file, not a directory")
+    existing = [name for name in RUN_FILES if (out / name).exists()]
+    if existing and args.resume is None:
+        raise InfoProError(
+            f"run directory {out} already holds a run ({', '.join(existing)}); "
+            f"pass --resume to continue it or choose another --out"
+        )
+    return out
+
+
+def check_resumable(state: dict[str, Any], args: argparse.Namespace, path: Path) -> None:
+    saved = state["args"]
+    for key in STRUCTURE_KEYS:
+        if key in saved and saved[key] != getattr(args, key):
+            raise InfoProError(
+                f"checkpoint {path} was trained with {key}={saved[key]!r}, this run has {key}={getattr(args, key)!r}; "
+                f"resume with the same settings (e.g. -c {path.parent / 'config.yaml'})"
+            )
+
+
+def train_main(args: argparse.Namespace) -> int:
+    check_args(args)
+    device = pick_device(args.device)
+    data = load_dataset(args.dataset, args.data_dir, args.cache_dir)
+    train_images, train_labels = data.train_images, data.train_labels
+    test_images, test_labels = data.test_images, data.test_labels
+    if args.train_subset:
+        keep = stratified_subset(train_labels, args.train_subset, seed=args.seed)
+        train_images, train_labels = train_images[keep], train_labels[keep]
+    if args.test_subset:
+        keep = stratified_subset(test_labels, args.test_subset, seed=args.seed)
+        test_images, test_labels = test_images[keep], test_labels[keep]
+    if args.batch_size > len(train_labels):
+        raise InfoProError(
+            f"--batch-size {args.batch_size} is larger than the training set ({len(train_labels)} images); "
+            f"use a smaller batch or a larger --train-subset"
+        )
+    learner = build_learner(args, data.image_shape, data.num_classes, data.mean, data.std, device)
+    optimizer = torch.optim.SGD(learner.parameters(), lr=args.lr, momentum=args.momentum,
+                                nesterov=args.nesterov and args.momentum > 0, weight_decay=args.weight_decay)
+    schedule = build_schedule(optimizer, args)
+    test_loader = DeviceLoader(test_images, test_labels, device, 1024, data.mean, data.std, train=False, seed=args.seed)
+
+    out = prepare_run_dir(args) if not args.test_only else Path(args.out or ".")
+    start_epoch = 0
+    if args.resume is not None or args.test_only:
+        path = Path(args.resume) if args.resume not in (None, "auto") else out / "checkpoint.pt"
+        if path.is_dir():
+            path = path / "checkpoint.pt"
+        state = load_checkpoint(path, map_location=device)
+        check_resumable(state, args, path)
+        learner.load_state_dict(state["model"])
+        if args.test_only:
+            accuracy = evaluate(learner, test_loader, args, device)
+            print(f"{path}: test accuracy {100 * accuracy:.2f}% (error {100 * (1 - accuracy):.2f}%) "
+                  f"on {len(test_labels)} images of {data.name}")
+            return 0
+        optimizer.load_state_dict(state["optimizer"])
+        schedule.load_state_dict(state["scheduler"])
+        start_epoch = state["epoch"]
+        if start_epoch >= args.epochs:
+            raise InfoProError(f"checkpoint {path} has already finished {start_epoch} of {args.epochs} epochs")
+
+    train_loader = DeviceLoader(train_images, train_labels, device, args.batch_size, data.mean, data.std,
+                                train=True, seed=args.seed)
+    out.mkdir(parents=True, exist_ok=True)
+    config = resolved_config(args)
+    (out / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=True))
+    verbose = not args.quiet
+    if verbose:
+        print(f"{data.name} ({len(train_labels)} train / {len(test_labels)} test, {data.source}) · {args.arch} · "
+              f"{args.method} K={args.K} cuts {learner.cuts} · {device} · run dir {out}")
+
+    history = _read_history(out / "metrics.jsonl", start_epoch)
+    for epoch in range(start_epoch, args.epochs):
+        record = train_one_epoch(learner, optimizer, train_loader, epoch, args, device)
+        schedule.step()
+        accuracy = evaluate(learner, test_loader, args, device)
+        record.update(test_accuracy=accuracy, test_error=1 - accuracy)
+        record["peak_memory_bytes"], record["memory_kind"] = peak_memory_bytes(device)
+        history.append(record)
+        with open(out / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(record) + "\n")
+        save_checkpoint({"model": learner.state_dict(), "optimizer": optimizer.state_dict(),
+                         "scheduler": schedule.state_dict(), "epoch": epoch + 1, "args": config},
+                        out / "checkpoint.pt")
+        if verbose:
+            losses = " ".join(f"{v:.3f}" for v in record["train_losses"])
+            print(f"epoch {epoch + 1:>3}/{args.epochs}  lr {record['lr']:.4f}  losses [{losses}]  "
+                  f"train acc {100 * record['train_accuracy']:5.2f}%  test acc {100 * accuracy:5.2f}%  "
+                  f"{record['epoch_seconds']:.1f}s  {record['images_per_second']:.0f} img/s")
+
+    summary = summarize(history, learner, args)
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    if verbose:
+        print(f"done: final test error {100 * summary['final_test_error']:.2f}%, best {100 * summary['best_test_error']:.2f}% "
+              f"({summary['total_seconds']:.0f}s) -> {out}")
+    return 0
+
+
+def train_one_epoch(learner: LocalLearner, optimizer: torch.optim.Optimizer, loader: DeviceLoader, epoch: int,
+                    args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
+    learner.train()
+    loader.set_epoch(epoch)
+    lr = optimizer.param_groups[0]["lr"]
+    loss_sums = [0.0] * learner.K
+    correct = torch.zeros((), dtype=torch.long, device=device)
+    seen = 0
+    start = time.perf_counter()
+    bar = tqdm(loader, desc=f"epoch {epoch + 1}/{args.epochs}", leave=False, dynamic_ncols=True,
+               disable=args.quiet or not sys.stderr.isatty())
+    for x, y in bar:
+        if args.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        optimizer.zero_grad(set_to_none=True)
+        with autocast(args, device):
+            step = learner.train_step(x, y)
+        optimizer.step()
+        for k, value in enumerate(step["losses"]):
+            loss_sums[k] += value * len(y)
+        correct += (step["logits"].argmax(1) == y).sum()
+        seen += len(y)
+        bar.set_postfix(loss=f"{step['losses'][-1]:.3f}")
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    seconds = time.perf_counter() - start
+    losses = [s / seen for s in loss_sums]
+    if not all(math.isfinite(v) for v in losses):
+        raise InfoProError(f"the training loss diverged at epoch {epoch + 1} (losses {losses}); lower --lr")
+    return {
+        "epoch": epoch + 1,
+        "lr": lr,
+        "train_losses": losses,
+        "train_accuracy": correct.item() / seen,
+        "epoch_seconds": seconds,
+        "images_per_second": seen / seconds,
+    }
+
+
+def summarize(history: list[dict[str, Any]], learner: LocalLearner, args: argparse.Namespace) -> dict[str, Any]:
+    errors = [r["test_error"] for r in history]
+    return {
+        "method": args.method,
+        "arch": args.arch,
+        "dataset": args.dataset,
+        "K": args.K,
+        "cuts": learner.cuts,
+        "epochs": len(history),
+        "final_test_error": errors[-1],
+        "best_test_error": min(errors),
+        "total_seconds": sum(r["epoch_seconds"] for r in history),
+        "peak_memory_bytes": max(r["peak_memory_bytes"] for r in history),
+        "memory_kind": history[-1]["memory_kind"],
+        "parameters": sum(p.numel() for p in learner.pieces.parameters()),
+        "aux_parameters": sum(p.numel() for p in learner.aux.parameters()),
+    }
+
+
+def _read_history(path: Path, epochs: int) -> list[dict[str, Any]]:
+    """Metrics of the epochs a resumed run already has; later lines (after the checkpoint) are dropped."""
+    if not path.exists():
+        return []
+    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    records = [r for r in records if r["epoch"] <= epochs]
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    return records
