@@ -165,3 +165,20 @@ def test_resume_with_another_arch_or_K_is_refused(tmp_path, capsys, change):
     err = capsys.readouterr().err
     assert "was trained with" in err and ("arch=" in err or "K=" in err)
     assert snapshot(out) == before
+
+
+def test_unreadable_image_in_a_class_folder(tmp_path, capsys):
+    from PIL import Image
+    import numpy as np
+
+    root = tmp_path / "folder"
+    for split in ("train", "test"):
+        for c in range(10):
+            folder = root / split / f"class{c}"
+            folder.mkdir(parents=True)
+            Image.fromarray(np.full((32, 32, 3), c * 20, dtype=np.uint8)).save(folder / "0.png")
+    (root / "train" / "class3" / "broken.jpg").write_bytes(b"not an image")
+    assert main(["train", "--data-dir", str(root), "--out", str(tmp_path / "run"), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "broken.jpg" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "run").exists()

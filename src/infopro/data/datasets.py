@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..constants import CIFAR_MEAN, CIFAR_STD
 from ..errors import InfoProError
 from ..registry import Registry
 from .cache import cached, default_cache_dir
@@ -15,8 +16,6 @@ from .splits import Splits
 
 BUNDLED_DIR = Path(__file__).resolve().parent / "bundled"
 
-CIFAR_MEAN = (125.3 / 255, 123.0 / 255, 113.9 / 255)
-CIFAR_STD = (63.0 / 255, 62.1 / 255, 66.7 / 255)
 
 
 @dataclass(frozen=True)

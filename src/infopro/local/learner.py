@@ -9,6 +9,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from ..constants import CIFAR_MEAN, CIFAR_STD
 from ..errors import InfoProError
 from ..models.backbone import SequentialBackbone
 from .aux_nets import AuxOptions, Decoder, build_head
@@ -18,9 +19,6 @@ from .methods import Lambdas, get_method
 from .objective import LocalObjective
 from .pieces import feature_shapes, split_blocks
 
-# Mean and std of the CIFAR training images, as in the paper (pixel values / 255).
-CIFAR_MEAN = (125.3 / 255, 123.0 / 255, 113.9 / 255)
-CIFAR_STD = (63.0 / 255, 62.1 / 255, 66.7 / 255)
 
 
 @dataclass(frozen=True)

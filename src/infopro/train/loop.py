@@ -160,8 +160,9 @@ def train_main(args: argparse.Namespace) -> int:
         if start_epoch >= args.epochs:
             raise InfoProError(f"checkpoint {path} has already finished {start_epoch} of {args.epochs} epochs")
 
+    # A last batch of one sample would break BatchNorm in training mode: drop it in that case only.
     train_loader = DeviceLoader(train_images, train_labels, device, args.batch_size, data.mean, data.std,
-                                train=True, seed=args.seed)
+                                train=True, seed=args.seed, drop_last=len(train_labels) % args.batch_size == 1)
     out.mkdir(parents=True, exist_ok=True)
     config = resolved_config(args)
     (out / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=True))

@@ -1,0 +1,73 @@
+"""E2E vs Greedy SL vs DGL vs InfoPro on a CPU-sized CIFAR-10 (JPEG) subset.
+
+ResNet-32, a stratified 10,000-image training subset of ../shared/datasets/cifar10-jpeg,
+the same epochs, seed, batch and schedule for every method; K=4 and K=8 with the
+paper's cuts and the published lambdas (configs/cifar10/). Prints a Markdown
+table and writes JSON. Run directories are reused when they already hold a
+finished run (delete them to retrain).
+
+    python benchmarks/cifar_small.py --epochs 6 --out benchmarks/results/cifar_small
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from infopro.cli import main as infopro_main
+
+ROOT = Path(__file__).resolve().parents[1]
+RUNS = [("e2e", 1)] + [(m, K) for K in (4, 8) for m in ("greedy", "dgl", "infopro-softmax", "infopro-contrast")]
+
+
+def config_file(method: str, K: int) -> Path:
+    name = "resnet32-e2e" if method == "e2e" else f"resnet32-{method}-K{K}"
+    return ROOT / "configs" / "cifar10" / f"{name}.yaml"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data-dir", default=str(ROOT.parent / "shared" / "datasets" / "cifar10-jpeg"))
+    parser.add_argument("--train-subset", type=int, default=10000)
+    parser.add_argument("--test-subset", type=int, default=2000)
+    parser.add_argument("--epochs", type=int, default=6)
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--out", default="benchmarks/results/cifar_small")
+    args = parser.parse_args()
+
+    out = Path(args.out)
+    rows = []
+    for method, K in RUNS:
+        run = out / f"{method}-K{K}"
+        if not (run / "summary.json").exists():
+            code = infopro_main([
+                "train", "-c", str(config_file(method, K)), "--data-dir", args.data_dir,
+                "--train-subset", str(args.train_subset), "--test-subset", str(args.test_subset),
+                "--epochs", str(args.epochs), "--batch-size", str(args.batch_size),
+                "--lr", str(0.1 * args.batch_size / 128), "--seed", str(args.seed),
+                "--device", args.device, "--channels-last", "--out", str(run),
+                *(["--resume"] if (run / "checkpoint.pt").exists() else []),
+            ])
+            if code != 0:
+                raise SystemExit(f"training {method} K={K} failed (exit {code})")
+        summary = json.loads((run / "summary.json").read_text())
+        rows.append({"method": method, "K": K, "cuts": summary["cuts"],
+                     "final_test_error": summary["final_test_error"], "best_test_error": summary["best_test_error"],
+                     "total_seconds": summary["total_seconds"], "epochs": summary["epochs"], "run": str(run)})
+
+    print(f"\nResNet-32, CIFAR-10 (JPEG), {args.train_subset} train / {args.test_subset} test images, "
+          f"{args.epochs} epochs, batch {args.batch_size}, seed {args.seed}, {args.device}")
+    print("| method | K | final test error | best test error | train seconds |\n|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['method']} | {r['K']} | {100 * r['final_test_error']:.2f} % | "
+              f"{100 * r['best_test_error']:.2f} % | {r['total_seconds']:.0f} |")
+    path = out / "cifar_small.json"
+    path.write_text(json.dumps({"settings": vars(args), "rows": rows}, indent=2) + "\n")
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
