@@ -194,3 +194,12 @@ def test_a_short_run_learns_above_chance(method):
     with torch.no_grad():
         accuracy = (learner(x_test).argmax(1) == y_test).float().mean().item()
     assert accuracy > 0.6  # chance is 0.25
+
+
+def test_bf16_autocast_train_step():
+    x, y = batch()
+    learner = make("infopro-softmax", K=3)
+    learner.amp_dtype = torch.bfloat16
+    out = learner.train_step(x, y)
+    assert all(torch.isfinite(torch.tensor(out["losses"])))
+    assert all(p.grad is not None and p.grad.dtype == torch.float32 for p in learner.pieces[0].parameters())

@@ -40,8 +40,12 @@ def local_step(
     h_in: torch.Tensor,
     labels: torch.Tensor,
     image: torch.Tensor | None = None,
+    amp_dtype: torch.dtype | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Train one piece on one batch: forward, local loss, backward.
+
+    With `amp_dtype` (e.g. torch.bfloat16) the forward pass and loss run under
+    autocast; the backward pass runs outside it, as PyTorch recommends.
 
     Gradients accumulate in `.grad` of the piece and its objective; the
     graph is freed before returning. Returns (h_out detached, loss detached):
@@ -49,8 +53,9 @@ def local_step(
     crosses the cut. This is the whole unit of work of a piece, whether it
     runs in this process or on its own device.
     """
-    h_out = piece(h_in)
-    loss = objective(h_out, labels, image)
+    with torch.autocast(h_in.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+        h_out = piece(h_in)
+        loss = objective(h_out, labels, image)
     loss.backward()
     return h_out.detach(), loss.detach()
 
@@ -78,7 +83,12 @@ class LocalLearner(nn.Module):
         temperature: of the supervised contrastive loss.
         mean, std: per-channel normalisation of the inputs; the decoder's target
             is the un-normalised image `x * std + mean` in [0, 1].
+
+    `amp_dtype` (attribute, default None): set to torch.bfloat16 to run the
+    forward passes of `train_step` under autocast.
     """
+
+    amp_dtype: torch.dtype | None = None
 
     def __init__(
         self,
@@ -176,7 +186,7 @@ class LocalLearner(nn.Module):
         h = x
         losses = []
         for piece, objective in zip(self.pieces, self.aux):
-            h, loss = local_step(piece, objective, h, y, image)
+            h, loss = local_step(piece, objective, h, y, image, self.amp_dtype)
             losses.append(loss)
         # One host sync per step, not one per piece.
         return {"logits": h, "losses": torch.stack(losses).tolist()}

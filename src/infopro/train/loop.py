@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import math
 import resource
@@ -26,6 +25,7 @@ from .checkpoint import load_checkpoint, save_checkpoint
 
 # Settings a checkpoint must share with the run that resumes it.
 STRUCTURE_KEYS = ("arch", "dataset", "method", "K", "cuts", "aux_head", "aux_widen", "aux_feature_dim")
+AMP_DTYPES = {"none": None, "bf16": torch.bfloat16}
 RUN_FILES = ("config.yaml", "metrics.jsonl", "summary.json", "checkpoint.pt")
 
 
@@ -55,11 +55,13 @@ def build_learner(args: argparse.Namespace, image_shape: tuple[int, int, int], n
     backbone = build_backbone(args.arch, num_classes, image_shape[0]).to(device)
     if args.channels_last:
         backbone = backbone.to(memory_format=torch.channels_last)
-    return LocalLearner(
+    learner = LocalLearner(
         backbone, args.K, args.method, cuts=args.cuts, input_shape=image_shape, num_classes=num_classes,
         lambdas=args.lambdas, head=args.aux_head, widen=args.aux_widen, feature_dim=args.aux_feature_dim,
         temperature=args.temperature, mean=mean, std=std,
     )
+    learner.amp_dtype = AMP_DTYPES[args.amp]
+    return learner
 
 
 def build_schedule(optimizer: torch.optim.Optimizer, args: argparse.Namespace) -> torch.optim.lr_scheduler.LRScheduler:
@@ -70,10 +72,6 @@ def build_schedule(optimizer: torch.optim.Optimizer, args: argparse.Namespace) -
     return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=milestones, gamma=0.1)
 
 
-def autocast(args: argparse.Namespace, device: torch.device) -> contextlib.AbstractContextManager:
-    if args.amp == "bf16":
-        return torch.autocast(device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
 
 
 @torch.no_grad()
@@ -85,7 +83,7 @@ def evaluate(learner: LocalLearner, loader: DeviceLoader, args: argparse.Namespa
     for x, y in loader:
         if args.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        with autocast(args, device):
+        with torch.autocast(device.type, dtype=learner.amp_dtype, enabled=learner.amp_dtype is not None):
             correct += (learner(x).argmax(1) == y).sum()
         total += len(y)
     return correct.item() / max(total, 1)
@@ -213,8 +211,7 @@ def train_one_epoch(learner: LocalLearner, optimizer: torch.optim.Optimizer, loa
         if args.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         optimizer.zero_grad(set_to_none=True)
-        with autocast(args, device):
-            step = learner.train_step(x, y)
+        step = learner.train_step(x, y)
         optimizer.step()
         for k, value in enumerate(step["losses"]):
             loss_sums[k] += value * len(y)
