@@ -203,3 +203,13 @@ def test_bf16_autocast_train_step():
     out = learner.train_step(x, y)
     assert all(torch.isfinite(torch.tensor(out["losses"])))
     assert all(p.grad is not None and p.grad.dtype == torch.float32 for p in learner.pieces[0].parameters())
+
+
+def test_building_a_learner_leaves_modes_and_statistics_alone():
+    backbone = build_backbone("resnet20")
+    backbone.blocks[2].eval()
+    stats = {k: v.clone() for k, v in backbone.state_dict().items()}
+    learner = LocalLearner(backbone, 2, "dgl", cuts="even")
+    assert not backbone.blocks[2].training and backbone.blocks[1].training
+    assert all(torch.equal(stats[k], v) for k, v in backbone.state_dict().items())
+    assert learner.describe()[0].output_shape == (32, 16, 16)  # after block 4, the first of stage 2

@@ -127,15 +127,10 @@ class LocalLearner(nn.Module):
         options = AuxOptions(widen=widen, feature_dim=feature_dim)
         head_name = head or self.method.head
 
-        shapes = feature_shapes(backbone.blocks, self.input_shape)
-        with torch.no_grad():
-            was_training = backbone.head.training
-            backbone.head.eval()
-            out_shape = backbone.head(torch.zeros(1, *shapes[-1], device=_device_of(backbone))).shape
-            backbone.head.train(was_training)
-        if tuple(out_shape) != (1, num_classes):
+        *shapes, out_shape = feature_shapes([*backbone.blocks, backbone.head], self.input_shape)
+        if tuple(out_shape) != (num_classes,):
             raise InfoProError(
-                f"the backbone's head gives outputs of shape {tuple(out_shape[1:])}, "
+                f"the backbone's head gives outputs of shape {tuple(out_shape)}, "
                 f"but num_classes={num_classes}; build the backbone with num_classes={num_classes}"
             )
         if len(mean) != self.input_shape[0] or len(std) != self.input_shape[0]:
@@ -165,7 +160,7 @@ class LocalLearner(nn.Module):
         self.register_buffer("std", torch.tensor(std, device=device).view(1, -1, 1, 1), persistent=False)
         # Kept out of the module tree: its blocks already are the pieces' modules.
         object.__setattr__(self, "_backbone", backbone)
-        self._output_shapes = [tuple(shapes[c]) for c in self.cuts] + [tuple(out_shape[1:])]
+        self._output_shapes = [tuple(shapes[c]) for c in self.cuts] + [tuple(out_shape)]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits through all pieces (inference; call `.eval()` first for BatchNorm statistics)."""

@@ -11,17 +11,19 @@ from .cuts import piece_ranges
 
 
 @torch.no_grad()
-def feature_shapes(blocks: nn.Sequential, input_shape: Sequence[int]) -> list[torch.Size]:
+def feature_shapes(blocks: Sequence[nn.Module], input_shape: Sequence[int]) -> list[torch.Size]:
     """The output shape (without batch) of every block, from one forward pass of a zero image.
 
-    Runs in eval mode on a single sample (BatchNorm statistics are left as they
-    were) on the blocks' own device.
+    Runs in eval mode on a single sample, on the blocks' own device; every
+    module's train/eval mode and BatchNorm statistics are left as they were.
     """
-    param = next(blocks.parameters(), None)
+    modules = [m for block in blocks for m in block.modules()]
+    param = next((p for block in blocks for p in block.parameters()), None)
     device = param.device if param is not None else torch.device("cpu")
     dtype = param.dtype if param is not None and param.is_floating_point() else torch.float32
-    was_training = blocks.training
-    blocks.eval()
+    modes = [m.training for m in modules]
+    for m in modules:
+        m.training = False
     try:
         h = torch.zeros(1, *input_shape, device=device, dtype=dtype)
         shapes = []
@@ -29,7 +31,8 @@ def feature_shapes(blocks: nn.Sequential, input_shape: Sequence[int]) -> list[to
             h = block(h)
             shapes.append(h.shape[1:])
     finally:
-        blocks.train(was_training)
+        for m, mode in zip(modules, modes):
+            m.training = mode
     return shapes
 
 
