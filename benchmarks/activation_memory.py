@@ -52,7 +52,7 @@ def main() -> None:
                              "peak_bytes": peak, "ratio_to_e2e": peak / e2e})
 
     print(f"{args.arch}, batch {args.batch_size}, 3x32x32: peak activation bytes saved for backward")
-    print(f"| method | K | cuts | peak MiB | vs E2E |\n|---|---|---|---|---|")
+    print("| method | K | cuts | peak MiB | vs E2E |\n|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['method']} | {r['K']} | {r['cuts_preset']} | {r['peak_bytes'] / 2**20:.1f} | {100 * r['ratio_to_e2e']:.1f} % |")
     out = Path(args.out)

@@ -185,7 +185,7 @@ def test_a_short_run_learns_above_chance(method):
     learner = LocalLearner(build_backbone("resnet20", 4), 2, method, cuts="even", num_classes=4,
                            mean=(0.5,) * 3, std=(0.5,) * 3)
     optimizer = torch.optim.SGD(learner.parameters(), lr=0.02, momentum=0.9)
-    for epoch in range(5):
+    for _ in range(5):
         for i in range(0, 256, 32):
             optimizer.zero_grad(set_to_none=True)
             learner.train_step(x_train[i:i + 32], y_train[i:i + 32])

@@ -88,5 +88,5 @@ def cached(
             save_cached(path, splits)
         except OSError as e:
             # The data is fine; only the next load will be slow again.
-            warnings.warn(f"could not write the data cache {path} ({e}); set ${CACHE_ENV} to a writable folder")
+            warnings.warn(f"could not write the data cache {path} ({e}); set ${CACHE_ENV} to a writable folder", stacklevel=2)
     return splits
