@@ -33,3 +33,8 @@ def test_version_and_help(capsys):
                  "--device", "--train-subset", "--test-subset", "--out", "--resume", "--test-only", "--quiet",
                  "--amp", "--channels-last", "--aux-widen", "--aux-feature-dim", "--aux-head"):
         assert flag in out
+
+
+def test_describe_other_input_shapes(capsys):
+    assert main(["describe", "--arch", "resnet20", "--K", "2", "--cuts", "even", "--input-shape", "1", "28", "28"]) == 0
+    assert "32x14x14" in capsys.readouterr().out  # after block 4, the first of stage 2

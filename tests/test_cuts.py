@@ -76,3 +76,7 @@ def test_missing_preset_names_what_exists():
 def test_bad_cuts_give_clear_errors(K, cuts, message):
     with pytest.raises(InfoProError, match=message):
         LocalLearner(build_backbone("resnet32"), K, "infopro-contrast", cuts=cuts)
+
+
+def test_a_single_int_is_one_cut():
+    assert resolve_cuts(5, build_backbone("resnet32"), 2) == [5]

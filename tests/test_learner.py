@@ -213,3 +213,16 @@ def test_building_a_learner_leaves_modes_and_statistics_alone():
     assert not backbone.blocks[2].training and backbone.blocks[1].training
     assert all(torch.equal(stats[k], v) for k, v in backbone.state_dict().items())
     assert learner.describe()[0].output_shape == (32, 16, 16)  # after block 4, the first of stage 2
+
+
+def test_a_piece_with_no_loss_is_refused():
+    with pytest.raises(InfoProError, match=r"piece 1 of 3 no loss"):
+        make("greedy", K=3, lambdas=(0, 0, 0, 1))
+
+
+def test_learner_follows_the_backbone_dtype():
+    learner = LocalLearner(build_backbone("resnet20").double(), 2, "infopro-softmax", cuts="even")
+    x, y = batch()
+    out = learner.train_step(x.double(), y)
+    assert out["logits"].dtype == torch.float64
+    assert all(p.dtype == torch.float64 for p in learner.aux.parameters())

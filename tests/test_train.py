@@ -182,3 +182,43 @@ def test_unreadable_image_in_a_class_folder(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert "broken.jpg" in err and len(err.splitlines()) == 1
     assert not (tmp_path / "run").exists()
+
+
+def test_resume_from_a_run_directory_continues_it_in_place(tmp_path, monkeypatch):
+    run = tmp_path / "run"
+    real_save = loop.save_checkpoint
+
+    def save_then_die(state, path):
+        real_save(state, path)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(loop, "save_checkpoint", save_then_die)
+    assert train("--out", run) == 130
+    monkeypatch.setattr(loop, "save_checkpoint", real_save)
+    monkeypatch.chdir(tmp_path)  # a stray default run directory would land here
+    assert train("--resume", run) == 0
+    assert [json.loads(l)["epoch"] for l in (run / "metrics.jsonl").read_text().splitlines()] == [1, 2]
+    assert json.loads((run / "summary.json").read_text())["epochs"] == 2
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("change, key", [(["--epochs", "3"], "epochs"), (["--seed", "1"], "seed"),
+                                         (["--lambdas", "1", "1", "1", "1"], "lambdas")])
+def test_resume_with_other_training_settings_is_refused(tmp_path, capsys, change, key):
+    out = tmp_path / "run"
+    assert train("--out", out, "--epochs", "1") == 0
+    before = snapshot(out)
+    # --epochs 1 first so that a changed --epochs is the only difference
+    assert train("--out", out, "--epochs", "1", "--resume", *change) == 2
+    assert f"was trained with {key}=" in capsys.readouterr().err
+    assert snapshot(out) == before
+
+
+def test_resume_into_another_finished_run_is_refused(tmp_path, capsys):
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert train("--out", a, "--epochs", "1") == 0
+    assert train("--out", b) == 0
+    before = snapshot(b)
+    assert train("--out", b, "--resume", a / "checkpoint.pt") == 2
+    assert "already holds a run" in capsys.readouterr().err
+    assert snapshot(b) == before

@@ -38,6 +38,8 @@ def describe_main(args: argparse.Namespace) -> int:
         backbone, args.K, args.method, cuts=args.cuts, input_shape=args.input_shape,
         num_classes=args.num_classes, lambdas=args.lambdas, head=args.aux_head,
         widen=args.aux_widen, feature_dim=args.aux_feature_dim, temperature=args.temperature,
+        # Nothing is trained here, so any per-channel normalisation will do.
+        mean=[0.5] * args.input_shape[0], std=[0.5] * args.input_shape[0],
     )
     print(f"{args.arch} · {args.method} · K={args.K} · cuts {learner.cuts} ({args.cuts})")
     header = f"{'piece':>5}  {'blocks':>9}  {'output':>10}  {'params':>9}  {'aux params':>10}  {'lambda1':>7}  {'lambda2':>7}"

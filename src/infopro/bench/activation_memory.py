@@ -2,8 +2,10 @@
 
 `SavedActivationMeter` hooks `torch.autograd.graph.saved_tensors_hooks`: every
 tensor saved for backward is counted by its storage (views and in-place
-results share one), from the moment it is saved until autograd frees it
-(after backward, or when the graph is dropped). Parameters, and any other
+results share one), from the moment it is saved until backward frees it.
+Measure steps that run backward: a graph dropped without backward keeps the
+tensors it saved as outputs counted (the holder and the graph node refer to
+each other outside Python's garbage collector). Parameters, and any other
 tensors passed as `exclude`, are not counted. `peak_bytes` is the largest
 total alive at one time: a device-independent count, not a timing.
 """

@@ -112,7 +112,7 @@ def validate_cuts(cuts: Sequence[int], num_blocks: int, K: int) -> list[int]:
     return cuts
 
 
-def resolve_cuts(spec: str | Sequence[int], backbone: SequentialBackbone, K: int) -> list[int]:
+def resolve_cuts(spec: str | int | Sequence[int], backbone: SequentialBackbone, K: int) -> list[int]:
     """Turn a preset name, a comma list ("3,7,11") or a list of indices into validated cuts."""
     num_blocks = len(backbone.blocks)
     check_K(K, num_blocks)
@@ -127,6 +127,8 @@ def resolve_cuts(spec: str | Sequence[int], backbone: SequentialBackbone, K: int
                     f"cuts {spec!r} is neither a preset ({', '.join(CUT_PRESETS.names())}) "
                     f"nor a comma-separated list of block indices"
                 ) from None
+    elif isinstance(spec, int):
+        cuts = [spec]  # one cut, e.g. `cuts: 5` in a YAML file
     else:
         cuts = spec
     return validate_cuts(cuts, num_blocks, K)

@@ -142,6 +142,11 @@ class LocalLearner(nn.Module):
         objectives = []
         for k, cut in enumerate(self.cuts):
             recon_weight, task_weight = self.lambdas.for_piece(k, K)
+            if recon_weight == 0 and task_weight == 0:
+                raise InfoProError(
+                    f"lambdas {self.lambdas} give piece {k + 1} of {K} no loss at all (lambda1 = lambda2 = 0), "
+                    f"so it would never train; give it a non-zero weight"
+                )
             task_loss = TASK_LOSSES.get(self.method.task_loss)(temperature)
             out_dim = feature_dim if task_loss.output_is_embedding else num_classes
             objectives.append(
@@ -154,10 +159,12 @@ class LocalLearner(nn.Module):
                 )
             )
         objectives.append(LocalObjective(CrossEntropyTerm()))  # the last piece: plain task loss
-        device = _device_of(backbone)
-        self.aux = nn.ModuleList(objectives).to(device)
-        self.register_buffer("mean", torch.tensor(mean, device=device).view(1, -1, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(std, device=device).view(1, -1, 1, 1), persistent=False)
+        # The auxiliary nets live where the backbone lives, in its precision.
+        param = next(backbone.parameters())
+        self.aux = nn.ModuleList(objectives).to(device=param.device, dtype=param.dtype)
+        for name, values in (("mean", mean), ("std", std)):
+            tensor = torch.tensor(values, device=param.device, dtype=param.dtype).view(1, -1, 1, 1)
+            self.register_buffer(name, tensor, persistent=False)
         # Kept out of the module tree: its blocks already are the pieces' modules.
         object.__setattr__(self, "_backbone", backbone)
         self._output_shapes = [tuple(shapes[c]) for c in self.cuts] + [tuple(out_shape)]
@@ -214,7 +221,3 @@ class LocalLearner(nn.Module):
 def _count(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
-
-def _device_of(module: nn.Module) -> torch.device:
-    param = next(module.parameters(), None)
-    return param.device if param is not None else torch.device("cpu")

@@ -21,10 +21,13 @@ from ..errors import InfoProError
 from ..local import LocalLearner
 from ..models import build_backbone
 from .args import check_args, resolved_config
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import atomic_write_text, load_checkpoint, save_checkpoint
 
-# Settings a checkpoint must share with the run that resumes it.
-STRUCTURE_KEYS = ("arch", "dataset", "method", "K", "cuts", "aux_head", "aux_widen", "aux_feature_dim")
+# Settings that decide the shape of the model: a checkpoint evaluated with --test-only must share them.
+STRUCTURE_KEYS = ("arch", "dataset", "method", "K", "cuts", "lambdas", "aux_head", "aux_widen", "aux_feature_dim")
+# Settings a resumed run may change; every other one must equal the checkpoint's, so that the
+# resumed run ends where the uninterrupted one would.
+FREE_ON_RESUME = ("out", "device", "data_dir", "cache_dir")
 AMP_DTYPES = {"none": None, "bf16": torch.bfloat16}
 RUN_FILES = ("config.yaml", "metrics.jsonl", "summary.json", "checkpoint.pt")
 
@@ -89,7 +92,23 @@ def evaluate(learner: LocalLearner, loader: DeviceLoader, args: argparse.Namespa
     return correct.item() / max(total, 1)
 
 
-def prepare_run_dir(args: argparse.Namespace) -> Path:
+def checkpoint_to_read(args: argparse.Namespace) -> Path | None:
+    """The checkpoint that --resume or --test-only reads (None for a fresh run)."""
+    if args.resume is None and not args.test_only:
+        return None
+    if args.resume in (None, "auto"):
+        if args.out is None:
+            raise InfoProError("--resume or --test-only without a checkpoint path needs --out RUN_DIR")
+        path = Path(args.out)
+    else:
+        path = Path(args.resume)
+    return path / "checkpoint.pt" if path.is_dir() else path
+
+
+def prepare_run_dir(args: argparse.Namespace, checkpoint: Path | None) -> Path:
+    """The run directory; an existing run in it may only be continued from its own checkpoint."""
+    if args.out is None and checkpoint is not None:
+        args.out = str(checkpoint.parent)
     if args.out is None:
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
         args.out = str(Path("runs") / f"{args.arch}-{args.method}-K{args.K}-{stamp}")
@@ -97,17 +116,19 @@ def prepare_run_dir(args: argparse.Namespace) -> Path:
     if out.exists() and not out.is_dir():
         raise InfoProError(f"--out {out} is a file, not a directory")
     existing = [name for name in RUN_FILES if (out / name).exists()]
-    if existing and args.resume is None:
+    continues_itself = checkpoint is not None and checkpoint.resolve().parent == out.resolve()
+    if existing and not continues_itself:
         raise InfoProError(
             f"run directory {out} already holds a run ({', '.join(existing)}); "
-            f"pass --resume to continue it or choose another --out"
+            f"pass --resume to continue it from its own checkpoint or choose another --out"
         )
     return out
 
 
 def check_resumable(state: dict[str, Any], args: argparse.Namespace, path: Path) -> None:
     saved = state["args"]
-    for key in STRUCTURE_KEYS:
+    keys = STRUCTURE_KEYS if args.test_only else [k for k in resolved_config(args) if k not in FREE_ON_RESUME]
+    for key in keys:
         if key in saved and saved[key] != getattr(args, key):
             raise InfoProError(
                 f"checkpoint {path} was trained with {key}={saved[key]!r}, this run has {key}={getattr(args, key)!r}; "
@@ -138,15 +159,16 @@ def train_main(args: argparse.Namespace) -> int:
     schedule = build_schedule(optimizer, args)
     test_loader = DeviceLoader(test_images, test_labels, device, 1024, data.mean, data.std, train=False, seed=args.seed)
 
-    out = prepare_run_dir(args) if not args.test_only else Path(args.out or ".")
+    path = checkpoint_to_read(args)
+    out = prepare_run_dir(args, path) if not args.test_only else None
     start_epoch = 0
-    if args.resume is not None or args.test_only:
-        path = Path(args.resume) if args.resume not in (None, "auto") else out / "checkpoint.pt"
-        if path.is_dir():
-            path = path / "checkpoint.pt"
+    if path is not None:
         state = load_checkpoint(path, map_location=device)
         check_resumable(state, args, path)
-        learner.load_state_dict(state["model"])
+        try:
+            learner.load_state_dict(state["model"])
+        except RuntimeError as error:
+            raise InfoProError(f"checkpoint {path} does not fit this model: {str(error).splitlines()[0]}") from None
         if args.test_only:
             accuracy = evaluate(learner, test_loader, args, device)
             print(f"{path}: test accuracy {100 * accuracy:.2f}% (error {100 * (1 - accuracy):.2f}%) "
@@ -163,7 +185,7 @@ def train_main(args: argparse.Namespace) -> int:
                                 train=True, seed=args.seed, drop_last=len(train_labels) % args.batch_size == 1)
     out.mkdir(parents=True, exist_ok=True)
     config = resolved_config(args)
-    (out / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=True))
+    atomic_write_text(out / "config.yaml", yaml.safe_dump(config, sort_keys=True))
     verbose = not args.quiet
     if verbose:
         print(f"{data.name} ({len(train_labels)} train / {len(test_labels)} test, {data.source}) · {args.arch} · "
@@ -189,7 +211,7 @@ def train_main(args: argparse.Namespace) -> int:
                   f"{record['epoch_seconds']:.1f}s  {record['images_per_second']:.0f} img/s")
 
     summary = summarize(history, learner, args)
-    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    atomic_write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
     if verbose:
         print(f"done: final test error {100 * summary['final_test_error']:.2f}%, best {100 * summary['best_test_error']:.2f}% "
               f"({summary['total_seconds']:.0f}s) -> {out}")
@@ -259,5 +281,5 @@ def _read_history(path: Path, epochs: int) -> list[dict[str, Any]]:
         return []
     records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     records = [r for r in records if r["epoch"] <= epochs]
-    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in records))
     return records
