@@ -45,12 +45,13 @@ def describe_main(args: argparse.Namespace) -> int:
     header = f"{'piece':>5}  {'blocks':>9}  {'output':>10}  {'params':>9}  {'aux params':>10}  {'lambda1':>7}  {'lambda2':>7}"
     print(header)
     print("-" * len(header))
-    for info in learner.describe():
+    pieces = learner.describe()
+    for info in pieces:
         blocks = f"{info.blocks.start}-{info.blocks.stop - 1}"
         shape = "x".join(map(str, info.output_shape))
         print(f"{info.index + 1:>5}  {blocks:>9}  {shape:>10}  {info.piece_params:>9,}  {info.aux_params:>10,}  "
               f"{info.recon_weight:>7g}  {info.task_weight:>7g}")
-    total = sum(i.piece_params for i in learner.describe())
-    aux = sum(i.aux_params for i in learner.describe())
+    total = sum(i.piece_params for i in pieces)
+    aux = sum(i.aux_params for i in pieces)
     print(f"backbone {total / 1e6:.3f} M parameters; auxiliary nets {aux / 1e6:.3f} M (dropped by export)")
     return 0
