@@ -12,6 +12,7 @@ from typing import Callable, Sequence
 from ..errors import InfoProError
 from ..models.backbone import SequentialBackbone
 from ..registry import Registry
+from .balance import CutContext, balanced_cuts
 
 StagePosition = tuple[int, int]
 
@@ -43,12 +44,13 @@ PAPER_BALANCED_CUTS: dict[str, dict[int, list[StagePosition]]] = {
     },
 }
 
-CutPreset = Callable[[SequentialBackbone, int], list[int]]
+# (backbone, K, context) -> cuts; the context (input shape, batch, aux nets) is None outside a LocalLearner.
+CutPreset = Callable[[SequentialBackbone, int, "CutContext | None"], list[int]]
 CUT_PRESETS: Registry[CutPreset] = Registry("cut preset")
 
 
 def _published(name: str, table: dict[str, dict[int, list[StagePosition]]]) -> CutPreset:
-    def preset(backbone: SequentialBackbone, K: int) -> list[int]:
+    def preset(backbone: SequentialBackbone, K: int, context: CutContext | None = None) -> list[int]:
         if K == 1:
             return []
         positions = table.get(backbone.arch or "", {}).get(K)
@@ -76,7 +78,19 @@ def even_cuts(num_blocks: int, K: int) -> list[int]:
 
 CUT_PRESETS.add("paper", _published("paper", PAPER_CUTS))
 CUT_PRESETS.add("paper-balanced", _published("paper-balanced", PAPER_BALANCED_CUTS))
-CUT_PRESETS.add("even", lambda backbone, K: even_cuts(len(backbone.blocks), K))
+CUT_PRESETS.add("even", lambda backbone, K, context=None: even_cuts(len(backbone.blocks), K))
+
+
+def _balanced(backbone: SequentialBackbone, K: int, context: CutContext | None = None) -> list[int]:
+    if context is None:
+        raise InfoProError(
+            "cuts='balanced' profiles activation memory with the pieces' auxiliary nets, "
+            "so it is resolved inside LocalLearner; pass cuts='balanced' to LocalLearner (or --cuts balanced)"
+        )
+    return balanced_cuts(backbone.blocks, backbone.head, K, context)
+
+
+CUT_PRESETS.add("balanced", _balanced)
 
 
 def check_K(K: int, num_blocks: int) -> None:
@@ -112,13 +126,17 @@ def validate_cuts(cuts: Sequence[int], num_blocks: int, K: int) -> list[int]:
     return cuts
 
 
-def resolve_cuts(spec: str | int | Sequence[int], backbone: SequentialBackbone, K: int) -> list[int]:
-    """Turn a preset name, a comma list ("3,7,11") or a list of indices into validated cuts."""
+def resolve_cuts(spec: str | int | Sequence[int], backbone: SequentialBackbone, K: int,
+                 context: CutContext | None = None) -> list[int]:
+    """Turn a preset name, a comma list ("3,7,11") or a list of indices into validated cuts.
+
+    `context` is what memory-aware presets ('balanced') need; LocalLearner passes it.
+    """
     num_blocks = len(backbone.blocks)
     check_K(K, num_blocks)
     if isinstance(spec, str):
         if spec in CUT_PRESETS:
-            cuts = CUT_PRESETS.get(spec)(backbone, K)
+            cuts = CUT_PRESETS.get(spec)(backbone, K, context)
         else:
             try:
                 cuts = [int(part) for part in spec.split(",") if part.strip()]

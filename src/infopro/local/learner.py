@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -13,6 +14,7 @@ from ..constants import CIFAR_MEAN, CIFAR_STD
 from ..errors import InfoProError
 from ..models.backbone import SequentialBackbone
 from .aux_nets import AuxOptions, Decoder, build_head
+from .balance import CutContext, piece_memory, profile_memory
 from .cuts import piece_ranges, resolve_cuts
 from .losses import TASK_LOSSES, CrossEntropyTerm
 from .methods import Lambdas, get_method
@@ -72,7 +74,7 @@ class LocalLearner(nn.Module):
         backbone: a `SequentialBackbone` (see `infopro.build_backbone`).
         K: number of pieces (1 = end-to-end).
         method: a name in `infopro.METHODS`.
-        cuts: a preset name ('paper', 'paper-balanced', 'even'), a comma list
+        cuts: a preset name ('paper', 'paper-balanced', 'even', 'balanced'), a comma list
             or a list of K-1 block indices after which a piece ends.
         input_shape: (channels, height, width) of one input image.
         num_classes: classes of the task; checked against the backbone's head.
@@ -83,6 +85,8 @@ class LocalLearner(nn.Module):
         temperature: of the supervised contrastive loss.
         mean, std: per-channel normalisation of the inputs; the decoder's target
             is the un-normalised image `x * std + mean` in [0, 1].
+        profile_batch_size: batch at which cuts='balanced' profiles activation
+            memory (saved bytes grow linearly with it, so the cuts hardly depend on it).
 
     `amp_dtype` (attribute, default None): set to torch.bfloat16 to run the
     forward passes of `train_step` under autocast.
@@ -105,6 +109,7 @@ class LocalLearner(nn.Module):
         temperature: float = 0.07,
         mean: Sequence[float] = CIFAR_MEAN,
         std: Sequence[float] = CIFAR_STD,
+        profile_batch_size: int = 64,
     ) -> None:
         super().__init__()
         if not isinstance(backbone, SequentialBackbone):
@@ -114,7 +119,6 @@ class LocalLearner(nn.Module):
             )
         self.method = get_method(method, K)
         self.K = K
-        self.cuts = resolve_cuts(cuts, backbone, K)
         self.input_shape = tuple(int(s) for s in input_shape)
         self.lambdas = Lambdas.parse(lambdas if lambdas is not None else self.method.default_lambdas)
         if not self.method.decoder and (self.lambdas.recon_first or self.lambdas.recon_last):
@@ -138,27 +142,39 @@ class LocalLearner(nn.Module):
                 f"mean and std need one value per input channel ({self.input_shape[0]}), got {mean}, {std}"
             )
 
-        self.pieces = nn.ModuleList(split_blocks(backbone.blocks, self.cuts, backbone.head))
-        objectives = []
-        for k, cut in enumerate(self.cuts):
+        num_blocks = len(backbone.blocks)
+
+        def objective_for(k: int, cut: int) -> LocalObjective:
+            """Piece k's objective when it ends after block `cut` (the last piece: plain CE on the logits)."""
+            if k == K - 1:
+                return LocalObjective(CrossEntropyTerm())
             recon_weight, task_weight = self.lambdas.for_piece(k, K)
-            if recon_weight == 0 and task_weight == 0:
+            task_loss = TASK_LOSSES.get(self.method.task_loss)(temperature)
+            out_dim = feature_dim if task_loss.output_is_embedding else num_classes
+            return LocalObjective(
+                task_loss,
+                head=build_head(head_name, shapes[cut], out_dim, options) if task_weight else None,
+                decoder=Decoder(shapes[cut], self.input_shape, widen) if recon_weight else None,
+                recon_weight=recon_weight,
+                task_weight=task_weight,
+            )
+
+        for k in range(K - 1):
+            if self.lambdas.for_piece(k, K) == (0, 0):
                 raise InfoProError(
                     f"lambdas {self.lambdas} give piece {k + 1} of {K} no loss at all (lambda1 = lambda2 = 0), "
                     f"so it would never train; give it a non-zero weight"
                 )
-            task_loss = TASK_LOSSES.get(self.method.task_loss)(temperature)
-            out_dim = feature_dim if task_loss.output_is_embedding else num_classes
-            objectives.append(
-                LocalObjective(
-                    task_loss,
-                    head=build_head(head_name, shapes[cut], out_dim, options) if task_weight else None,
-                    decoder=Decoder(shapes[cut], self.input_shape, widen) if recon_weight else None,
-                    recon_weight=recon_weight,
-                    task_weight=task_weight,
-                )
-            )
-        objectives.append(LocalObjective(CrossEntropyTerm()))  # the last piece: plain task loss
+        context = CutContext(
+            input_shape=self.input_shape, num_classes=num_classes, batch_size=profile_batch_size,
+            objective_for=objective_for,
+            # Pieces whose loss terms are on or off alike get the same aux nets at the same cut.
+            objective_kind=lambda k: "last" if k == K - 1 else tuple(w != 0 for w in self.lambdas.for_piece(k, K)),
+        )
+        self.cuts = resolve_cuts(cuts, backbone, K, context)
+        self._cut_context = context
+        self.pieces = nn.ModuleList(split_blocks(backbone.blocks, self.cuts, backbone.head))
+        objectives = [objective_for(k, cut) for k, cut in enumerate([*self.cuts, num_blocks])]
         # The auxiliary nets live where the backbone lives, in its precision.
         param = next(backbone.parameters())
         self.aux = nn.ModuleList(objectives).to(device=param.device, dtype=param.dtype)
@@ -200,6 +216,17 @@ class LocalLearner(nn.Module):
     def export(self) -> SequentialBackbone:
         """A copy of the plain backbone with the trained weights and no auxiliary nets."""
         return copy.deepcopy(self._backbone)
+
+    def piece_memory(self, batch_size: int) -> list[tuple[int, int]]:
+        """Each piece's peak activation bytes saved for backward at `batch_size`, as (blocks, aux nets).
+
+        From one profiling pass on copies (the model is untouched); it equals what
+        `SavedActivationMeter` measures around `train_step` (the step's peak is the max).
+        """
+        context = dataclasses.replace(self._cut_context, batch_size=batch_size)
+        backbone = self._backbone
+        profile = profile_memory(backbone.blocks, backbone.head, self.K, context)
+        return piece_memory(profile, self.cuts, [context.objective_kind(k) for k in range(self.K)])
 
     def describe(self) -> list[PieceInfo]:
         """One `PieceInfo` per piece: blocks, output shape, parameter counts, loss weights."""
