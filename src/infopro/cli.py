@@ -13,12 +13,15 @@ Subcommand = tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[arg
 
 
 def _subcommands() -> dict[str, Subcommand]:
+    from .bench.cli import add_bench_arguments, bench_main
     from .describe import add_describe_arguments, describe_main
     from .train import add_train_arguments, train_main
 
     return {
         "train": ("train a network as K locally supervised pieces", add_train_arguments, train_main),
         "describe": ("show how a network is cut into pieces and what each piece trains", add_describe_arguments, describe_main),
+        "bench": ("measure peak memory, FLOPs and time of a training step: E2E, checkpointing, local methods",
+                  add_bench_arguments, bench_main),
     }
 
 
