@@ -61,7 +61,7 @@ def build_learner(args: argparse.Namespace, image_shape: tuple[int, int, int], n
     learner = LocalLearner(
         backbone, args.K, args.method, cuts=args.cuts, input_shape=image_shape, num_classes=num_classes,
         lambdas=args.lambdas, head=args.aux_head, widen=args.aux_widen, feature_dim=args.aux_feature_dim,
-        temperature=args.temperature, mean=mean, std=std,
+        temperature=args.temperature, mean=mean, std=std, profile_batch_size=args.batch_size,
     )
     learner.amp_dtype = AMP_DTYPES[args.amp]
     return learner
