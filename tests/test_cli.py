@@ -38,3 +38,12 @@ def test_version_and_help(capsys):
 def test_describe_other_input_shapes(capsys):
     assert main(["describe", "--arch", "resnet20", "--K", "2", "--cuts", "even", "--input-shape", "1", "28", "28"]) == 0
     assert "32x14x14" in capsys.readouterr().out  # after block 4, the first of stage 2
+
+
+def test_describe_balanced_cuts_shows_piece_memory(capsys):
+    def largest_piece(cuts):
+        assert main(["describe", "--arch", "resnet20", "--K", "3", "--cuts", cuts, "--batch-size", "8"]) == 0
+        rows = [line.split() for line in capsys.readouterr().out.splitlines() if line.strip()[:1].isdigit()]
+        return max(float(r[-2]) for r in rows)  # "saved MiB (aux)": total, then (aux)
+
+    assert largest_piece("balanced") <= largest_piece("even")

@@ -30,6 +30,8 @@ def add_describe_arguments(parser: argparse.ArgumentParser) -> None:
     add_learner_arguments(parser)
     parser.add_argument("--num-classes", type=int, default=10)
     parser.add_argument("--input-shape", type=int, nargs=3, default=[3, 32, 32], metavar=("C", "H", "W"))
+    parser.add_argument("--batch-size", type=int, default=64,
+                        help="batch at which each piece's activation memory is profiled (default: %(default)s)")
 
 
 def describe_main(args: argparse.Namespace) -> int:
@@ -39,19 +41,25 @@ def describe_main(args: argparse.Namespace) -> int:
         num_classes=args.num_classes, lambdas=args.lambdas, head=args.aux_head,
         widen=args.aux_widen, feature_dim=args.aux_feature_dim, temperature=args.temperature,
         # Nothing is trained here, so any per-channel normalisation will do.
-        mean=[0.5] * args.input_shape[0], std=[0.5] * args.input_shape[0],
+        mean=[0.5] * args.input_shape[0], std=[0.5] * args.input_shape[0], profile_batch_size=args.batch_size,
     )
+    memory = learner.piece_memory(args.batch_size)
     print(f"{args.arch} · {args.method} · K={args.K} · cuts {learner.cuts} ({args.cuts})")
-    header = f"{'piece':>5}  {'blocks':>9}  {'output':>10}  {'params':>9}  {'aux params':>10}  {'lambda1':>7}  {'lambda2':>7}"
+    header = (f"{'piece':>5}  {'blocks':>9}  {'output':>10}  {'params':>9}  {'aux params':>10}  {'lambda1':>7}  "
+              f"{'lambda2':>7}  {'saved MiB (aux)':>15}")
     print(header)
     print("-" * len(header))
     pieces = learner.describe()
     for info in pieces:
         blocks = f"{info.blocks.start}-{info.blocks.stop - 1}"
         shape = "x".join(map(str, info.output_shape))
+        block_bytes, aux_bytes = memory[info.index]
+        saved = f"{(block_bytes + aux_bytes) / 2**20:.1f} ({aux_bytes / 2**20:.1f})"
         print(f"{info.index + 1:>5}  {blocks:>9}  {shape:>10}  {info.piece_params:>9,}  {info.aux_params:>10,}  "
-              f"{info.recon_weight:>7g}  {info.task_weight:>7g}")
+              f"{info.recon_weight:>7g}  {info.task_weight:>7g}  {saved:>15}")
     total = sum(i.piece_params for i in pieces)
     aux = sum(i.aux_params for i in pieces)
     print(f"backbone {total / 1e6:.3f} M parameters; auxiliary nets {aux / 1e6:.3f} M (dropped by export)")
+    print(f"saved MiB: activations kept for backward during the piece's local step at batch {args.batch_size} "
+          f"(in brackets: by its auxiliary nets); the step's peak is the largest")
     return 0
