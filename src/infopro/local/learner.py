@@ -175,9 +175,12 @@ class LocalLearner(nn.Module):
         self._cut_context = context
         self.pieces = nn.ModuleList(split_blocks(backbone.blocks, self.cuts, backbone.head))
         objectives = [objective_for(k, cut) for k, cut in enumerate([*self.cuts, num_blocks])]
-        # The auxiliary nets live where the backbone lives, in its precision.
+        # The auxiliary nets live where the backbone lives, in its precision and memory format.
         param = next(backbone.parameters())
         self.aux = nn.ModuleList(objectives).to(device=param.device, dtype=param.dtype)
+        conv_weight = next((p for p in backbone.parameters() if p.dim() == 4 and p.shape[-1] > 1), None)
+        if conv_weight is not None and not conv_weight.is_contiguous() and conv_weight.is_contiguous(memory_format=torch.channels_last):
+            self.aux.to(memory_format=torch.channels_last)
         for name, values in (("mean", mean), ("std", std)):
             tensor = torch.tensor(values, device=param.device, dtype=param.dtype).view(1, -1, 1, 1)
             self.register_buffer(name, tensor, persistent=False)
