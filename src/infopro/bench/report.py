@@ -66,6 +66,9 @@ def plot_memory(rows: list[dict[str, Any]], path: Path, title: str) -> None:
         style = "--" if label.startswith("checkpoint") else "-"
         ax.plot([k for k, _ in points], [m for _, m in points], style, marker="o", label=label)
     ax.set_xscale("log", base=2)
+    ks = sorted({r["K"] for r in rows if r["method"] != "e2e"})
+    ax.set_xticks(ks, [str(k) for k in ks])
+    ax.minorticks_off()
     ax.set_xlabel("K (pieces, or checkpoint segments)")
     ax.set_ylabel("peak training memory (MiB)")
     ax.set_title(title)
