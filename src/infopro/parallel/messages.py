@@ -25,7 +25,8 @@ class PeerLost(InfoProError):
 
 def _reason(error: BaseException) -> str:
     text = (str(error).strip().splitlines() or [type(error).__name__])[0]
-    return re.sub(r"^\[[^\]]*\]\s*", "", text)  # drop gloo's "[.../pair.cc:553] " source prefix
+    text = re.sub(r"^\[[^\]]*\]\s*", "", text)  # drop gloo's "[.../pair.cc:553] " source prefix
+    return re.split(r"\.\s", text)[0].rstrip(".")  # its first sentence says what happened
 
 
 class Link:
@@ -43,8 +44,9 @@ class Link:
 
     def _fail(self, peer: int | None, what: str, error: BaseException) -> PeerLost:
         who = self.name(peer) if peer is not None else "another rank"
-        return PeerLost(f"rank {self.rank}: lost {who} while {what} (it died or sent nothing for "
-                        f"{self.timeout.total_seconds():g} s: {_reason(error)}); stopping")
+        return PeerLost(f"rank {self.rank}: lost {who} while {what}: {_reason(error)} (a rank that dies closes its "
+                        f"connections; one silent for --dist-timeout {self.timeout.total_seconds():g} s is given up); "
+                        f"stopping")
 
     def wait(self, work: Any, peer: int | None, what: str) -> None:
         try:

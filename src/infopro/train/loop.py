@@ -180,11 +180,15 @@ def check_resumable(state: dict[str, Any], args: argparse.Namespace, path: Path)
 
 def train_main(args: argparse.Namespace) -> int:
     check_args(args)
-    from ..parallel import start_parallel  # imports loop.py's pieces itself
+    from ..parallel import PeerLost, start_parallel  # imports loop.py's pieces itself
 
     runtime = start_parallel(args)  # None unless --parallel (then one process per rank under torchrun)
     try:
         return _train(args, runtime)
+    except InfoProError as error:
+        if runtime is not None and runtime.rank != 0 and not isinstance(error, PeerLost):
+            raise SystemExit(2) from None  # rank 0 meets the same bad input and says it once
+        raise
     finally:
         if runtime is not None:
             runtime.close()
