@@ -61,7 +61,7 @@ def pin(core: int) -> None:
 
 def worker(opts: argparse.Namespace) -> None:
     """One process of a measurement; writes {start, end, ...} as JSON to --result."""
-    rank = int(os.environ.get("RANK", 0))
+    rank = int(os.environ.get("RANK", "0"))
     pin(opts.cores[rank])
     warm, timed = loaders(opts)
     extra = ["--micro-batches", str(opts.micro_batches)] + (["--sync-pieces"] if opts.sync else [])

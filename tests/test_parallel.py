@@ -50,7 +50,7 @@ def child_env(**extra: str) -> dict:
 def torchrun(*flags, nproc: int = 2) -> subprocess.CompletedProcess:
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(nproc),
                "--master-addr", "127.0.0.1", "--master-port", str(free_port()), "-m", "infopro", "train", *map(str, flags)]
-    return subprocess.run(command, env=child_env(), capture_output=True, text=True, timeout=110)
+    return subprocess.run(command, env=child_env(), capture_output=True, text=True, timeout=110, check=False)
 
 
 def start_ranks(*flags, world: int = 2) -> list[subprocess.Popen]:
@@ -65,8 +65,8 @@ def start_ranks(*flags, world: int = 2) -> list[subprocess.Popen]:
 
 def assert_same_state(a: dict, b: dict) -> None:
     assert a.keys() == b.keys()
-    for key in a:
-        assert torch.allclose(a[key].float(), b[key].float(), rtol=1e-5, atol=1e-7), key
+    for key, value in a.items():
+        assert torch.allclose(value.float(), b[key].float(), rtol=1e-5, atol=1e-7), key
 
 
 @pytest.fixture(scope="module")

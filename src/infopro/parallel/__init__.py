@@ -10,7 +10,12 @@ import torch
 
 from ..local import LocalLearner
 from .data import DataParallelTrainer
-from .merge import merge_optimizer_states, optimizer_state_for, optimizer_state_to_global, piece_state_dict
+from .merge import (
+    merge_optimizer_states,
+    optimizer_state_for,
+    optimizer_state_to_global,
+    piece_state_dict,
+)
 from .messages import Link, PeerLost
 from .pieces import PiecesTrainer
 from .setup import ParallelRuntime, start_parallel

@@ -10,8 +10,9 @@ from __future__ import annotations
 import io
 import re
 from collections import deque
+from collections.abc import Callable
 from datetime import timedelta
-from typing import Any, Callable
+from typing import Any
 
 import torch
 import torch.distributed as dist

@@ -26,13 +26,18 @@ import time
 from typing import Any
 
 import torch
-import torch.distributed as dist
 
 from ..data import DeviceLoader
 from ..errors import InfoProError
 from ..local import LocalLearner, local_step
 from ..train.loop import make_optimizer, peak_memory_bytes
-from .merge import global_indices, merge_optimizer_states, optimizer_state_for, optimizer_state_to_global, piece_state_dict
+from .merge import (
+    global_indices,
+    merge_optimizer_states,
+    optimizer_state_for,
+    optimizer_state_to_global,
+    piece_state_dict,
+)
 from .messages import Link
 from .setup import ParallelRuntime
 

@@ -62,7 +62,7 @@ def start_parallel(args: argparse.Namespace) -> ParallelRuntime | None:
         raise InfoProError(f"--parallel {args.parallel} runs one process per rank, started by torchrun "
                            f"(RANK and WORLD_SIZE are not set): {launch}")
     rank, world_size = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
-    local_rank = int(os.environ.get("LOCAL_RANK", 0))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if args.parallel == "pieces" and world_size != args.K:
         raise InfoProError(f"--parallel pieces puts one piece on each rank: the world has {world_size} processes "
                            f"but --K is {args.K}; {launch}")
@@ -74,6 +74,9 @@ def start_parallel(args: argparse.Namespace) -> ParallelRuntime | None:
     timeout = timedelta(seconds=args.dist_timeout)
     if device.type == "cuda":
         torch.cuda.set_device(device)
+        # NCCL's wait() otherwise returns at once (the stream waits, not the host) and its timeout is only
+        # the watchdog's; blocking wait makes every `work.wait(timeout)` block and raise on time-out, as gloo does.
+        os.environ.setdefault("TORCH_NCCL_BLOCKING_WAIT", "1")
     # The same timeout bounds the rendezvous and every collective; point-to-point waits pass it explicitly.
     dist.init_process_group(backend, rank=rank, world_size=world_size, timeout=timeout)
     return ParallelRuntime(args.parallel, rank, world_size, local_rank, device, backend, timeout)

@@ -139,8 +139,8 @@ def check_args(args: argparse.Namespace) -> None:
         (args.test_subset is None or args.test_subset > 0, f"--test-subset must be > 0, got {args.test_subset}"),
         (args.micro_batches >= 1, f"--micro-batches must be >= 1, got {args.micro_batches}"),
         (args.batch_size >= 2 * args.micro_batches or args.micro_batches == 1,
-         f"--batch-size {args.batch_size} is too small for {args.micro_batches} micro-batches of at least 2 images "
-         f"(BatchNorm needs 2); use --micro-batches {max(1, args.batch_size // 2)} or fewer"),
+         (f"--batch-size {args.batch_size} is too small for {args.micro_batches} micro-batches of at least 2 images "
+          f"(BatchNorm needs 2); use --micro-batches {max(1, args.batch_size // 2)} or fewer")),
         (args.dist_timeout > 0, f"--dist-timeout must be > 0 seconds, got {args.dist_timeout}"),
     ]
     for ok, message in checks:
