@@ -5,6 +5,7 @@ would, or directly with torchrun's environment variables (RANK, WORLD_SIZE, MAST
 so that a killed rank is noticed by the other process itself, not by torchrun's agent.
 """
 
+import contextlib
 import json
 import os
 import signal
@@ -69,11 +70,23 @@ def assert_same_state(a: dict, b: dict) -> None:
         assert torch.allclose(value.float(), b[key].float(), rtol=1e-5, atol=1e-7), key
 
 
+@contextlib.contextmanager
+def one_thread():
+    """Compute as the ranks do (OMP_NUM_THREADS=1): a multi-threaded reduction changes the last bits."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def single_process_run(tmp_path_factory):
     """The reference: the same run in one process."""
     out = tmp_path_factory.mktemp("single") / "run"
-    assert main(["train", *FAST, "--out", str(out)]) == 0
+    with one_thread():
+        assert main(["train", *FAST, "--out", str(out)]) == 0
     return out
 
 
@@ -95,7 +108,8 @@ def test_synchronous_pieces_parallel_gives_the_single_process_weights(tmp_path, 
     assert json.loads((out / "summary.json").read_text())["epochs"] == 2
     # The merged checkpoint evaluates in one process to the accuracy the pipelined evaluation measured.
     capsys.readouterr()
-    assert main(["train", *FAST, "--out", str(out), "--test-only"]) == 0
+    with one_thread():
+        assert main(["train", *FAST, "--out", str(out), "--test-only"]) == 0
     assert f"test accuracy {100 * metrics[-1]['test_accuracy']:.2f}%" in capsys.readouterr().out
 
 
