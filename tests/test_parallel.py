@@ -179,16 +179,17 @@ def test_data_parallel_averages_the_ranks_gradients(tmp_path):
     learners = [build_learner(args, data.image_shape, data.num_classes, data.mean, data.std, torch.device("cpu"))
                 for _ in range(2)]
     optimizers = [make_optimizer(learner.parameters(), args) for learner in learners]
-    for x, y in loader:
-        for learner, optimizer, xs, ys in zip(learners, optimizers, x.tensor_split(2), y.tensor_split(2)):
-            optimizer.zero_grad()
-            learner.train_step(xs, ys)
-        for params in zip(*(learner.parameters() for learner in learners)):
-            average = sum(p.grad * (len(xs) / len(y)) for p, xs in zip(params, x.tensor_split(2)))
-            for p in params:
-                p.grad = average.clone()
-        for optimizer in optimizers:
-            optimizer.step()
+    with one_thread():
+        for x, y in loader:
+            for learner, optimizer, xs, ys in zip(learners, optimizers, x.tensor_split(2), y.tensor_split(2)):
+                optimizer.zero_grad()
+                learner.train_step(xs, ys)
+            for params in zip(*(learner.parameters() for learner in learners)):
+                average = sum(p.grad * (len(xs) / len(y)) for p, xs in zip(params, x.tensor_split(2)))
+                for p in params:
+                    p.grad = average.clone()
+            for optimizer in optimizers:
+                optimizer.step()
     saved = load_checkpoint(out / "checkpoint.pt")["model"]
     assert_same_state(dict(learners[0].named_parameters()), {k: saved[k] for k, _ in learners[0].named_parameters()})
 
