@@ -25,6 +25,12 @@ class ParallelRuntime:
     backend: str  # "gloo" on CPU, "nccl" on CUDA
     timeout: timedelta
 
+    def finish(self) -> None:
+        """Wait until every rank has finished its work (rank 0 writes last)."""
+        from .messages import Link
+
+        Link(self.rank, self.device, self.timeout).barrier("finishing the run")
+
     def close(self) -> None:
         if dist.is_initialized():
             dist.destroy_process_group()

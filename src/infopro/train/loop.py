@@ -184,7 +184,10 @@ def train_main(args: argparse.Namespace) -> int:
 
     runtime = start_parallel(args)  # None unless --parallel (then one process per rank under torchrun)
     try:
-        return _train(args, runtime)
+        code = _train(args, runtime)
+        if runtime is not None and not args.test_only:
+            runtime.finish()  # every rank is done before any tears its connections down
+        return code
     except InfoProError as error:
         if runtime is not None and runtime.rank != 0 and not isinstance(error, PeerLost):
             raise SystemExit(2) from None  # rank 0 meets the same bad input and says it once
