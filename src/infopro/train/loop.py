@@ -10,7 +10,7 @@ import sys
 import time
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import yaml
@@ -22,6 +22,9 @@ from ..local import LocalLearner
 from ..models import build_backbone
 from .args import check_args, resolved_config
 from .checkpoint import atomic_write_text, load_checkpoint, save_checkpoint
+
+if TYPE_CHECKING:
+    from ..parallel import ParallelRuntime
 
 # Settings that decide the shape of the model: a checkpoint evaluated with --test-only must share them.
 STRUCTURE_KEYS = ("arch", "dataset", "method", "K", "cuts", "lambdas", "aux_head", "aux_widen", "aux_feature_dim")
@@ -197,7 +200,7 @@ def train_main(args: argparse.Namespace) -> int:
             runtime.close()
 
 
-def _train(args: argparse.Namespace, runtime: Any) -> int:
+def _train(args: argparse.Namespace, runtime: ParallelRuntime | None) -> int:
     device = runtime.device if runtime is not None else pick_device(args.device)
     data = load_dataset(args.dataset, args.data_dir, args.cache_dir)
     train_images, train_labels = data.train_images, data.train_labels
