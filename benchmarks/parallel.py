@@ -8,7 +8,7 @@ The ideal speed-up is K with perfectly balanced pieces; with the measured cost o
 (its forward, local loss and backward, timed in the baseline process) it is total / slowest piece,
 since the pipeline runs at the pace of its slowest stage.
 
-    python benchmarks/parallel.py --arch resnet32 --method infopro-contrast --cuts even --steps 60
+    python benchmarks/parallel.py --arch resnet32 --method infopro-contrast --cuts even --batch-size 64 --steps 40 --repeats 2
 """
 
 from __future__ import annotations
