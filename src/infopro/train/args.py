@@ -13,6 +13,10 @@ from ..errors import InfoProError
 
 # Arguments that say how to run, not what the run is: kept out of config.yaml.
 RUNTIME_KEYS = {"config", "resume", "test_only", "quiet", "main", "command"}
+# How the work is spread over processes: also kept out of config.yaml, so a run trained on several
+# processes resumes or is evaluated in one and the other way round. Micro-batches change BatchNorm's
+# batch statistics (and a contrastive loss's pairs), not what the run is.
+RUNTIME_KEYS |= {"parallel", "micro_batches", "sync_pieces", "dist_timeout"}
 
 
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:
@@ -50,6 +54,18 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
                    help="continue from a checkpoint (default: OUT/checkpoint.pt)")
     r.add_argument("--test-only", action="store_true", help="evaluate the checkpoint given by --resume (or OUT) and exit")
     r.add_argument("--quiet", action="store_true", help="no progress bars, no per-epoch lines")
+
+    p = parser.add_argument_group("several processes (launch with torchrun; see README)")
+    p.add_argument("--parallel", choices=["none", "pieces", "data"], default="none",
+                   help="pieces: rank k trains piece k (torchrun --nproc-per-node K); data: every rank a full copy "
+                        "on a slice of each batch (default: %(default)s)")
+    p.add_argument("--micro-batches", type=int, default=1, metavar="M",
+                   help="--parallel pieces: split each batch into M micro-batches so all ranks work at once; "
+                        "the optimiser still steps once per batch (default: %(default)s)")
+    p.add_argument("--sync-pieces", action="store_true",
+                   help="--parallel pieces: every rank finishes a step before any starts the next (no overlap)")
+    p.add_argument("--dist-timeout", type=float, default=60.0, metavar="SECONDS",
+                   help="longest wait for a message from another rank before giving up (default: %(default)s)")
 
 
 def apply_config_file(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> None:
@@ -121,6 +137,11 @@ def check_args(args: argparse.Namespace) -> None:
         (args.weight_decay >= 0, f"--weight-decay must be >= 0, got {args.weight_decay}"),
         (args.train_subset is None or args.train_subset > 0, f"--train-subset must be > 0, got {args.train_subset}"),
         (args.test_subset is None or args.test_subset > 0, f"--test-subset must be > 0, got {args.test_subset}"),
+        (args.micro_batches >= 1, f"--micro-batches must be >= 1, got {args.micro_batches}"),
+        (args.batch_size >= 2 * args.micro_batches or args.micro_batches == 1,
+         (f"--batch-size {args.batch_size} is too small for {args.micro_batches} micro-batches of at least 2 images "
+          f"(BatchNorm needs 2); use --micro-batches {max(1, args.batch_size // 2)} or fewer")),
+        (args.dist_timeout > 0, f"--dist-timeout must be > 0 seconds, got {args.dist_timeout}"),
     ]
     for ok, message in checks:
         if not ok:

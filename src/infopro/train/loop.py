@@ -10,7 +10,7 @@ import sys
 import time
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import yaml
@@ -22,6 +22,9 @@ from ..local import LocalLearner
 from ..models import build_backbone
 from .args import check_args, resolved_config
 from .checkpoint import atomic_write_text, load_checkpoint, save_checkpoint
+
+if TYPE_CHECKING:
+    from ..parallel import ParallelRuntime
 
 # Settings that decide the shape of the model: a checkpoint evaluated with --test-only must share them.
 STRUCTURE_KEYS = ("arch", "dataset", "method", "K", "cuts", "lambdas", "aux_head", "aux_widen", "aux_feature_dim")
@@ -77,19 +80,61 @@ def build_schedule(optimizer: torch.optim.Optimizer, args: argparse.Namespace) -
 
 
 
+def make_optimizer(params: Any, args: argparse.Namespace) -> torch.optim.Optimizer:
+    """SGD with the run's settings (one per process in the parallel modes, same hyper-parameters)."""
+    return torch.optim.SGD(params, lr=args.lr, momentum=args.momentum,
+                           nesterov=args.nesterov and args.momentum > 0, weight_decay=args.weight_decay)
+
+
 @torch.no_grad()
-def evaluate(learner: LocalLearner, loader: DeviceLoader, args: argparse.Namespace, device: torch.device) -> float:
-    """Top-1 accuracy of the whole network (all pieces, eval mode)."""
+def count_correct(learner: LocalLearner, batches: Any, args: argparse.Namespace,
+                  device: torch.device) -> tuple[torch.Tensor, int]:
+    """(correct top-1 predictions as a device tensor, images seen) of the whole network in eval mode."""
     learner.eval()
     correct = torch.zeros((), dtype=torch.long, device=device)
     total = 0
-    for x, y in loader:
+    for x, y in batches:
         if args.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with torch.autocast(device.type, dtype=learner.amp_dtype, enabled=learner.amp_dtype is not None):
             correct += (learner(x).argmax(1) == y).sum()
         total += len(y)
+    return correct, total
+
+
+def evaluate(learner: LocalLearner, loader: DeviceLoader, args: argparse.Namespace, device: torch.device) -> float:
+    """Top-1 accuracy of the whole network (all pieces, eval mode)."""
+    correct, total = count_correct(learner, loader, args, device)
     return correct.item() / max(total, 1)
+
+
+class SingleProcessTrainer:
+    """Every piece in this process. `infopro.parallel`'s trainers have the same four methods, so
+    `train_main` runs one epoch/metrics/checkpoint path whatever the mode."""
+
+    is_writer = True  # the process that writes the run directory and prints
+
+    def __init__(self, learner: LocalLearner, args: argparse.Namespace, device: torch.device) -> None:
+        self.learner, self.device = learner, device
+        self.optimizer = make_optimizer(learner.parameters(), args)
+        self.where = str(device)
+
+    def drop_last(self, num_samples: int, batch_size: int) -> bool:
+        # A last batch of one sample would break BatchNorm in training mode: drop it in that case only.
+        return num_samples % batch_size == 1
+
+    def load_optimizer(self, state: dict[str, Any]) -> None:
+        self.optimizer.load_state_dict(state)
+
+    def train_epoch(self, loader: DeviceLoader, epoch: int, args: argparse.Namespace) -> dict[str, Any]:
+        return train_one_epoch(self.learner, self.optimizer, loader, epoch, args, self.device)
+
+    def finish_epoch(self, record: dict[str, Any], test_loader: DeviceLoader,
+                     args: argparse.Namespace) -> tuple[dict[str, Any], float, dict[str, Any]] | None:
+        """Evaluate; return (record, test accuracy, {model, optimizer} state), or None on a non-writing rank."""
+        accuracy = evaluate(self.learner, test_loader, args, self.device)
+        record["peak_memory_bytes"], record["memory_kind"] = peak_memory_bytes(self.device)
+        return record, accuracy, {"model": self.learner.state_dict(), "optimizer": self.optimizer.state_dict()}
 
 
 def checkpoint_to_read(args: argparse.Namespace) -> Path | None:
@@ -138,7 +183,25 @@ def check_resumable(state: dict[str, Any], args: argparse.Namespace, path: Path)
 
 def train_main(args: argparse.Namespace) -> int:
     check_args(args)
-    device = pick_device(args.device)
+    from ..parallel import PeerLost, start_parallel  # imports loop.py's pieces itself
+
+    runtime = start_parallel(args)  # None unless --parallel (then one process per rank under torchrun)
+    try:
+        code = _train(args, runtime)
+        if runtime is not None and not args.test_only:
+            runtime.finish()  # every rank is done before any tears its connections down
+        return code
+    except InfoProError as error:
+        if runtime is not None and runtime.rank != 0 and not isinstance(error, PeerLost):
+            raise SystemExit(2) from None  # rank 0 meets the same bad input and says it once
+        raise
+    finally:
+        if runtime is not None:
+            runtime.close()
+
+
+def _train(args: argparse.Namespace, runtime: ParallelRuntime | None) -> int:
+    device = runtime.device if runtime is not None else pick_device(args.device)
     data = load_dataset(args.dataset, args.data_dir, args.cache_dir)
     train_images, train_labels = data.train_images, data.train_labels
     test_images, test_labels = data.test_images, data.test_labels
@@ -153,14 +216,21 @@ def train_main(args: argparse.Namespace) -> int:
             f"--batch-size {args.batch_size} is larger than the training set ({len(train_labels)} images); "
             f"use a smaller batch or a larger --train-subset"
         )
-    learner = build_learner(args, data.image_shape, data.num_classes, data.mean, data.std, device)
-    optimizer = torch.optim.SGD(learner.parameters(), lr=args.lr, momentum=args.momentum,
-                                nesterov=args.nesterov and args.momentum > 0, weight_decay=args.weight_decay)
-    schedule = build_schedule(optimizer, args)
+    if runtime is None:
+        learner = build_learner(args, data.image_shape, data.num_classes, data.mean, data.std, device)
+        trainer = SingleProcessTrainer(learner, args, device)
+    else:
+        from ..parallel import build_parallel_trainer
+
+        learner, trainer = build_parallel_trainer(args, runtime, data)
+    schedule = build_schedule(trainer.optimizer, args)
     test_loader = DeviceLoader(test_images, test_labels, device, 1024, data.mean, data.std, train=False, seed=args.seed)
+    writer = trainer.is_writer
 
     path = checkpoint_to_read(args)
-    out = prepare_run_dir(args, path) if not args.test_only else None
+    if args.test_only and not writer:
+        return 0  # the writing rank evaluates the whole checkpoint on its own
+    out = prepare_run_dir(args, path) if writer and not args.test_only else None
     start_epoch = 0
     if path is not None:
         state = load_checkpoint(path, map_location=device)
@@ -170,39 +240,40 @@ def train_main(args: argparse.Namespace) -> int:
         except RuntimeError as error:
             raise InfoProError(f"checkpoint {path} does not fit this model: {str(error).splitlines()[0]}") from None
         if args.test_only:
-            accuracy = evaluate(learner, test_loader, args, device)
+            accuracy = evaluate(learner.to(device), test_loader, args, device)
             print(f"{path}: test accuracy {100 * accuracy:.2f}% (error {100 * (1 - accuracy):.2f}%) "
                   f"on {len(test_labels)} images of {data.name}")
             return 0
-        optimizer.load_state_dict(state["optimizer"])
+        trainer.load_optimizer(state["optimizer"])
         schedule.load_state_dict(state["scheduler"])
         start_epoch = state["epoch"]
         if start_epoch >= args.epochs:
             raise InfoProError(f"checkpoint {path} has already finished {start_epoch} of {args.epochs} epochs")
 
-    # A last batch of one sample would break BatchNorm in training mode: drop it in that case only.
-    train_loader = DeviceLoader(train_images, train_labels, device, args.batch_size, data.mean, data.std,
-                                train=True, seed=args.seed, drop_last=len(train_labels) % args.batch_size == 1)
-    out.mkdir(parents=True, exist_ok=True)
+    train_loader = DeviceLoader(train_images, train_labels, device, args.batch_size, data.mean, data.std, train=True,
+                                seed=args.seed, drop_last=trainer.drop_last(len(train_labels), args.batch_size))
     config = resolved_config(args)
-    atomic_write_text(out / "config.yaml", yaml.safe_dump(config, sort_keys=True))
-    verbose = not args.quiet
+    verbose = writer and not args.quiet
+    if writer:
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out / "config.yaml", yaml.safe_dump(config, sort_keys=True))
     if verbose:
         print(f"{data.name} ({len(train_labels)} train / {len(test_labels)} test, {data.source}) · {args.arch} · "
-              f"{args.method} K={args.K} cuts {learner.cuts} · {device} · run dir {out}")
+              f"{args.method} K={args.K} cuts {learner.cuts} · {trainer.where} · run dir {out}")
 
-    history = _read_history(out / "metrics.jsonl", start_epoch)
+    history = _read_history(out / "metrics.jsonl", start_epoch) if writer else []
     for epoch in range(start_epoch, args.epochs):
-        record = train_one_epoch(learner, optimizer, train_loader, epoch, args, device)
+        record = trainer.train_epoch(train_loader, epoch, args)
         schedule.step()
-        accuracy = evaluate(learner, test_loader, args, device)
+        finished = trainer.finish_epoch(record, test_loader, args)  # gathers every rank's share
+        if finished is None:
+            continue
+        record, accuracy, state = finished
         record.update(test_accuracy=accuracy, test_error=1 - accuracy)
-        record["peak_memory_bytes"], record["memory_kind"] = peak_memory_bytes(device)
         history.append(record)
         with open(out / "metrics.jsonl", "a") as f:
             f.write(json.dumps(record) + "\n")
-        save_checkpoint({"model": learner.state_dict(), "optimizer": optimizer.state_dict(),
-                         "scheduler": schedule.state_dict(), "epoch": epoch + 1, "args": config},
+        save_checkpoint({**state, "scheduler": schedule.state_dict(), "epoch": epoch + 1, "args": config},
                         out / "checkpoint.pt")
         if verbose:
             losses = " ".join(f"{v:.3f}" for v in record["train_losses"])
@@ -210,6 +281,8 @@ def train_main(args: argparse.Namespace) -> int:
                   f"train acc {100 * record['train_accuracy']:5.2f}%  test acc {100 * accuracy:5.2f}%  "
                   f"{record['epoch_seconds']:.1f}s  {record['images_per_second']:.0f} img/s")
 
+    if not writer:
+        return 0
     summary = summarize(history, learner, args)
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
     if verbose:

@@ -1,0 +1,216 @@
+"""Pieces-parallel and data-parallel training with 2 gloo processes on the CPU.
+
+The processes are started either by torchrun (`python -m torch.distributed.run`), as a user
+would, or directly with torchrun's environment variables (RANK, WORLD_SIZE, MASTER_ADDR, ...),
+so that a killed rank is noticed by the other process itself, not by torchrun's agent.
+"""
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+import infopro
+from infopro.cli import get_args_parser, main
+from infopro.data import DeviceLoader, load_dataset, stratified_subset
+from infopro.train import load_checkpoint
+from infopro.train.args import check_args
+from infopro.train.loop import build_learner, make_optimizer
+
+SRC = Path(infopro.__file__).resolve().parents[1]
+# ResNet-20 cut in 2, 200 bundled training images, batches of 50: 4 steps per epoch.
+FAST = ["--arch", "resnet20", "--K", "2", "--cuts", "even", "--method", "infopro-contrast",
+        "--train-subset", "200", "--test-subset", "100", "--batch-size", "50", "--epochs", "2",
+        "--device", "cpu", "--quiet"]
+
+
+@pytest.fixture(autouse=True)
+def cache_in_tmp(tmp_path, monkeypatch):
+    monkeypatch.setenv("INFOPRO_CACHE", str(tmp_path / "cache"))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def child_env(**extra: str) -> dict:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")])}
+    return {**env, **extra}
+
+
+def torchrun(*flags, nproc: int = 2) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(nproc),
+               "--master-addr", "127.0.0.1", "--master-port", str(free_port()), "-m", "infopro", "train", *map(str, flags)]
+    return subprocess.run(command, env=child_env(), capture_output=True, text=True, timeout=110, check=False)
+
+
+def start_ranks(*flags, world: int = 2) -> list[subprocess.Popen]:
+    """The processes torchrun would start, without its agent (which would itself stop the survivors)."""
+    port = str(free_port())
+    return [subprocess.Popen([sys.executable, "-m", "infopro", "train", *map(str, flags)],
+                             env=child_env(RANK=str(r), LOCAL_RANK=str(r), WORLD_SIZE=str(world),
+                                           MASTER_ADDR="127.0.0.1", MASTER_PORT=port),
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            for r in range(world)]
+
+
+def assert_same_state(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    for key, value in a.items():
+        assert torch.allclose(value.float(), b[key].float(), rtol=1e-5, atol=1e-7), key
+
+
+@contextlib.contextmanager
+def one_thread():
+    """Compute as the ranks do (OMP_NUM_THREADS=1): a multi-threaded reduction changes the last bits."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def single_process_run(tmp_path_factory):
+    """The reference: the same run in one process."""
+    out = tmp_path_factory.mktemp("single") / "run"
+    with one_thread():
+        assert main(["train", *FAST, "--out", str(out)]) == 0
+    return out
+
+
+def test_synchronous_pieces_parallel_gives_the_single_process_weights(tmp_path, single_process_run, capsys):
+    out = tmp_path / "pieces"
+    done = torchrun(*FAST, "--parallel", "pieces", "--sync-pieces", "--out", out)
+    assert done.returncode == 0, done.stderr
+    reference, merged = load_checkpoint(single_process_run / "checkpoint.pt"), load_checkpoint(out / "checkpoint.pt")
+    # One checkpoint in the single-process format: every piece's weights and optimiser state merged.
+    assert reference.keys() == merged.keys() and merged["epoch"] == 2
+    assert_same_state(reference["model"], merged["model"])
+    assert reference["optimizer"]["param_groups"] == merged["optimizer"]["param_groups"]
+    assert reference["optimizer"]["state"].keys() == merged["optimizer"]["state"].keys()
+    for i, s in reference["optimizer"]["state"].items():
+        assert torch.allclose(s["momentum_buffer"], merged["optimizer"]["state"][i]["momentum_buffer"], atol=1e-7)
+    assert reference["scheduler"] == merged["scheduler"]
+    metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in metrics] == [1, 2] and len(metrics[0]["train_losses"]) == 2
+    assert json.loads((out / "summary.json").read_text())["epochs"] == 2
+    # The merged checkpoint evaluates in one process to the accuracy the pipelined evaluation measured.
+    capsys.readouterr()
+    with one_thread():
+        assert main(["train", *FAST, "--out", str(out), "--test-only"]) == 0
+    assert f"test accuracy {100 * metrics[-1]['test_accuracy']:.2f}%" in capsys.readouterr().out
+
+
+def test_killed_rank_stops_the_other_which_names_it_and_the_run_resumes(tmp_path, single_process_run):
+    out = tmp_path / "run"
+    ranks = start_ranks(*FAST, "--parallel", "pieces", "--out", out)
+    deadline = time.monotonic() + 60
+    while not (out / "metrics.jsonl").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    ranks[1].kill()  # rank 0 is in epoch 2 or about to be: it sends to rank 1 next
+    start = time.monotonic()
+    _, err = ranks[0].communicate(timeout=60)
+    assert time.monotonic() - start < 60
+    assert ranks[0].returncode not in (0, None)
+    assert "lost rank 1 (piece 2 of 2)" in err and "Traceback" not in err, err
+    ranks[1].wait()
+    # The epoch-1 checkpoint continues pipelined and ends on the weights of the uninterrupted run.
+    assert load_checkpoint(out / "checkpoint.pt")["epoch"] == 1
+    done = torchrun(*FAST, "--parallel", "pieces", "--out", out, "--resume")
+    assert done.returncode == 0, done.stderr
+    assert_same_state(load_checkpoint(single_process_run / "checkpoint.pt")["model"],
+                      load_checkpoint(out / "checkpoint.pt")["model"])
+
+
+def test_a_silent_rank_is_given_up_after_the_timeout(tmp_path):
+    out = tmp_path / "run"
+    ranks = start_ranks(*FAST, "--parallel", "pieces", "--micro-batches", "2", "--dist-timeout", "3", "--out", out)
+    try:
+        deadline = time.monotonic() + 60
+        while not (out / "config.yaml").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        os.kill(ranks[0].pid, signal.SIGSTOP)  # alive but silent: no connection closes
+        start = time.monotonic()
+        _, err = ranks[1].communicate(timeout=60)
+        assert time.monotonic() - start < 30
+        assert ranks[1].returncode == 2 and "lost rank 0 (piece 1 of 2)" in err and "Timed out" in err, err
+    finally:
+        ranks[0].kill()
+        ranks[0].wait()
+
+
+def test_pipelined_pieces_parallel_learns(tmp_path):
+    out = tmp_path / "run"
+    done = torchrun("--arch", "resnet20", "--K", "2", "--cuts", "even", "--method", "infopro-softmax",
+                    "--train-subset", "1000", "--test-subset", "200", "--batch-size", "50", "--lr", "0.05",
+                    "--epochs", "3", "--device", "cpu", "--quiet", "--micro-batches", "2", "--parallel", "pieces",
+                    "--out", out)
+    assert done.returncode == 0, done.stderr
+    metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert metrics[-1]["train_losses"][-1] < metrics[0]["train_losses"][-1]
+    assert json.loads((out / "summary.json").read_text())["best_test_error"] < 0.8  # chance is 0.9
+
+
+def test_data_parallel_averages_the_ranks_gradients(tmp_path):
+    flags = [*FAST, "--method", "greedy", "--epochs", "1"]
+    out = tmp_path / "run"
+    done = torchrun(*flags, "--parallel", "data", "--out", out)
+    assert done.returncode == 0, done.stderr
+    # Reference in one process: a learner per rank on its slice of each batch, gradients averaged
+    # by share of the batch (BatchNorm sees each slice alone, as on the ranks).
+    args = get_args_parser(["train"]).parse_args(["train", *flags])
+    check_args(args)
+    data = load_dataset("cifar10")
+    keep = stratified_subset(data.train_labels, 200, seed=0)
+    loader = DeviceLoader(data.train_images[keep], data.train_labels[keep], "cpu", 50, data.mean, data.std,
+                          train=True, seed=0)
+    learners = [build_learner(args, data.image_shape, data.num_classes, data.mean, data.std, torch.device("cpu"))
+                for _ in range(2)]
+    optimizers = [make_optimizer(learner.parameters(), args) for learner in learners]
+    with one_thread():
+        for x, y in loader:
+            for learner, optimizer, xs, ys in zip(learners, optimizers, x.tensor_split(2), y.tensor_split(2)):
+                optimizer.zero_grad()
+                learner.train_step(xs, ys)
+            for params in zip(*(learner.parameters() for learner in learners)):
+                average = sum(p.grad * (len(xs) / len(y)) for p, xs in zip(params, x.tensor_split(2)))
+                for p in params:
+                    p.grad = average.clone()
+            for optimizer in optimizers:
+                optimizer.step()
+    saved = load_checkpoint(out / "checkpoint.pt")["model"]
+    assert_same_state(dict(learners[0].named_parameters()), {k: saved[k] for k, _ in learners[0].named_parameters()})
+
+
+@pytest.mark.parametrize(
+    "flags, env, message",
+    [
+        (["--parallel", "pieces"], {}, "started by torchrun"),
+        (["--parallel", "pieces"], {"RANK": "0", "WORLD_SIZE": "3"}, "the world has 3 processes but --K is 2"),
+        (["--parallel", "data", "--batch-size", "3"], {"RANK": "0", "WORLD_SIZE": "2"}, "--batch-size 4 or more"),
+        (["--micro-batches", "2"], {}, "only apply to --parallel pieces"),
+        (["--parallel", "pieces", "--micro-batches", "30"], {}, "too small for 30 micro-batches"),
+        (["--parallel", "pieces", "--dist-timeout", "0"], {}, "--dist-timeout must be > 0"),
+    ],
+)
+def test_misuse_is_one_clear_line(tmp_path, monkeypatch, capsys, flags, env, message):
+    for key in ("RANK", "WORLD_SIZE"):
+        monkeypatch.delenv(key, raising=False)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    assert main(["train", *FAST, *flags, "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1, err
+    assert not (tmp_path / "run").exists()
