@@ -13,12 +13,14 @@ Subcommand = tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[arg
 
 
 def _subcommands() -> dict[str, Subcommand]:
+    from .analysis import add_probe_arguments, probe_main
     from .describe import add_describe_arguments, describe_main
     from .train import add_train_arguments, train_main
 
     return {
         "train": ("train a network as K locally supervised pieces", add_train_arguments, train_main),
         "describe": ("show how a network is cut into pieces and what each piece trains", add_describe_arguments, describe_main),
+        "probe": ("estimate I(h, x) and I(h, y) along the depth of trained runs", add_probe_arguments, probe_main),
     }
 
 
