@@ -68,7 +68,8 @@ def extract_features(
     """
     check_depths([depth], len(backbone.blocks))
     trunk = backbone.blocks[:depth]
-    was_training = trunk.training
+    # Restore every module's own mode afterwards (the slice is a new Sequential whose flag means nothing).
+    modes = [(m, m.training) for m in trunk.modules()]
     trunk.eval()
     loader = DeviceLoader(images, labels, device, batch_size, mean, std, train=False)
     features, ys = [], []
@@ -80,5 +81,6 @@ def extract_features(
         # recovers from x, taken straight from the uint8 pixels so that no rounding creeps in.
         targets = loader.images.float().div_(255)
     finally:
-        trunk.train(was_training)
+        for module, mode in modes:
+            module.training = mode
     return torch.cat(features), targets, torch.cat(ys)
