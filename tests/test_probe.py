@@ -46,9 +46,11 @@ def test_probe_writes_json_and_plot_one_line_per_run(run_dir, tmp_path):
     for run in report["runs"]:
         assert [p["depth"] for p in run["points"]] == [1, 3]
         for point in run["points"]:
+            assert set(point) == {"depth", "i_hx", "i_hy"}
             assert isinstance(point["i_hx"], float) and point["i_hx"] < 1
             assert 0 <= point["i_hy"] <= 1
         assert run["cut_depths"] == [5]
+        assert [len(t["decoder"]) for t in run["train_losses"]] == [1, 1]
     # The same network probed twice with the same seed gives the same estimates.
     assert report["runs"][0]["points"] == report["runs"][1]["points"]
     assert (out / "probe.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -137,6 +139,7 @@ def test_identical_features_give_identical_estimates():
     (["--probe", "mlp"], "unknown probe 'mlp'; choose one of: linear, resnet32"),
     (["--epochs", "0"], "--epochs must be >= 1, got 0"),
     (["--names", "a,b"], "--names gives 2 name(s) for 1 run(s)"),
+    (["--train-subset", "0"], "--train-subset must be > 0"),
 ])
 def test_bad_arguments_are_one_line_errors(run_dir, tmp_path, capsys, args, message):
     assert probe(run_dir, *PROBE, "--out", tmp_path / "out", *args) == 2
@@ -172,3 +175,10 @@ def test_estimator_settings_are_checked():
         TrainSettings(lr=0)
     with pytest.raises(InfoProError, match="--batch-size must be >= 1"):
         TrainSettings(batch_size=0)
+
+
+def test_out_that_is_a_file_is_refused(run_dir, tmp_path, capsys):
+    out = tmp_path / "probe.txt"
+    out.write_text("")
+    assert probe(run_dir, *PROBE, "--out", out) == 2
+    assert f"--out {out} is a file, not a directory" in capsys.readouterr().err

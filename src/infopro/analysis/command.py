@@ -77,7 +77,9 @@ def check_same_data(configs: list[dict[str, Any]], runs: list[str], data_dir: st
             )
 
 
-def subset(images: np.ndarray, labels: np.ndarray, n: int | None, default: int, seed: int, flag: str) -> tuple[np.ndarray, np.ndarray]:
+def subset(images: np.ndarray, labels: np.ndarray, n: int | None, default: int, seed: int,
+           flag: str) -> tuple[np.ndarray, np.ndarray]:
+    """A stratified subset of n images (None: `default` or all, whichever is fewer)."""
     if n is not None and n <= 0:
         raise InfoProError(f"{flag} must be > 0, got {n}")
     n = min(default, len(labels)) if n is None else n
@@ -89,18 +91,21 @@ def subset(images: np.ndarray, labels: np.ndarray, n: int | None, default: int, 
 
 def probe_run(run: RestoredRun, depths: list[int], data: ImageDataset, train: tuple[np.ndarray, np.ndarray],
               test: tuple[np.ndarray, np.ndarray], probe: str, settings: TrainSettings, device: torch.device,
-              progress: bool) -> list[dict[str, Any]]:
-    """One point {depth, i_hx, i_hy} per depth; the features of each depth are extracted once."""
-    points = []
+              progress: bool) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """One point {depth, i_hx, i_hy} per depth, and the per-epoch training losses that produced it.
+
+    The features of each depth are extracted once and serve both estimators.
+    """
+    points, losses = [], []
     for depth in tqdm(depths, desc=run.name, leave=False, disable=not progress):
         train_h, train_x, train_y = extract_features(run.backbone, depth, *train, run.mean, run.std, device)
         test_h, test_x, test_y = extract_features(run.backbone, depth, *test, run.mean, run.std, device)
         i_hx = estimate_i_hx(train_h, train_x, test_h, test_x, settings)
         i_hy = estimate_i_hy(train_h, train_y, test_h, test_y, data.num_classes, probe, settings)
-        points.append({"depth": depth, "i_hx": i_hx.value, "i_hy": i_hy.value,
-                       "decoder_train_losses": i_hx.train_losses, "probe_train_losses": i_hy.train_losses})
+        points.append({"depth": depth, "i_hx": i_hx.value, "i_hy": i_hy.value})
+        losses.append({"depth": depth, "decoder": i_hx.train_losses, "probe": i_hy.train_losses})
         del train_h, test_h
-    return points
+    return points, losses
 
 
 def probe_main(args: argparse.Namespace) -> int:
@@ -111,6 +116,9 @@ def probe_main(args: argparse.Namespace) -> int:
     if args.seed < 0:
         raise InfoProError(f"--seed must be >= 0, got {args.seed}")
     requested = parse_depths(args.depths) if args.depths is not None else None
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise InfoProError(f"--out {out} is a file, not a directory; give a directory for probe.json and probe.png")
     names = run_names(args)
     configs = [read_run_config(r) for r in args.runs]
     check_same_data(configs, names, args.data_dir)
@@ -128,14 +136,11 @@ def probe_main(args: argparse.Namespace) -> int:
 
     results = []
     for run in runs:
-        points = probe_run(run, depths, data, train, test, args.probe, settings, device, settings.progress)
-        results.append({"run": run.name, "path": str(run.path), "method": run.config.get("method"),
-                        "K": run.config.get("K"), "arch": run.config.get("arch"),
-                        "cut_depths": run.cut_depths, "points": points})
+        points, losses = probe_run(run, depths, data, train, test, args.probe, settings, device, settings.progress)
+        results.append({"run": run.name, "points": points, "path": str(run.path), "method": run.config.get("method"),
+                        "K": run.config.get("K"), "arch": run.config.get("arch"), "cut_depths": run.cut_depths,
+                        "train_losses": losses})
 
-    out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise InfoProError(f"--out {out} is a file, not a directory")
     out.mkdir(parents=True, exist_ok=True)
     report = {
         "settings": {"probe": args.probe, "epochs": args.epochs, "lr": args.lr, "batch_size": args.batch_size,
