@@ -5,8 +5,8 @@ with the same epochs, seed, batch and schedule: end-to-end, Greedy SL K=4 and
 InfoPro (contrast) K=4, both with the paper's cuts and the published lambdas
 (configs/cifar10/). Then probes the three with `infopro probe`: a decoder
 (10 epochs of Adam, lr 1e-3) for I(h, x) and, by default, the linear probe
-for I(h, y): the paper's ResNet-32 probe costs about half an hour per depth
-and run on two CPU cores, so pass `--probe resnet32` on a GPU. Prints a
+for I(h, y): the paper's ResNet-32 probe trains a whole ResNet-32 per depth
+and run, too slow for two CPU cores, so pass `--probe resnet32` on a GPU. Prints a
 Markdown table (depth x run) and writes probe.json, probe.png and
 probe_small.json into --out. Run directories are reused when they already
 hold a finished run (delete them to retrain).
