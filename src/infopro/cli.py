@@ -14,6 +14,7 @@ Subcommand = tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[arg
 
 def _subcommands() -> dict[str, Subcommand]:
     from .bench.cli import add_bench_arguments, bench_main
+    from .analysis import add_probe_arguments, probe_main
     from .describe import add_describe_arguments, describe_main
     from .train import add_train_arguments, train_main
 
@@ -22,6 +23,7 @@ def _subcommands() -> dict[str, Subcommand]:
         "describe": ("show how a network is cut into pieces and what each piece trains", add_describe_arguments, describe_main),
         "bench": ("measure peak memory, FLOPs and time of a training step: E2E, checkpointing, local methods",
                   add_bench_arguments, bench_main),
+        "probe": ("estimate I(h, x) and I(h, y) along the depth of trained runs", add_probe_arguments, probe_main),
     }
 
 

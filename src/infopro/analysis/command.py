@@ -1,0 +1,161 @@
+"""`infopro probe`: I(h, x) and I(h, y) along the depth of trained runs, as JSON and a plot."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from ..data import ImageDataset, stratified_subset
+from ..errors import InfoProError
+from ..train.checkpoint import atomic_write_text
+from ..train.loop import pick_device
+from .estimators import TrainSettings, estimate_i_hx, estimate_i_hy
+from .features import check_depths, default_depths, extract_features, parse_depths
+from .probes import PROBES
+from .report import plot_probe, probe_table
+from .restore import RestoredRun, load_run_data, read_run_config, restore_run
+
+# Probes see a subset by default: features of all 50,000 CIFAR images at depth 1 take 3 GB.
+DEFAULT_TRAIN_SUBSET = 10000
+DEFAULT_TEST_SUBSET = 2000
+
+
+def add_probe_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run directories of `infopro train` (with checkpoint.pt)")
+    parser.add_argument("--names", default=None,
+                        help="comma list of names for the runs in plots and JSON (default: the directory names)")
+    parser.add_argument("--depths", default=None,
+                        help="comma list of depths; depth d = output of the first d blocks, 1 = the stem "
+                             "(default: every cut point plus 4 evenly spaced depths)")
+    parser.add_argument("--probe", default="resnet32",
+                        help=f"I(h, y) probe classifier, one of {', '.join(PROBES.names())} (default: %(default)s, the paper's)")
+    parser.add_argument("--epochs", type=int, default=10, help="epochs of the decoder and of the probe (default: %(default)s)")
+    parser.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate of both (default: %(default)s)")
+    parser.add_argument("--batch-size", type=int, default=128, help="(default: %(default)s)")
+    parser.add_argument("--train-subset", type=int, default=None, metavar="N",
+                        help=f"train the estimators on a stratified subset of N images (default: {DEFAULT_TRAIN_SUBSET} or all)")
+    parser.add_argument("--test-subset", type=int, default=None, metavar="N",
+                        help=f"measure on a stratified subset of N test images (default: {DEFAULT_TEST_SUBSET} or all)")
+    parser.add_argument("--data-dir", default=None, help="data to probe on (default: the data the runs were trained on)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="auto", help="auto (cuda when available), cpu, cuda, cuda:1, ...")
+    parser.add_argument("--out", default="probe", help="output directory for probe.json and probe.png (default: %(default)s)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars, no table")
+
+
+def run_names(args: argparse.Namespace) -> list[str]:
+    if args.names is None:
+        names = [Path(r).resolve().name for r in args.runs]
+    else:
+        names = [n.strip() for n in args.names.split(",")]
+        if len(names) != len(args.runs) or not all(names):
+            raise InfoProError(f"--names gives {len(names)} name(s) for {len(args.runs)} run(s); give one non-empty name per run")
+    if len(set(names)) != len(names):
+        raise InfoProError(f"two runs share a name ({', '.join(names)}); tell them apart with --names")
+    return names
+
+
+def check_same_data(configs: list[dict[str, Any]], runs: list[str], data_dir: str | None) -> None:
+    """All runs must have seen the same data set (and, unless --data-dir overrides it, the same copy)."""
+    def key(config: dict[str, Any]) -> tuple:
+        return (config.get("dataset"),) if data_dir is not None else (config.get("dataset"), config.get("data_dir"))
+
+    first = key(configs[0])
+    for run, config in zip(runs[1:], configs[1:]):
+        if key(config) != first:
+            raise InfoProError(
+                f"runs {runs[0]} and {run} were trained on different data "
+                f"({', '.join(map(str, first))} vs {', '.join(map(str, key(config)))}); "
+                f"probe runs of one data set together, or pass --data-dir to probe all of them on the same copy"
+            )
+
+
+def subset(images: np.ndarray, labels: np.ndarray, n: int | None, default: int, seed: int,
+           flag: str) -> tuple[np.ndarray, np.ndarray]:
+    """A stratified subset of n images (None: `default` or all, whichever is fewer)."""
+    if n is not None and n <= 0:
+        raise InfoProError(f"{flag} must be > 0, got {n}")
+    n = min(default, len(labels)) if n is None else n
+    if n == len(labels):
+        return images, labels
+    keep = stratified_subset(labels, n, seed=seed)
+    return images[keep], labels[keep]
+
+
+def probe_run(run: RestoredRun, depths: list[int], data: ImageDataset, train: tuple[np.ndarray, np.ndarray],
+              test: tuple[np.ndarray, np.ndarray], probe: str, settings: TrainSettings, device: torch.device,
+              progress: bool) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """One point {depth, i_hx, i_hy} per depth, and the per-epoch training losses that produced it.
+
+    The features of each depth are extracted once and serve both estimators.
+    """
+    points, losses = [], []
+    for depth in tqdm(depths, desc=run.name, leave=False, disable=not progress):
+        train_h, train_x, train_y = extract_features(run.backbone, depth, *train, run.mean, run.std, device)
+        test_h, test_x, test_y = extract_features(run.backbone, depth, *test, run.mean, run.std, device)
+        i_hx = estimate_i_hx(train_h, train_x, test_h, test_x, settings)
+        i_hy = estimate_i_hy(train_h, train_y, test_h, test_y, data.num_classes, probe, settings)
+        points.append({"depth": depth, "i_hx": i_hx.value, "i_hy": i_hy.value})
+        losses.append({"depth": depth, "decoder": i_hx.train_losses, "probe": i_hy.train_losses})
+        del train_h, test_h
+    return points, losses
+
+
+def probe_main(args: argparse.Namespace) -> int:
+    # Check everything cheap before loading data or training anything.
+    settings = TrainSettings(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, seed=args.seed,
+                             progress=not args.quiet and sys.stderr.isatty())
+    PROBES.get(args.probe)
+    if args.seed < 0:
+        raise InfoProError(f"--seed must be >= 0, got {args.seed}")
+    requested = parse_depths(args.depths) if args.depths is not None else None
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise InfoProError(f"--out {out} is a file, not a directory; give a directory for probe.json and probe.png")
+    names = run_names(args)
+    configs = [read_run_config(r) for r in args.runs]
+    check_same_data(configs, names, args.data_dir)
+    device = pick_device(args.device)
+
+    data = load_run_data(configs[0], args.data_dir)
+    train = subset(data.train_images, data.train_labels, args.train_subset, DEFAULT_TRAIN_SUBSET, args.seed, "--train-subset")
+    test = subset(data.test_images, data.test_labels, args.test_subset, DEFAULT_TEST_SUBSET, args.seed, "--test-subset")
+    runs = [restore_run(path, data, device, name) for path, name in zip(args.runs, names)]
+    num_blocks = min(r.num_blocks for r in runs)
+    if requested is not None:
+        depths = check_depths(requested, num_blocks)
+    else:
+        depths = default_depths(num_blocks, [d for r in runs for d in r.cut_depths if d <= num_blocks])
+
+    results = []
+    for run in runs:
+        points, losses = probe_run(run, depths, data, train, test, args.probe, settings, device, settings.progress)
+        results.append({"run": run.name, "points": points, "path": str(run.path), "method": run.config.get("method"),
+                        "K": run.config.get("K"), "arch": run.config.get("arch"), "cut_depths": run.cut_depths,
+                        "train_losses": losses})
+
+    out.mkdir(parents=True, exist_ok=True)
+    report = {
+        "settings": {"probe": args.probe, "epochs": args.epochs, "lr": args.lr, "batch_size": args.batch_size,
+                     "seed": args.seed, "train_images": len(train[1]), "test_images": len(test[1]),
+                     "dataset": data.name, "data_source": data.source, "depths": depths,
+                     "depth": "output of the first d blocks of backbone.blocks (1 = the stem)",
+                     "i_hx": "1 - mean per-pixel BCE of a decoder on the test set",
+                     "i_hy": f"test accuracy of the {args.probe} probe"},
+        "runs": results,
+    }
+    atomic_write_text(out / "probe.json", json.dumps(report, indent=2) + "\n")
+    plot_probe(results, out / "probe.png",
+               title=f"{data.name}: {len(train[1])} train / {len(test[1])} test images, {args.probe} probe, {args.epochs} epochs")
+    if not args.quiet:
+        print(probe_table(results))
+        print(f"I(h,x) = 1 - decoder BCE; I(h,y) = {args.probe} probe test accuracy; * = cut point. "
+              f"Wrote {out / 'probe.json'} and {out / 'probe.png'}")
+    return 0

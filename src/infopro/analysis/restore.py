@@ -1,0 +1,90 @@
+"""Restoring a trained run: run directory (checkpoint.pt) -> trained backbone, cut points and its data set."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..data import ImageDataset, load_dataset
+from ..errors import InfoProError
+from ..models import SequentialBackbone
+from ..train.checkpoint import load_checkpoint
+from ..train.loop import build_learner
+
+
+@dataclass
+class RestoredRun:
+    """A trained network, frozen: its backbone, where it was cut, and the settings it was trained with."""
+
+    name: str
+    path: Path
+    config: dict[str, Any]
+    backbone: SequentialBackbone
+    cuts: list[int]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+    @property
+    def num_blocks(self) -> int:
+        return len(self.backbone.blocks)
+
+    @property
+    def cut_depths(self) -> list[int]:
+        """The depths (see `features.py`) at which the pieces end: a cut after block c is depth c + 1."""
+        return [c + 1 for c in self.cuts]
+
+
+def checkpoint_path(run_dir: str | Path) -> Path:
+    """`run_dir/checkpoint.pt`, or an error saying what is missing."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise InfoProError(
+            f"run directory {run_dir} does not exist (or is not a directory); "
+            f"give the --out directory of a finished `infopro train` run"
+        )
+    path = run_dir / "checkpoint.pt"
+    if not path.is_file():
+        raise InfoProError(
+            f"run directory {run_dir} has no checkpoint.pt; train it first with `infopro train --out {run_dir}` "
+            f"(or resume it with --resume) and probe it afterwards"
+        )
+    return path
+
+
+def read_run_config(run_dir: str | Path) -> dict[str, Any]:
+    """The resolved training settings stored in the run's checkpoint (the `args` entry)."""
+    return dict(load_checkpoint(checkpoint_path(run_dir))["args"])
+
+
+def restore_run(run_dir: str | Path, data: ImageDataset, device: torch.device, name: str | None = None) -> RestoredRun:
+    """Rebuild the run's learner from its checkpoint's settings, load the weights, return the frozen backbone.
+
+    `data` gives the image shape, class count and normalisation the network was built for.
+    """
+    path = checkpoint_path(run_dir)
+    state = load_checkpoint(path, map_location=device)
+    config = dict(state["args"])
+    if config.get("dataset") != data.name:
+        raise InfoProError(f"run {run_dir} was trained on {config.get('dataset')!r}, the probe data set is {data.name!r}")
+    learner = build_learner(argparse.Namespace(**config), data.image_shape, data.num_classes, data.mean, data.std, device)
+    try:
+        learner.load_state_dict(state["model"])
+    except RuntimeError as error:
+        raise InfoProError(f"checkpoint {path} does not fit the model its own config describes: "
+                           f"{str(error).splitlines()[0]}") from None
+    backbone = learner.export().float().eval()
+    backbone.requires_grad_(False)
+    return RestoredRun(
+        name=name or Path(run_dir).resolve().name, path=Path(run_dir), config=config, backbone=backbone,
+        cuts=list(learner.cuts), mean=data.mean, std=data.std,
+    )
+
+
+def load_run_data(config: dict[str, Any], data_dir: str | Path | None = None) -> ImageDataset:
+    """The data set a run was trained on (its `dataset`, `data_dir` and `cache_dir`), or `data_dir` instead."""
+    return load_dataset(config["dataset"], data_dir if data_dir is not None else config.get("data_dir"),
+                        config.get("cache_dir"))
