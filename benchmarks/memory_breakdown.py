@@ -8,7 +8,12 @@ against E2E measured the same way. Variants, all with the same loss:
   paper      the published cuts;
   balanced   the exact memory-balanced cuts (aux nets included);
   +aux-ckpt  balanced cuts, auxiliary nets under non-reentrant checkpointing
-             (their activations are recomputed in backward instead of kept).
+             (their activations are recomputed in backward instead of kept);
+  +chunked-decoder  the decoder's upsample + first conv over 16-channel chunks,
+             recomputed chunk by chunk in backward (`decoder_chunk_channels=16`),
+             so the full-resolution upsampled feature and its gradient never
+             exist whole (same loss up to summation order); balanced cuts
+             re-optimised for it.
 
     python benchmarks/memory_breakdown.py --arch resnet110 --batch-size 128
 """
@@ -64,12 +69,14 @@ def main() -> None:
     e2e_peak = live_piece_peaks(e2e, args.batch_size, False)[0]
     rows = []
     for K in args.K:
-        for name, preset, aux_ckpt in [("paper", "paper", False), ("paper-balanced", "paper-balanced", False),
-                                       ("balanced", "balanced", False), ("balanced +aux-ckpt", "balanced", True)]:
+        for name, preset, aux_ckpt, chunk in [
+            ("paper", "paper", False, 0), ("paper-balanced", "paper-balanced", False, 0), ("balanced", "balanced", False, 0),
+            ("balanced +aux-ckpt", "balanced", True, 0), ("balanced +chunked-decoder", "balanced", False, 16),
+        ]:
             torch.manual_seed(0)
             try:
                 learner = infopro.LocalLearner(infopro.build_backbone(args.arch), K, args.method, cuts=preset,
-                                               profile_batch_size=args.batch_size)
+                                               profile_batch_size=args.batch_size, decoder_chunk_channels=chunk)
             except InfoProError:
                 continue  # no published cuts at this K
             peaks = live_piece_peaks(learner, args.batch_size, aux_ckpt)

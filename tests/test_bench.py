@@ -130,3 +130,21 @@ def test_bench_cli_bad_input(tmp_path, capsys):
     assert "unknown preset 'clever'" in capsys.readouterr().err
     assert main(["bench", "--batch-size", "1", "--out", str(tmp_path)]) == 2
     assert "--batch-size must be >= 2" in capsys.readouterr().err
+
+
+def test_chunked_decoder_gives_the_same_losses_and_gradients():
+    def step(chunk):
+        torch.manual_seed(0)
+        learner = LocalLearner(build_backbone("resnet20"), 4, "infopro-contrast", cuts=[2, 5, 8],
+                               decoder_chunk_channels=chunk)
+        x, y = torch.randn(8, 3, 32, 32, generator=torch.Generator().manual_seed(1)), torch.arange(8) % 10
+        losses = learner.train_step(x, y)["losses"]
+        return losses, [p.grad for p in learner.parameters()], learner
+
+    plain_losses, plain_grads, _ = step(0)
+    chunked_losses, chunked_grads, learner = step(8)  # the 32- and 64-channel cuts split into 4 and 8 chunks
+    assert chunked_losses == pytest.approx(plain_losses, rel=1e-6)
+    for a, b in zip(plain_grads, chunked_grads):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    # The chunked decoder saves only its low-resolution input for backward (plus conv1's output onwards).
+    assert measured_peak(learner) <= measured_peak(step(0)[2])

@@ -24,6 +24,9 @@ def add_learner_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--aux-widen", type=int, default=1, help="width multiplier of the auxiliary nets (default: %(default)s)")
     g.add_argument("--aux-feature-dim", type=int, default=128, help="hidden width of the heads' fc layers (default: %(default)s)")
     g.add_argument("--temperature", type=float, default=0.07, help="supervised contrastive temperature (default: %(default)s)")
+    g.add_argument("--aux-decoder-chunk", type=int, default=0, metavar="C",
+                   help="run the decoder's upsampling and first conv over chunks of C channels: same loss, "
+                        "less memory at deep cuts (default: 0, off)")
 
 
 def add_describe_arguments(parser: argparse.ArgumentParser) -> None:
@@ -42,6 +45,7 @@ def describe_main(args: argparse.Namespace) -> int:
         widen=args.aux_widen, feature_dim=args.aux_feature_dim, temperature=args.temperature,
         # Nothing is trained here, so any per-channel normalisation will do.
         mean=[0.5] * args.input_shape[0], std=[0.5] * args.input_shape[0], profile_batch_size=args.batch_size,
+        decoder_chunk_channels=args.aux_decoder_chunk,
     )
     memory = learner.piece_memory(args.batch_size)
     print(f"{args.arch} · {args.method} · K={args.K} · cuts {learner.cuts} ({args.cuts})")

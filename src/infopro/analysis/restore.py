@@ -13,6 +13,7 @@ from ..data import ImageDataset, load_dataset
 from ..errors import InfoProError
 from ..models import SequentialBackbone
 from ..train.checkpoint import load_checkpoint
+from ..train.args import add_train_arguments
 from ..train.loop import build_learner
 
 
@@ -70,7 +71,12 @@ def restore_run(run_dir: str | Path, data: ImageDataset, device: torch.device, n
     config = dict(state["args"])
     if config.get("dataset") != data.name:
         raise InfoProError(f"run {run_dir} was trained on {config.get('dataset')!r}, the probe data set is {data.name!r}")
-    learner = build_learner(argparse.Namespace(**config), data.image_shape, data.num_classes, data.mean, data.std, device)
+    # Settings added after the run was trained take their defaults.
+    parser = argparse.ArgumentParser(add_help=False)
+    add_train_arguments(parser)
+    args = parser.parse_args([])
+    vars(args).update(config)
+    learner = build_learner(args, data.image_shape, data.num_classes, data.mean, data.std, device)
     try:
         learner.load_state_dict(state["model"])
     except RuntimeError as error:

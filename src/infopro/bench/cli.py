@@ -37,6 +37,8 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--steps", type=int, default=3, help="timed steps per row; the median is reported")
     parser.add_argument("--warmup", type=int, default=1, help="untimed steps first (the first also counts FLOPs)")
     parser.add_argument("--channels-last", action="store_true")
+    parser.add_argument("--aux-decoder-chunk", type=int, default=0, metavar="C",
+                        help="decoder upsampling + first conv over chunks of C channels (default: 0, off)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", required=True, help="directory for bench.json, bench.md and bench.png")
     parser.add_argument("--quiet", action="store_true")
@@ -88,7 +90,7 @@ def bench_main(args: argparse.Namespace) -> int:
         bar.set_postfix_str(f"{method} K={K} {preset}")
         try:
             step = build_step(args.arch, method, K, preset, shape, args.num_classes, args.batch_size, device,
-                              args.channels_last, args.seed)
+                              args.channels_last, args.seed, args.aux_decoder_chunk)
         except InfoProError as error:
             skipped.append(f"{method} K={K} cuts={preset}: {error}")
             if not args.quiet:

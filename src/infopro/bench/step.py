@@ -55,7 +55,7 @@ class TrainingStep:
 
 def build_step(arch: str, method: str, K: int, cuts: str, input_shape: tuple[int, int, int],
                num_classes: int, batch_size: int, device: torch.device, channels_last: bool = False,
-               seed: int = 0) -> TrainingStep:
+               seed: int = 0, decoder_chunk_channels: int = 0) -> TrainingStep:
     """Build the model of one benchmark row; raises InfoProError if the cuts do not exist for it."""
     torch.manual_seed(seed)
     backbone = build_backbone(arch, num_classes, input_shape[0]).to(device)
@@ -71,7 +71,8 @@ def build_step(arch: str, method: str, K: int, cuts: str, input_shape: tuple[int
 
         return TrainingStep(method, K, f"{K} segments", [], input_shape, num_classes, seq, run)
     learner = LocalLearner(backbone, K, method, cuts=cuts if K > 1 else "even", input_shape=input_shape,
-                           num_classes=num_classes, profile_batch_size=batch_size)
+                           num_classes=num_classes, profile_batch_size=batch_size,
+                           decoder_chunk_channels=decoder_chunk_channels)
     return TrainingStep(method, K, cuts if K > 1 else "-", learner.cuts, input_shape, num_classes, learner,
                         lambda x, y: learner.train_step(x, y), learner)
 

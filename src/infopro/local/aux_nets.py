@@ -39,15 +39,55 @@ def require_feature_map(shape: Sequence[int], what: str) -> tuple[int, int, int]
     return int(c), int(h), int(w)
 
 
+class _ChunkedUpsampleConv(torch.autograd.Function):
+    """conv3x3(bilinear_upsample(h)) as a sum over channel chunks of h; backward recomputes chunk by chunk.
+
+    Only the low-resolution h is saved, so the full-resolution upsampled
+    feature and its gradient never exist whole: at most one chunk of each.
+    """
+
+    @staticmethod
+    def forward(ctx, h, weight, bias, size, chunk):  # noqa: ANN001, ANN205
+        ctx.save_for_backward(h, weight)
+        ctx.size, ctx.chunk = size, chunk
+        out = None
+        for c in range(0, h.shape[1], chunk):
+            up = F.interpolate(h[:, c:c + chunk], size=size, mode="bilinear", align_corners=True)
+            part = F.conv2d(up, weight[:, c:c + chunk], bias if c == 0 else None, padding=1)
+            out = part if out is None else out.add_(part)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):  # noqa: ANN001, ANN205
+        h, weight = ctx.saved_tensors
+        grad_h, grad_w = torch.empty_like(h), torch.empty_like(weight)
+        for c in range(0, h.shape[1], ctx.chunk):
+            with torch.enable_grad():
+                hc = h[:, c:c + ctx.chunk].detach().requires_grad_()
+                wc = weight[:, c:c + ctx.chunk].detach().requires_grad_()
+                up = F.interpolate(hc, size=ctx.size, mode="bilinear", align_corners=True)
+                grad_h[:, c:c + ctx.chunk], grad_w[:, c:c + ctx.chunk] = torch.autograd.grad(
+                    F.conv2d(up, wc, padding=1), (hc, wc), grad_out)
+        return grad_h, grad_w, grad_out.sum((0, 2, 3)), None, None
+
+
 class Decoder(nn.Module):
     """Upsample h bilinearly to the image size, conv3x3 -> 12*widen, BN, ReLU, conv3x3 -> image channels.
 
     `forward` returns logits; the sigmoid is folded into the loss
     (`reconstruction_loss`) so it is exact and safe under autocast.
+    `chunk_channels` > 0 runs the upsample and first conv over chunks of that
+    many feature channels, recomputed in backward: the same function and
+    gradients (up to summation order), without the full-resolution upsampled
+    feature in memory (it dominates the auxiliary nets' memory at deep cuts).
     """
 
-    def __init__(self, feature_shape: Sequence[int], image_shape: Sequence[int], widen: int = 1) -> None:
+    def __init__(self, feature_shape: Sequence[int], image_shape: Sequence[int], widen: int = 1,
+                 chunk_channels: int = 0) -> None:
         super().__init__()
+        if chunk_channels < 0:
+            raise InfoProError(f"the decoder's chunk_channels must be >= 0 (0 = off), got {chunk_channels}")
+        self.chunk_channels = chunk_channels
         channels, _, _ = require_feature_map(feature_shape, "the decoder")
         image_channels, height, width = require_feature_map(image_shape, "the decoder's image")
         hidden = 12 * widen
@@ -60,8 +100,13 @@ class Decoder(nn.Module):
         )
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
-        if h.shape[-2:] != self.image_size:
-            h = F.interpolate(h, size=self.image_size, mode="bilinear", align_corners=True)
+        if h.shape[-2:] == self.image_size:
+            return self.net(h)
+        if self.chunk_channels and h.shape[1] > self.chunk_channels and torch.is_grad_enabled():
+            conv = self.net[0]
+            h = _ChunkedUpsampleConv.apply(h, conv.weight, conv.bias, self.image_size, self.chunk_channels)
+            return self.net[1:](h)
+        h = F.interpolate(h, size=self.image_size, mode="bilinear", align_corners=True)
         return self.net(h)
 
     def reconstruct(self, h: torch.Tensor) -> torch.Tensor:

@@ -87,6 +87,8 @@ class LocalLearner(nn.Module):
             is the un-normalised image `x * std + mean` in [0, 1].
         profile_batch_size: batch at which cuts='balanced' profiles activation
             memory (saved bytes grow linearly with it, so the cuts hardly depend on it).
+        decoder_chunk_channels: > 0 upsamples and convolves the decoder's input in
+            chunks of that many channels (same loss, less memory at deep cuts; see `Decoder`).
 
     `amp_dtype` (attribute, default None): set to torch.bfloat16 to run the
     forward passes of `train_step` under autocast.
@@ -110,6 +112,7 @@ class LocalLearner(nn.Module):
         mean: Sequence[float] = CIFAR_MEAN,
         std: Sequence[float] = CIFAR_STD,
         profile_batch_size: int = 64,
+        decoder_chunk_channels: int = 0,
     ) -> None:
         super().__init__()
         if not isinstance(backbone, SequentialBackbone):
@@ -154,7 +157,7 @@ class LocalLearner(nn.Module):
             return LocalObjective(
                 task_loss,
                 head=build_head(head_name, shapes[cut], out_dim, options) if task_weight else None,
-                decoder=Decoder(shapes[cut], self.input_shape, widen) if recon_weight else None,
+                decoder=Decoder(shapes[cut], self.input_shape, widen, decoder_chunk_channels) if recon_weight else None,
                 recon_weight=recon_weight,
                 task_weight=task_weight,
             )
