@@ -15,20 +15,18 @@ import argparse
 import json
 from pathlib import Path
 
-from infopro.cli import main as infopro_main
+from small_runs import SHARED_CIFAR10_JPEG, train_if_needed
 
-ROOT = Path(__file__).resolve().parents[1]
 RUNS = [("e2e", 1)] + [(m, K) for K in (4, 8) for m in ("greedy", "dgl", "infopro-softmax", "infopro-contrast")]
 
 
-def config_file(method: str, K: int) -> Path:
-    name = "resnet32-e2e" if method == "e2e" else f"resnet32-{method}-K{K}"
-    return ROOT / "configs" / "cifar10" / f"{name}.yaml"
+def config_name(method: str, K: int) -> str:
+    return "resnet32-e2e" if method == "e2e" else f"resnet32-{method}-K{K}"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data-dir", default=str(ROOT.parent / "shared" / "datasets" / "cifar10-jpeg"))
+    parser.add_argument("--data-dir", default=SHARED_CIFAR10_JPEG)
     parser.add_argument("--train-subset", type=int, default=10000)
     parser.add_argument("--test-subset", type=int, default=2000)
     parser.add_argument("--epochs", type=int, default=6)
@@ -42,18 +40,7 @@ def main() -> None:
     rows = []
     for method, K in RUNS:
         run = out / f"{method}-K{K}"
-        if not (run / "summary.json").exists():
-            code = infopro_main([
-                "train", "-c", str(config_file(method, K)), "--data-dir", args.data_dir,
-                "--train-subset", str(args.train_subset), "--test-subset", str(args.test_subset),
-                "--epochs", str(args.epochs), "--batch-size", str(args.batch_size),
-                "--lr", str(0.1 * args.batch_size / 128), "--seed", str(args.seed),
-                "--device", args.device, "--channels-last", "--out", str(run),
-                *(["--resume"] if (run / "checkpoint.pt").exists() else []),
-            ])
-            if code != 0:
-                raise SystemExit(f"training {method} K={K} failed (exit {code})")
-        summary = json.loads((run / "summary.json").read_text())
+        summary = train_if_needed(run, config_name(method, K), args)
         rows.append({"method": method, "K": K, "cuts": summary["cuts"],
                      "final_test_error": summary["final_test_error"], "best_test_error": summary["best_test_error"],
                      "total_seconds": summary["total_seconds"], "epochs": summary["epochs"], "run": str(run)})

@@ -21,10 +21,10 @@ import json
 import time
 from pathlib import Path
 
+from small_runs import SHARED_CIFAR10_JPEG, train_if_needed
+
 from infopro.analysis import probe_table
 from infopro.cli import main as infopro_main
-
-ROOT = Path(__file__).resolve().parents[1]
 # (run directory name, config file, label in the table and the plot)
 RUNS = [
     ("e2e-K1", "resnet32-e2e", "E2E"),
@@ -33,25 +33,9 @@ RUNS = [
 ]
 
 
-def train_if_needed(run: Path, config: str, args: argparse.Namespace) -> dict:
-    """Train `run` from configs/cifar10/<config>.yaml unless it already holds a finished run; its summary."""
-    if not (run / "summary.json").exists():
-        code = infopro_main([
-            "train", "-c", str(ROOT / "configs" / "cifar10" / f"{config}.yaml"), "--data-dir", args.data_dir,
-            "--train-subset", str(args.train_subset), "--test-subset", str(args.test_subset),
-            "--epochs", str(args.epochs), "--batch-size", str(args.batch_size),
-            "--lr", str(0.1 * args.batch_size / 128), "--seed", str(args.seed),
-            "--device", args.device, "--channels-last", "--out", str(run),
-            *(["--resume"] if (run / "checkpoint.pt").exists() else []),
-        ])
-        if code != 0:
-            raise SystemExit(f"training {run.name} failed (exit {code})")
-    return json.loads((run / "summary.json").read_text())
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data-dir", default=str(ROOT.parent / "shared" / "datasets" / "cifar10-jpeg"))
+    parser.add_argument("--data-dir", default=SHARED_CIFAR10_JPEG)
     parser.add_argument("--train-subset", type=int, default=5000, help="images the networks train on")
     parser.add_argument("--test-subset", type=int, default=1000, help="test images of the networks and of the probes")
     parser.add_argument("--epochs", type=int, default=8, help="training epochs of the networks")

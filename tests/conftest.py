@@ -1,7 +1,19 @@
 import pytest
 import torch
 
+# Small and fast training flags shared by the tests that train: ResNet-20 cut in 2,
+# 200 bundled training images, batches of 50 (4 steps per epoch), 2 epochs.
+FAST = ["--arch", "resnet20", "--K", "2", "--cuts", "even", "--method", "infopro-contrast",
+        "--train-subset", "200", "--test-subset", "100", "--batch-size", "50", "--epochs", "2",
+        "--device", "cpu", "--quiet"]
+
 
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+@pytest.fixture(autouse=True)
+def cache_in_tmp(tmp_path, monkeypatch):
+    """Decoded data sets are cached per test, never in the user's cache."""
+    monkeypatch.setenv("INFOPRO_CACHE", str(tmp_path / "cache"))

@@ -24,17 +24,9 @@ from infopro.data import DeviceLoader, load_dataset, stratified_subset
 from infopro.train import load_checkpoint
 from infopro.train.args import check_args
 from infopro.train.loop import build_learner, make_optimizer
+from conftest import FAST
 
 SRC = Path(infopro.__file__).resolve().parents[1]
-# ResNet-20 cut in 2, 200 bundled training images, batches of 50: 4 steps per epoch.
-FAST = ["--arch", "resnet20", "--K", "2", "--cuts", "even", "--method", "infopro-contrast",
-        "--train-subset", "200", "--test-subset", "100", "--batch-size", "50", "--epochs", "2",
-        "--device", "cpu", "--quiet"]
-
-
-@pytest.fixture(autouse=True)
-def cache_in_tmp(tmp_path, monkeypatch):
-    monkeypatch.setenv("INFOPRO_CACHE", str(tmp_path / "cache"))
 
 
 def free_port() -> int:

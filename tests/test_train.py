@@ -8,16 +8,7 @@ import yaml
 from infopro.cli import main
 from infopro.train import load_checkpoint
 import infopro.train.loop as loop
-
-# Small and fast: ResNet-20 cut in 2, 200 bundled training images, 2 epochs.
-FAST = ["--arch", "resnet20", "--K", "2", "--cuts", "even", "--method", "infopro-contrast",
-        "--train-subset", "200", "--test-subset", "100", "--batch-size", "50", "--epochs", "2",
-        "--device", "cpu", "--quiet"]
-
-
-@pytest.fixture(autouse=True)
-def cache_in_tmp(tmp_path, monkeypatch):
-    monkeypatch.setenv("INFOPRO_CACHE", str(tmp_path / "cache"))
+from conftest import FAST
 
 
 def train(*args):

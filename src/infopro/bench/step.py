@@ -112,13 +112,13 @@ def measure_step(step: TrainingStep, batch_size: int, device: torch.device, time
     _sync(device)
     optimizer.zero_grad(set_to_none=True)
     row: dict[str, Any] = {"flops": flops.get_total_flops()}
+    opt_state = [t for s in optimizer.state.values() for t in s.values() if torch.is_tensor(t)]
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
         one_step()
         _sync(device)
         row.update(peak_bytes=torch.cuda.max_memory_allocated(device), memory_kind="cuda_max_memory_allocated")
     else:
-        opt_state = [t for s in optimizer.state.values() for t in s.values() if torch.is_tensor(t)]
         existing = [*step.model.state_dict().values(), *opt_state, x, y]
         with LiveTensorMeter(exclude=existing) as live:
             one_step()
@@ -127,7 +127,6 @@ def measure_step(step: TrainingStep, batch_size: int, device: torch.device, time
         # Saved activations per piece, from the profile (equal to SavedActivationMeter around train_step).
         pieces = step.learner.piece_memory(batch_size)
         params = list(step.model.parameters())
-        opt_state = [t for s in optimizer.state.values() for t in s.values() if torch.is_tensor(t)]
         row.update(
             piece_memory=[list(p) for p in pieces],
             saved_activation_bytes=max(sum(p) for p in pieces),

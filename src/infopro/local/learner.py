@@ -22,7 +22,6 @@ from .objective import LocalObjective
 from .pieces import feature_shapes, split_blocks
 
 
-
 @dataclass(frozen=True)
 class PieceInfo:
     """What one piece holds: its blocks, output shape and parameter counts."""
