@@ -79,9 +79,7 @@ class DataParallelTrainer:
         lr = self.optimizer.param_groups[0]["lr"]
         sums = torch.zeros(self.learner.K + 2, dtype=torch.float64, device=self.device)  # losses, correct, seen
         start = time.perf_counter()
-        for step, (x, y) in enumerate(loader):
-            batch = len(y)
-            x, y = x.tensor_split(self.world)[self.rank], y.tensor_split(self.world)[self.rank]
+        for step, (x, y, batch) in enumerate(self._slices(loader)):
             if args.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             self.optimizer.zero_grad(set_to_none=True)
@@ -100,20 +98,32 @@ class DataParallelTrainer:
         return {"epoch": epoch + 1, "lr": lr, "train_losses": losses, "train_accuracy": sums[-2].item() / seen,
                 "epoch_seconds": seconds, "images_per_second": seen / seconds}
 
-    def finish_epoch(self, record: dict[str, Any], test_loader: DeviceLoader,
-                     args: argparse.Namespace) -> tuple[dict[str, Any], float, dict[str, Any]] | None:
+    def _slices(self, loader: Any) -> Any:
+        """(this rank's slice of each global batch, the global batch size). A streaming loader built with
+        shard=(rank, world) decodes only this rank's slice; the device-resident one yields whole batches."""
+        for step, (x, y) in enumerate(loader):
+            if loader.shard is not None:
+                yield x, y, loader.global_batch_size(step)
+            else:
+                yield x.tensor_split(self.world)[self.rank], y.tensor_split(self.world)[self.rank], len(y)
+
+    def finish_epoch(self, record: dict[str, Any], eval_loaders: dict[str, DeviceLoader],
+                     args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, float], dict[str, Any]] | None:
         """Average BatchNorm's running statistics over the ranks (each saw its own slices), evaluate each
         rank's slice of the test set, and let rank 0 return the (identical) weights."""
         for module in self.learner.modules():
             if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.track_running_stats:
                 for buffer in (module.running_mean, module.running_var):
                     self._all_reduce(buffer, "averaging BatchNorm statistics").div_(self.world)
-        slices = ((x.tensor_split(self.world)[self.rank], y.tensor_split(self.world)[self.rank]) for x, y in test_loader)
-        correct, total = count_correct(self.learner, slices, args, self.device)
-        counts = self._all_reduce(torch.stack([correct.double(), torch.tensor(float(total), device=self.device,
-                                                                                  dtype=torch.float64)]), "evaluating")
+        accuracies = {}
+        for name, loader in eval_loaders.items():
+            slices = ((x, y) for x, y, _ in self._slices(loader))
+            correct, total = count_correct(self.learner, slices, args, self.device)
+            counts = self._all_reduce(torch.stack([correct.double(), torch.tensor(
+                float(total), device=self.device, dtype=torch.float64)]), "evaluating")
+            accuracies[name] = counts[0].item() / max(counts[1].item(), 1)
         if not self.is_writer:
             return None
         record["peak_memory_bytes"], record["memory_kind"] = peak_memory_bytes(self.device)
         state = {"model": self.learner.state_dict(), "optimizer": self.optimizer.state_dict()}
-        return record, counts[0].item() / max(counts[1].item(), 1), state
+        return record, accuracies, state

@@ -148,13 +148,13 @@ class PiecesTrainer:
         self.link.flush()
         return int(correct.item()), total
 
-    def finish_epoch(self, record: dict[str, Any], test_loader: DeviceLoader,
-                     args: argparse.Namespace) -> tuple[dict[str, Any], float, dict[str, Any]] | None:
+    def finish_epoch(self, record: dict[str, Any], eval_loaders: dict[str, DeviceLoader],
+                     args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, float], dict[str, Any]] | None:
         """Evaluate as a pipeline, then every rank sends its share (numbers, piece, optimiser) to rank 0,
         which merges them into one single-process checkpoint. Only point-to-point messages, so a lost
         rank is always named."""
-        test_correct, test_total = self._evaluate(test_loader, args)
-        report = {**record, "test_correct": test_correct, "test_total": test_total,
+        counts = {name: self._evaluate(loader, args) for name, loader in eval_loaders.items()}
+        report = {**record, "eval_counts": counts,
                   "peak_memory_bytes": peak_memory_bytes(self.device)[0],
                   "model": piece_state_dict(self.learner, self.k),
                   "optimizer": optimizer_state_to_global(self.optimizer.state_dict(), self.indices)}
@@ -179,4 +179,4 @@ class PiecesTrainer:
         }
         state = {"model": {k: v.cpu() for k, v in model.items()},
                  "optimizer": merge_optimizer_states([r["optimizer"] for r in reports])}
-        return merged, last["test_correct"] / max(last["test_total"], 1), state
+        return merged, {name: c / max(t, 1) for name, (c, t) in last["eval_counts"].items()}, state

@@ -16,21 +16,22 @@ import torch
 import yaml
 from tqdm import tqdm
 
-from ..data import DeviceLoader, load_dataset, stratified_subset
+from ..data import DeviceLoader
 from ..errors import InfoProError
 from ..local import LocalLearner
 from ..models import build_backbone
 from .args import check_args, resolved_config
 from .checkpoint import atomic_write_text, load_checkpoint, save_checkpoint
+from .data_setup import check_image_size, make_loaders, open_training_data
 
 if TYPE_CHECKING:
     from ..parallel import ParallelRuntime
 
 # Settings that decide the shape of the model: a checkpoint evaluated with --test-only must share them.
-STRUCTURE_KEYS = ("arch", "dataset", "method", "K", "cuts", "lambdas", "aux_head", "aux_widen", "aux_feature_dim")
+STRUCTURE_KEYS = ("arch", "dataset", "image_size", "channels", "method", "K", "cuts", "lambdas", "aux_head", "aux_widen", "aux_feature_dim")
 # Settings a resumed run may change; every other one must equal the checkpoint's, so that the
 # resumed run ends where the uninterrupted one would.
-FREE_ON_RESUME = ("out", "device", "data_dir", "cache_dir")
+FREE_ON_RESUME = ("out", "device", "data_dir", "cache_dir", "data_path")
 AMP_DTYPES = {"none": None, "bf16": torch.bfloat16}
 RUN_FILES = ("config.yaml", "metrics.jsonl", "summary.json", "checkpoint.pt")
 
@@ -130,12 +131,13 @@ class SingleProcessTrainer:
     def train_epoch(self, loader: DeviceLoader, epoch: int, args: argparse.Namespace) -> dict[str, Any]:
         return train_one_epoch(self.learner, self.optimizer, loader, epoch, args, self.device)
 
-    def finish_epoch(self, record: dict[str, Any], test_loader: DeviceLoader,
-                     args: argparse.Namespace) -> tuple[dict[str, Any], float, dict[str, Any]] | None:
-        """Evaluate; return (record, test accuracy, {model, optimizer} state), or None on a non-writing rank."""
-        accuracy = evaluate(self.learner, test_loader, args, self.device)
+    def finish_epoch(self, record: dict[str, Any], eval_loaders: dict[str, DeviceLoader], args: argparse.Namespace
+                     ) -> tuple[dict[str, Any], dict[str, float], dict[str, Any]] | None:
+        """Evaluate on each of `eval_loaders` ({"val": ..., "test": ...}); return (record, accuracy per
+        split, {model, optimizer} state), or None on a non-writing rank."""
+        accuracies = {name: evaluate(self.learner, loader, args, self.device) for name, loader in eval_loaders.items()}
         record["peak_memory_bytes"], record["memory_kind"] = peak_memory_bytes(self.device)
-        return record, accuracy, {"model": self.learner.state_dict(), "optimizer": self.optimizer.state_dict()}
+        return record, accuracies, {"model": self.learner.state_dict(), "optimizer": self.optimizer.state_dict()}
 
 
 def checkpoint_to_read(args: argparse.Namespace) -> Path | None:
@@ -203,18 +205,11 @@ def train_main(args: argparse.Namespace) -> int:
 
 def _train(args: argparse.Namespace, runtime: ParallelRuntime | None) -> int:
     device = runtime.device if runtime is not None else pick_device(args.device)
-    data = load_dataset(args.dataset, args.data_dir, args.cache_dir)
-    train_images, train_labels = data.train_images, data.train_labels
-    test_images, test_labels = data.test_images, data.test_labels
-    if args.train_subset:
-        keep = stratified_subset(train_labels, args.train_subset, seed=args.seed)
-        train_images, train_labels = train_images[keep], train_labels[keep]
-    if args.test_subset:
-        keep = stratified_subset(test_labels, args.test_subset, seed=args.seed)
-        test_images, test_labels = test_images[keep], test_labels[keep]
-    if args.batch_size > len(train_labels):
+    data = open_training_data(args, device)
+    check_image_size(args, data)
+    if args.batch_size > len(data.train):
         raise InfoProError(
-            f"--batch-size {args.batch_size} is larger than the training set ({len(train_labels)} images); "
+            f"--batch-size {args.batch_size} is larger than the training set ({len(data.train)} images); "
             f"use a smaller batch or a larger --train-subset"
         )
     if runtime is None:
@@ -225,7 +220,9 @@ def _train(args: argparse.Namespace, runtime: ParallelRuntime | None) -> int:
 
         learner, trainer = build_parallel_trainer(args, runtime, data)
     schedule = build_schedule(trainer.optimizer, args)
-    test_loader = DeviceLoader(test_images, test_labels, device, 1024, data.mean, data.std, train=False, seed=args.seed)
+    shard = (runtime.rank, runtime.world_size) if runtime is not None and runtime.mode == "data" else None
+    loaders = make_loaders(data, args, device, trainer.drop_last(len(data.train), args.batch_size), shard)
+    eval_loaders = {"val": loaders.val, "test": loaders.test} if loaders.val is not None else {"test": loaders.test}
     writer = trainer.is_writer
 
     path = checkpoint_to_read(args)
@@ -241,9 +238,9 @@ def _train(args: argparse.Namespace, runtime: ParallelRuntime | None) -> int:
         except RuntimeError as error:
             raise InfoProError(f"checkpoint {path} does not fit this model: {str(error).splitlines()[0]}") from None
         if args.test_only:
-            accuracy = evaluate(learner.to(device), test_loader, args, device)
+            accuracy = evaluate(learner.to(device), loaders.test, args, device)
             print(f"{path}: test accuracy {100 * accuracy:.2f}% (error {100 * (1 - accuracy):.2f}%) "
-                  f"on {len(test_labels)} images of {data.name}")
+                  f"on {len(data.test)} images of {data.name}")
             return 0
         trainer.load_optimizer(state["optimizer"])
         schedule.load_state_dict(state["scheduler"])
@@ -251,26 +248,27 @@ def _train(args: argparse.Namespace, runtime: ParallelRuntime | None) -> int:
         if start_epoch >= args.epochs:
             raise InfoProError(f"checkpoint {path} has already finished {start_epoch} of {args.epochs} epochs")
 
-    train_loader = DeviceLoader(train_images, train_labels, device, args.batch_size, data.mean, data.std, train=True,
-                                seed=args.seed, drop_last=trainer.drop_last(len(train_labels), args.batch_size))
     config = resolved_config(args)
     verbose = writer and not args.quiet
     if writer:
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_text(out / "config.yaml", yaml.safe_dump(config, sort_keys=True))
     if verbose:
-        print(f"{data.name} ({len(train_labels)} train / {len(test_labels)} test, {data.source}) · {args.arch} · "
+        val = f" / {len(data.val)} val" if data.val is not None else ""
+        print(f"{data.name} ({len(data.train)} train{val} / {len(data.test)} test, {data.size[1]}x{data.size[0]}x"
+              f"{data.channels}, {data.path} path, {data.source}) · {args.arch} · "
               f"{args.method} K={args.K} cuts {learner.cuts} · {trainer.where} · run dir {out}")
 
     history = _read_history(out / "metrics.jsonl", start_epoch) if writer else []
     for epoch in range(start_epoch, args.epochs):
-        record = trainer.train_epoch(train_loader, epoch, args)
+        record = trainer.train_epoch(loaders.train, epoch, args)
         schedule.step()
-        finished = trainer.finish_epoch(record, test_loader, args)  # gathers every rank's share
+        finished = trainer.finish_epoch(record, eval_loaders, args)  # gathers every rank's share
         if finished is None:
             continue
-        record, accuracy, state = finished
-        record.update(test_accuracy=accuracy, test_error=1 - accuracy)
+        record, accuracies, state = finished
+        for split, accuracy in accuracies.items():
+            record.update({f"{split}_accuracy": accuracy, f"{split}_error": 1 - accuracy})
         history.append(record)
         with open(out / "metrics.jsonl", "a") as f:
             f.write(json.dumps(record) + "\n")
@@ -279,15 +277,18 @@ def _train(args: argparse.Namespace, runtime: ParallelRuntime | None) -> int:
         if verbose:
             losses = " ".join(f"{v:.3f}" for v in record["train_losses"])
             print(f"epoch {epoch + 1:>3}/{args.epochs}  lr {record['lr']:.4f}  losses [{losses}]  "
-                  f"train acc {100 * record['train_accuracy']:5.2f}%  test acc {100 * accuracy:5.2f}%  "
+                  f"train acc {100 * record['train_accuracy']:5.2f}%  "
+                  + "".join(f"{split} acc {100 * a:5.2f}%  " for split, a in accuracies.items()) +
                   f"{record['epoch_seconds']:.1f}s  {record['images_per_second']:.0f} img/s")
 
     if not writer:
         return 0
     summary = summarize(history, learner, args)
+    summary["splits"] = data.splits  # where the train/val/test numbers come from
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
     if verbose:
-        print(f"done: final test error {100 * summary['final_test_error']:.2f}%, best {100 * summary['best_test_error']:.2f}% "
+        print(f"done: final test error {100 * summary['final_test_error']:.2f}%, best epoch {summary['best_epoch']} "
+              f"on {summary['best_selected_on']}: test error {100 * summary['test_error_at_best_epoch']:.2f}% "
               f"({summary['total_seconds']:.0f}s) -> {out}")
     return 0
 
@@ -332,6 +333,13 @@ def train_one_epoch(learner: LocalLearner, optimizer: torch.optim.Optimizer, loa
 
 def summarize(history: list[dict[str, Any]], learner: LocalLearner, args: argparse.Namespace) -> dict[str, Any]:
     errors = [r["test_error"] for r in history]
+    # The best epoch is picked on validation when there is one, never on the test split it is reported on.
+    select = "val" if "val_error" in history[-1] else "test"
+    best = min(range(len(history)), key=lambda i: history[i][f"{select}_error"])
+    chosen = {"best_selected_on": select, "best_epoch": history[best]["epoch"],
+              "test_error_at_best_epoch": errors[best], f"best_{select}_error": history[best][f"{select}_error"]}
+    if select == "val":
+        chosen["final_val_error"] = history[-1]["val_error"]
     return {
         "method": args.method,
         "arch": args.arch,
@@ -340,7 +348,7 @@ def summarize(history: list[dict[str, Any]], learner: LocalLearner, args: argpar
         "cuts": learner.cuts,
         "epochs": len(history),
         "final_test_error": errors[-1],
-        "best_test_error": min(errors),
+        **chosen,
         "total_seconds": sum(r["epoch_seconds"] for r in history),
         "peak_memory_bytes": max(r["peak_memory_bytes"] for r in history),
         "memory_kind": history[-1]["memory_kind"],
