@@ -36,8 +36,8 @@ def convert(img: Image.Image, channels: int) -> Image.Image:
 
 
 def to_array(img: Image.Image) -> np.ndarray:
-    """uint8 (H, W, C) of an 'L' or 'RGB' image."""
-    a = np.asarray(img, dtype=np.uint8)
+    """uint8 (H, W, C) of an 'L' or 'RGB' image (a writable copy)."""
+    a = np.array(img, dtype=np.uint8)
     return a[:, :, None] if a.ndim == 2 else a
 
 

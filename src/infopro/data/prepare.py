@@ -35,7 +35,7 @@ from .datasets import BUNDLED_DIR, DATASETS, DatasetSpec, RawSet, Reader, accept
 from .items import ArrayItems, Items, convert, to_array
 from .loader import DeviceLoader
 from .stream import StreamLoader
-from .subset import stratified_subset
+from .subset import stratified_split, stratified_subset
 from .transforms import Size, eval_view, prepare_array
 
 DATA_PATHS = ("auto", "memory", "stream")
@@ -149,15 +149,15 @@ def _choose_shape(spec: DatasetSpec, headers: dict[str, np.ndarray], raw: RawSet
     if options.image_size is not None:
         return (options.image_size, options.image_size), channels
     sizes = np.concatenate([h[:, :2] for h in headers.values()])
-    unique = np.unique(sizes, axis=0)
+    unique, counts = np.unique(sizes, axis=0, return_counts=True)
     if len(unique) > 1:
-        examples = []
-        for split, h in headers.items():
-            for wh in np.unique(h[:, :2], axis=0)[:2]:
-                i = int(np.flatnonzero((h[:, :2] == wh).all(1))[0])
-                examples.append(f"{raw.splits[split].name(i)} is {_describe_size(wh)}")
-        raise InfoProError(f"{root}: the images have {len(unique)} different sizes ({'; '.join(examples[:2])}); "
-                           "pass --image-size S to train on S x S images")
+        common = unique[counts.argmax()]
+        names = [items.name(i) for items in raw.splits.values() for i in range(len(items))]
+        odd = int(np.flatnonzero((sizes != common).any(1))[0])
+        usual = int(np.flatnonzero((sizes == common).all(1))[0])
+        raise InfoProError(f"{root}: the images differ in size ({names[usual]} is {_describe_size(common)}, "
+                           f"{names[odd]} is {_describe_size(sizes[odd])}); pass --image-size S to train on "
+                           "S x S images")
     width, height = (int(v) for v in unique[0])
     if spec.image_size is not None and (width, height) != (spec.image_size, spec.image_size):
         raise InfoProError(f"{root}: the images are {width}x{height}, {spec.name}'s are {spec.image_size}x"
@@ -262,18 +262,6 @@ def _stream_stats(raw: RawSet, reader: Reader, root: Path, size: Size, channels:
     return tuple(float(v) for v in stats["mean"]), tuple(float(v) for v in stats["std"])
 
 
-def _hold_out(labels: np.ndarray, fraction: float, seed: int, num_classes: int) -> np.ndarray:
-    """Indices of a stratified `fraction` of `labels` (the validation split)."""
-    if not 0 < fraction < 1:
-        raise InfoProError(f"--val-split must be a fraction in (0, 1), got {fraction}")
-    n = int(round(fraction * len(labels)))
-    present = len(np.unique(labels))
-    if not present <= n <= len(labels) - present:
-        raise InfoProError(f"--val-split {fraction} holds out {n} of {len(labels)} training images; it needs between "
-                           f"{present} and {len(labels) - present} (one per class each side): choose another fraction")
-    return stratified_subset(labels, n, seed)
-
-
 def _subset(items: Items, n: int | None, seed: int, flag: str) -> Items:
     if n is None:
         return items
@@ -319,7 +307,7 @@ def open_data(name: str, data_dir: str | Path | None = None, options: DataOption
     train_desc = f"{_where(reader, 'train')} ({len(train)} images)"
     splits = {}
     if options.val_split is not None:
-        held = _hold_out(train.labels, options.val_split, options.seed, len(raw.classes))
+        held = stratified_split(train.labels, options.val_split, options.seed)
         rest = np.setdiff1d(np.arange(len(train)), held)
         val, train = train.take(held), train.take(rest)
         splits["val"] = f"{options.val_split:g} of {train_desc}, stratified, seed {options.seed}"
