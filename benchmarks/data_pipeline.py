@@ -1,0 +1,126 @@
+"""Images/s of each data path (decode + augment only) beside the images/s a network consumes in a training step.
+
+Data rows: the memory path on CIFAR-10 (JPEG) (its one-time decode into the
+cache, then an epoch of the device-resident loader's crop + flip), and the
+stream path (per-sample decode, random-resized crop + flip, collate,
+normalise) with 0, 1 and 2 worker processes on CIFAR-10 (JPEG) at 32 px and
+Imagenette (224 copy) at 128 and 224 px. Compute rows: one InfoPro training
+step (K=2, forward + backward, no optimiser step) of ResNet-32 at 32 px and of
+the smallest network in the registry that takes 128/224 px inputs (ResNet-20,
+CIFAR-style: the registry holds no ImageNet-style network on this branch).
+Prints a Markdown table and writes JSON.
+
+    python benchmarks/data_pipeline.py --out benchmarks/results/data_pipeline.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from infopro.bench.step import build_step
+from infopro.data import DataOptions, make_loader, open_data
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "datasets"
+
+
+def _images_per_second(loader, batches: int, warmup: int = 2) -> float:
+    """Images/s over `batches` batches after `warmup` (worker start-up excluded)."""
+    loader.set_epoch(0)
+    it = iter(loader)
+    for _ in range(warmup):
+        next(it)
+    start, seen = time.perf_counter(), 0
+    for _ in range(batches):
+        x, y = next(it)
+        seen += len(y)
+    return seen / (time.perf_counter() - start)
+
+
+def data_rows(args: argparse.Namespace) -> list[dict]:
+    rows = []
+    cache = Path(tempfile.mkdtemp(prefix="infopro-bench-cache-"))
+    try:
+        cifar = str(Path(args.cifar_dir))
+        start = time.perf_counter()
+        data = open_data("cifar10", cifar, DataOptions(path="memory", cache_dir=cache, progress=False))
+        decode_seconds = time.perf_counter() - start
+        n = len(data.train) + len(data.test)
+        rows.append({"data": "CIFAR-10 (JPEG)", "path": "memory, first-time decode into the cache", "size": 32,
+                     "workers": 0, "images_per_second": n / decode_seconds})
+        loader = make_loader(data, data.train, "cpu", args.batch_size, train=True, seed=0)
+        rows.append({"data": "CIFAR-10 (JPEG)", "path": "memory, crop + flip per epoch", "size": 32, "workers": 0,
+                     "images_per_second": _images_per_second(loader, len(loader) - 3)})
+        sets = [("CIFAR-10 (JPEG)", "cifar10", cifar, 32), ("Imagenette (224 copy)", "folder", args.imagenette_dir, 128),
+                ("Imagenette (224 copy)", "folder", args.imagenette_dir, 224)]
+        for label, name, folder, size in sets:
+            options = DataOptions(image_size=size if name == "folder" else None, path="stream", cache_dir=cache,
+                                  progress=False)
+            data = open_data(name, folder, options)
+            for workers in args.workers:
+                loader = make_loader(data, data.train, "cpu", args.batch_size, train=True, seed=0, workers=workers)
+                rows.append({"data": label, "path": "stream, decode + random-resized crop + flip", "size": size,
+                             "workers": workers, "images_per_second": _images_per_second(loader, args.batches)})
+                print(rows[-1], flush=True)
+    finally:
+        shutil.rmtree(cache, ignore_errors=True)
+    return rows
+
+
+def compute_rows(args: argparse.Namespace) -> list[dict]:
+    rows = []
+    device = torch.device("cpu")
+    for arch, size, batch in (("resnet32", 32, args.batch_size), ("resnet20", 128, 32), ("resnet20", 224, 16)):
+        step = build_step(arch, "infopro-softmax", 2, "even", (3, size, size), 10, batch, device)
+        x, y = torch.randn(batch, 3, size, size), torch.randint(0, 10, (batch,))
+        step.run(x, y)  # warm-up
+        times = []
+        for _ in range(args.steps):
+            start = time.perf_counter()
+            step.run(x, y)
+            times.append(time.perf_counter() - start)
+        times.sort()
+        rows.append({"network": arch, "size": size, "batch": batch, "method": "infopro-softmax K=2",
+                     "images_per_second": batch / times[len(times) // 2]})
+        print(rows[-1], flush=True)
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cifar-dir", default=str(SHARED / "cifar10-jpeg"))
+    parser.add_argument("--imagenette-dir", default=str(SHARED / "imagenette-224"))
+    parser.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--batches", type=int, default=10, help="timed batches per stream row")
+    parser.add_argument("--steps", type=int, default=5, help="timed training steps per compute row (median)")
+    parser.add_argument("--out", default="benchmarks/results/data_pipeline.json")
+    args = parser.parse_args()
+    torch.set_num_threads(max(1, len(os.sched_getaffinity(0))))
+
+    data, compute = data_rows(args), compute_rows(args)
+    print("\n| data | path | px | workers | images/s |\n|---|---|---|---|---|")
+    for r in data:
+        print(f"| {r['data']} | {r['path']} | {r['size']} | {r['workers']} | {r['images_per_second']:.0f} |")
+    print("\n| network (training step) | px | batch | images/s |\n|---|---|---|---|")
+    for r in compute:
+        print(f"| {r['network']}, {r['method']} | {r['size']} | {r['batch']} | {r['images_per_second']:.0f} |")
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    meta = {"machine": platform.processor() or platform.machine(), "cores": len(os.sched_getaffinity(0)),
+            "torch": torch.__version__, "device": "cpu", "batch_size": args.batch_size}
+    out.write_text(json.dumps({"meta": meta, "data": data, "compute": compute}, indent=2) + "\n")
+    print(f"\nwrote {out}")
+
+
+if __name__ == "__main__":
+    main()
