@@ -2,7 +2,6 @@
 what the data decides (channels, size, normalisation), and the validation split."""
 
 import gzip
-import json
 import struct
 import sys
 

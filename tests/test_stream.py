@@ -1,7 +1,6 @@
 """The stream path: its transforms against hand computation, its seeded order, and the memory path's
 interface (same batches in distribution)."""
 
-import math
 
 import numpy as np
 import pytest
@@ -107,3 +106,22 @@ def test_both_paths_give_the_same_kind_of_batches(tmp_path):
         assert x.shape == (18, 3, 12, 12) and x.dtype == torch.float32
         assert sorted(torch.cat([b[1] for b in batches]).tolist()) == [0] * 6 + [1] * 6 + [2] * 6
         assert abs(x.mean().item()) < 0.3 and 0.6 < x.std().item() < 1.4, path  # normalised by the train stats
+
+
+@pytest.mark.parametrize("shape", [(1, 28, 28), (3, 40, 24)])
+def test_decoder_reconstructs_the_image_the_network_sees(shape):
+    """The learner is built from the data's (C, H, W): the decoder's target is the (augmented) input
+    batch itself, un-normalised with the data's own per-channel statistics, at any channel count."""
+    from infopro.local import LocalLearner
+    from infopro.models import build_backbone
+
+    c = shape[0]
+    mean, std = (0.3,) * c, (0.2,) * c
+    learner = LocalLearner(build_backbone("resnet20", 7, in_channels=c), 2, "infopro-softmax", cuts="even",
+                           input_shape=shape, num_classes=7, mean=mean, std=std)
+    x = torch.randn(4, *shape)
+    image = learner.unnormalize(x)
+    assert torch.allclose(image, (x * 0.2 + 0.3).clamp(0, 1))
+    decoder = learner.aux[0].decoder
+    assert decoder(learner.pieces[0](x)).shape == image.shape == (4, *shape)
+    assert len(learner.train_step(x, torch.tensor([0, 1, 2, 6]))["losses"]) == 2

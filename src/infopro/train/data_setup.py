@@ -19,7 +19,9 @@ _PROBE_SIZE = 256  # input size at which a network's total downsampling is measu
 
 
 def open_training_data(args: argparse.Namespace, device: torch.device) -> Data:
-    """The data set the flags describe; sets args.mean/std to the normalisation used (kept in config.yaml)."""
+    """The data set the flags describe. Sets args.mean/std and args.data_path to the normalisation and the
+    path used, so config.yaml records them and a resumed run cannot silently switch (auto may choose
+    differently when the free memory differs)."""
     options = DataOptions(image_size=args.image_size, channels=args.channels, val_split=args.val_split,
                           train_subset=args.train_subset, test_subset=args.test_subset, seed=args.seed,
                           path=args.data_path, cache_dir=args.cache_dir, device=str(device),
@@ -31,6 +33,7 @@ def open_training_data(args: argparse.Namespace, device: torch.device) -> Data:
                                f"got {args.mean} and {args.std}")
         data.mean, data.std = tuple(args.mean), tuple(args.std)
     args.mean, args.std = list(data.mean), list(data.std)
+    args.data_path = data.path
     return data
 
 

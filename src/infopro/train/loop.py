@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 STRUCTURE_KEYS = ("arch", "dataset", "image_size", "channels", "method", "K", "cuts", "lambdas", "aux_head", "aux_widen", "aux_feature_dim")
 # Settings a resumed run may change; every other one must equal the checkpoint's, so that the
 # resumed run ends where the uninterrupted one would.
-FREE_ON_RESUME = ("out", "device", "data_dir", "cache_dir", "data_path")
+FREE_ON_RESUME = ("out", "device", "data_dir", "cache_dir")
 AMP_DTYPES = {"none": None, "bf16": torch.bfloat16}
 RUN_FILES = ("config.yaml", "metrics.jsonl", "summary.json", "checkpoint.pt")
 
