@@ -20,7 +20,7 @@ import torch
 
 import infopro
 from infopro.cli import get_args_parser, main
-from infopro.data import DeviceLoader, load_dataset, stratified_subset
+from infopro.data import DataOptions, make_loader, open_data
 from infopro.train import load_checkpoint
 from infopro.train.args import check_args
 from infopro.train.loop import build_learner, make_optimizer
@@ -155,19 +155,19 @@ def test_pipelined_pieces_parallel_learns(tmp_path):
     assert json.loads((out / "summary.json").read_text())["best_test_error"] < 0.8  # chance is 0.9
 
 
-def test_data_parallel_averages_the_ranks_gradients(tmp_path):
-    flags = [*FAST, "--method", "greedy", "--epochs", "1"]
+@pytest.mark.parametrize("data_path", ["memory", "stream"])
+def test_data_parallel_averages_the_ranks_gradients(tmp_path, data_path):
+    flags = [*FAST, "--method", "greedy", "--epochs", "1", "--data-path", data_path, "--workers", "0"]
     out = tmp_path / "run"
     done = torchrun(*flags, "--parallel", "data", "--out", out)
     assert done.returncode == 0, done.stderr
     # Reference in one process: a learner per rank on its slice of each batch, gradients averaged
-    # by share of the batch (BatchNorm sees each slice alone, as on the ranks).
+    # by share of the batch (BatchNorm sees each slice alone, as on the ranks). On the stream path
+    # each rank decoded only its own slice (a sharded loader); here one loader gives whole batches.
     args = get_args_parser(["train"]).parse_args(["train", *flags])
     check_args(args)
-    data = load_dataset("cifar10")
-    keep = stratified_subset(data.train_labels, 200, seed=0)
-    loader = DeviceLoader(data.train_images[keep], data.train_labels[keep], "cpu", 50, data.mean, data.std,
-                          train=True, seed=0)
+    data = open_data("cifar10", None, DataOptions(train_subset=200, path=data_path, progress=False))
+    loader = make_loader(data, data.train, "cpu", 50, train=True, seed=0, workers=0)
     learners = [build_learner(args, data.image_shape, data.num_classes, data.mean, data.std, torch.device("cpu"))
                 for _ in range(2)]
     optimizers = [make_optimizer(learner.parameters(), args) for learner in learners]

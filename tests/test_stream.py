@@ -7,6 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
+from infopro import InfoProError
 from infopro.data import ArrayItems, DataOptions, DeviceLoader, StreamLoader, open_data, make_loader
 from infopro.data.transforms import eval_view, random_resized_crop_box
 
@@ -125,3 +126,19 @@ def test_decoder_reconstructs_the_image_the_network_sees(shape):
     decoder = learner.aux[0].decoder
     assert decoder(learner.pieces[0](x)).shape == image.shape == (4, *shape)
     assert len(learner.train_step(x, torch.tensor([0, 1, 2, 6]))["losses"]) == 2
+
+
+def test_an_image_that_fails_in_a_worker_is_one_line_naming_it(tmp_path):
+    for split in ("train", "test"):
+        for k in range(2):
+            (tmp_path / split / f"c{k}").mkdir(parents=True)
+            _photo(16, 16, seed=k).save(tmp_path / split / f"c{k}" / "a.png")
+    good = (tmp_path / "train/c1/a.png").read_bytes()
+    (tmp_path / "train/c1/b.png").write_bytes(good)
+    data = open_data("folder", tmp_path, DataOptions(path="stream", progress=False))
+    (tmp_path / "train/c1/b.png").write_bytes(good[: len(good) // 2])  # damaged while the run goes on
+    loader = make_loader(data, data.train, "cpu", 3, train=True, seed=0, workers=1)
+    with pytest.raises(InfoProError) as error:
+        list(loader)
+    assert str(error.value).startswith("cannot read image ") and "train/c1/b.png" in str(error.value)
+    assert len(str(error.value).splitlines()) == 1
