@@ -28,7 +28,8 @@ if TYPE_CHECKING:
     from ..parallel import ParallelRuntime
 
 # Settings that decide the shape of the model: a checkpoint evaluated with --test-only must share them.
-STRUCTURE_KEYS = ("arch", "dataset", "image_size", "channels", "method", "K", "cuts", "lambdas", "aux_head", "aux_widen", "aux_feature_dim")
+STRUCTURE_KEYS = ("arch", "dataset", "image_size", "channels", "method", "K", "cuts", "lambdas", "aux_head",
+                  "aux_widen", "aux_feature_dim")
 # Settings a resumed run may change; every other one must equal the checkpoint's, so that the
 # resumed run ends where the uninterrupted one would.
 FREE_ON_RESUME = ("out", "device", "data_dir", "cache_dir")
