@@ -8,6 +8,7 @@ from typing import Any, Sequence
 
 import yaml
 
+from ..data import DATASETS
 from ..describe import add_learner_arguments
 from ..errors import InfoProError
 
@@ -26,8 +27,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
                         help="YAML file of defaults (keys are the flag names, e.g. batch_size); flags override it")
     d = parser.add_argument_group("data")
     d.add_argument("--dataset", default="cifar10",
-                   help="cifar10, cifar100, folder (any image folder), svhn, stl10, mnist, fashion-mnist "
-                        "(default: %(default)s)")
+                   help=f"{', '.join(DATASETS.names())}; folder: any image folder (default: %(default)s)")
     d.add_argument("--data-dir", default=None,
                    help="the data set as it lies on disk: cifar-10-batches-py / cifar-100-python, an image folder "
                         "with train/<class>/ and val/<class>/ and/or test/<class>/, SVHN's .mat, stl10_binary/, "
