@@ -1,7 +1,7 @@
 """Backbones as a sequence of blocks (stem first) plus a head. Knows nothing of cuts."""
 
 from .backbone import ClassifierHead, SequentialBackbone, TokenLayout
-from .registry import ARCHITECTURES, build_backbone
+from .registry import ARCHITECTURES, build_backbone, native_input_shape
 from . import resnet_cifar  # noqa: F401  (registers the CIFAR ResNets)
 from . import resnet_imagenet  # noqa: F401  (ImageNet ResNets and ResNeXts)
 from . import densenet  # noqa: F401  (DenseNet-BC)
@@ -18,4 +18,5 @@ __all__ = [
     "backbone_from_module",
     "build_backbone",
     "cifar_resnet",
+    "native_input_shape",
 ]
