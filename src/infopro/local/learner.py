@@ -234,7 +234,7 @@ class LocalLearner(nn.Module):
         """
         context = dataclasses.replace(self._cut_context, batch_size=batch_size)
         backbone = self._backbone
-        profile = profile_memory(backbone.blocks, backbone.head, self.K, context)
+        profile = profile_memory(backbone.blocks, backbone.head, self.K, context, cuts=self.cuts)
         return piece_memory(profile, self.cuts, [context.objective_kind(k) for k in range(self.K)])
 
     def describe(self) -> list[PieceInfo]:
