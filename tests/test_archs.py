@@ -12,6 +12,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from infopro import InfoProError, LocalLearner, build_backbone
+from infopro.analysis import TrainSettings, estimate_i_hx, estimate_i_hy
+from infopro.analysis.features import feature_map
+from infopro.cli import main
 from infopro.local import AUX_FAMILIES, AuxOptions, Feature, aux_family_for, feature_shapes, resolve_cuts
 from infopro.local.aux_imagenet import ImageNetDecoder, ImageNetHead
 from infopro.local.aux_tokens import PatchDecoder, TokenHead, TokensToMap
@@ -405,3 +408,33 @@ def test_a_short_run_of_each_family_learns_above_chance(family):
     with torch.no_grad():
         accuracy = (learner(x_test).argmax(1) == y_test).float().mean().item()
     assert accuracy > 0.6, accuracy  # chance is 0.25
+
+
+def test_describe_shows_the_new_archs_at_their_own_input_size(capsys):
+    assert main(["describe", "--arch", "vit_tiny_p4", "--K", "2", "--cuts", "even", "--batch-size", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "cuts [6] (even)" in out and "65x192" in out  # a token sequence: class token + 8x8 patches
+    assert main(["describe", "--arch", "resnet18", "--K", "2", "--cuts", "even", "--batch-size", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "cuts [4] (even)" in out and "128x28x28" in out  # 224 px by default: layer2 block 0
+    with pytest.raises(SystemExit):
+        main(["describe", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert all(arch in help_text for arch in ["resnext101_32x8d", "densenet_bc_100", "vit_small_p4"])
+
+
+def test_probe_estimators_follow_token_features():
+    settings = TrainSettings(epochs=2, batch_size=16)
+    vit = tiny_vit().eval()
+    layout = vit.tokens
+    g = torch.Generator().manual_seed(0)
+    images, labels = colour_task(48, 32, g)
+    images = images.clamp(0, 1)
+    with torch.no_grad():
+        h = vit.blocks[:2](images)
+    i_hx = estimate_i_hx(h[:32], images[:32], h[32:], images[32:], settings, layout)
+    assert 0 < i_hx.value < 1 and i_hx.train_losses[-1] < i_hx.train_losses[0]
+    maps = feature_map(h, layout, images.shape[1:])
+    assert maps.shape == (48, 32, 8, 8)
+    i_hy = estimate_i_hy(maps[:32], labels[:32], maps[32:], labels[32:], 4, "linear", settings)
+    assert 0 <= i_hy.value <= 1
