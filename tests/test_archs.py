@@ -5,6 +5,7 @@ the registered sizes are checked on the meta device (no memory, no compute).
 """
 
 import copy
+import json
 
 import pytest
 import torch
@@ -438,3 +439,12 @@ def test_probe_estimators_follow_token_features():
     assert maps.shape == (48, 32, 8, 8)
     i_hy = estimate_i_hy(maps[:32], labels[:32], maps[32:], labels[32:], 4, "linear", settings)
     assert 0 <= i_hy.value <= 1
+
+
+def test_bench_measures_a_vit(tmp_path, capsys):
+    assert main(["bench", "--arch", "vit_tiny_p4", "--batch-size", "2", "--K", "2", "--methods", "e2e,infopro-contrast",
+                 "--cuts", "even", "--steps", "1", "--device", "cpu", "--quiet", "--out", str(tmp_path)]) == 0
+    report = json.loads((tmp_path / "bench.json").read_text())
+    assert report["input_shape"] == [3, 32, 32]  # the arch's own size
+    assert [(r["method"], r["K"], r["cuts"]) for r in report["rows"]] == [("e2e", 1, []), ("infopro-contrast", 2, [6])]
+    assert all(r["peak_bytes"] > 0 for r in report["rows"])
