@@ -109,8 +109,8 @@ def test_both_paths_give_the_same_kind_of_batches(tmp_path):
         assert abs(x.mean().item()) < 0.3 and 0.6 < x.std().item() < 1.4, path  # normalised by the train stats
 
 
-@pytest.mark.parametrize("shape", [(1, 28, 28), (3, 40, 24)])
-def test_decoder_reconstructs_the_image_the_network_sees(shape):
+@pytest.mark.parametrize("arch, shape", [("resnet20", (1, 28, 28)), ("resnet20", (3, 40, 24)), ("resnet18", (1, 64, 64))])
+def test_decoder_reconstructs_the_image_the_network_sees(arch, shape):
     """The learner is built from the data's (C, H, W): the decoder's target is the (augmented) input
     batch itself, un-normalised with the data's own per-channel statistics, at any channel count."""
     from infopro.local import LocalLearner
@@ -118,7 +118,7 @@ def test_decoder_reconstructs_the_image_the_network_sees(shape):
 
     c = shape[0]
     mean, std = (0.3,) * c, (0.2,) * c
-    learner = LocalLearner(build_backbone("resnet20", 7, in_channels=c), 2, "infopro-softmax", cuts="even",
+    learner = LocalLearner(build_backbone(arch, 7, in_channels=c), 2, "infopro-softmax", cuts="even",
                            input_shape=shape, num_classes=7, mean=mean, std=std)
     x = torch.randn(4, *shape)
     image = learner.unnormalize(x)
