@@ -50,7 +50,8 @@ class StreamDataset(Dataset):
             img = train_view(img, self.size, np.random.default_rng([self.seed, epoch, position]))
         else:
             img = eval_view(img, self.size)
-        return torch.from_numpy(to_array(img)).permute(2, 0, 1).contiguous(), int(self.items.labels[i])
+        # CHW in numpy: a torch op per sample would start its thread pool per image (slow under load).
+        return torch.from_numpy(np.ascontiguousarray(to_array(img).transpose(2, 0, 1))), int(self.items.labels[i])
 
 
 class _EpochBatches:
