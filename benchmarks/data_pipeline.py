@@ -6,7 +6,7 @@ stream path (per-sample decode, random-resized crop + flip, collate,
 normalise) with 0, 1 and 2 worker processes on CIFAR-10 (JPEG) at 32 px and
 Imagenette (224 copy) at 128 and 224 px. Compute rows: one InfoPro training
 step (K=2, forward + backward, no optimiser step) of ResNet-32 at 32 px and of
-ResNet-18, the smallest ImageNet-style network of the registry, at 128 and 224 px.
+ResNet-18, the smallest ImageNet-style network of the registry, at 128 and 224 px, on one thread.
 Each figure is the best of a few measurements (the CPU is shared with other jobs). Prints a Markdown
 table and writes JSON.
 
@@ -115,7 +115,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2, help="measurements per data row (best)")
     parser.add_argument("--out", default="benchmarks/results/data_pipeline.json")
     args = parser.parse_args()
-    torch.set_num_threads(max(1, len(os.sched_getaffinity(0))))
+    # One thread: the figures are per core (a worker decodes on one core too), and on cores shared with
+    # other jobs a multi-threaded step mostly waits at its thread barriers (measured 7x slower here).
+    torch.set_num_threads(1)
 
     data, compute = data_rows(args), compute_rows(args)
     print("\n| data | path | px | workers | images/s |\n|---|---|---|---|---|")
@@ -127,7 +129,8 @@ def main() -> None:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     meta = {"machine": platform.processor() or platform.machine(), "cores": len(os.sched_getaffinity(0)),
-            "torch": torch.__version__, "device": "cpu", "batch_size": args.batch_size}
+            "torch": torch.__version__, "device": "cpu", "batch_size": args.batch_size, "compute_threads": 1,
+            "load_average_at_end": os.getloadavg()}
     out.write_text(json.dumps({"meta": meta, "data": data, "compute": compute}, indent=2) + "\n")
     print(f"\nwrote {out}")
 
