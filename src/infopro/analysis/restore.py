@@ -14,7 +14,7 @@ from ..errors import InfoProError
 from ..models import SequentialBackbone
 from ..train.checkpoint import load_checkpoint
 from ..train.args import add_train_arguments
-from ..train.loop import build_learner
+from ..train.parts import build_learner
 
 
 @dataclass

@@ -15,8 +15,8 @@ from tqdm import tqdm
 
 from ..errors import InfoProError
 from ..local import CUT_PRESETS, METHODS
-from ..train.checkpoint import atomic_write_text
-from ..train.loop import pick_device
+from ..files import atomic_write_text, prepare_output_dir
+from ..device import pick_device
 from .report import MiB, add_ratios, markdown_table, plot_memory
 from .step import build_step, measure_step
 
@@ -73,10 +73,7 @@ def bench_main(args: argparse.Namespace) -> int:
         raise InfoProError(f"--steps and --warmup must be >= 1, got {args.steps} and {args.warmup}")
     plan = _plan(args)
     device = pick_device(args.device)
-    out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise InfoProError(f"--out {out} is a file, not a directory")
-    out.mkdir(parents=True, exist_ok=True)
+    out = prepare_output_dir(args.out)
     shape = tuple(args.input_shape)
     title = (f"{args.arch}, {'x'.join(map(str, shape))}, batch {args.batch_size}, {device.type}"
              f"{' (' + torch.cuda.get_device_name(device) + ')' if device.type == 'cuda' else ''}")

@@ -7,6 +7,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from ..errors import InfoProError
 from .cuts import piece_ranges
 
 
@@ -24,11 +25,20 @@ def feature_shapes(blocks: Sequence[nn.Module], input_shape: Sequence[int]) -> l
     modes = [m.training for m in modules]
     for m in modules:
         m.training = False
+    if len(input_shape) == 0 or min(input_shape) < 1:
+        raise InfoProError(f"input shape {tuple(input_shape)} has an empty dimension; give positive sizes")
     try:
         h = torch.zeros(1, *input_shape, device=device, dtype=dtype)
         shapes = []
-        for block in blocks:
-            h = block(h)
+        for index, block in enumerate(blocks):
+            try:
+                h = block(h)
+            except RuntimeError as error:  # a kernel or pool larger than what is left of the image
+                reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+                raise InfoProError(
+                    f"inputs of shape {'x'.join(map(str, input_shape))} are too small for this network: block {index} "
+                    f"({type(block).__name__}) fails on its input of shape {'x'.join(map(str, h.shape[1:]))} ({reason}); "
+                    f"use larger images") from None
             shapes.append(h.shape[1:])
     finally:
         for m, mode in zip(modules, modes):
