@@ -159,7 +159,7 @@ def _train(args: argparse.Namespace, runtime: ParallelRuntime | None) -> int:
             return _run_epochs(args, run, state, notice, learner, trainer, schedule, data, test_loader,
                                (train_images, train_labels), writer)
         except KeyboardInterrupt as stop:
-            raise Interrupted(f"{stop or 'SIGINT'}; {_stopped(run, args)}", getattr(stop, "exit_code", 130)) from None
+            raise Interrupted(f"{str(stop) or 'SIGINT'}; {_stopped(run, args)}", getattr(stop, "exit_code", 130)) from None
         except InfoProError as error:
             if not writer:
                 raise
