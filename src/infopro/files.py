@@ -6,6 +6,7 @@ Every file infopro writes (run directories, caches, benchmark and probe reports)
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import tempfile
@@ -89,12 +90,14 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     atomic_write(path, lambda f: f.write(text.encode()))
 
 
-def prepare_output_dir(path: str | Path, flag: str = "--out") -> Path:
-    """Create the output directory `path` and prove it writable (by writing a file in it), so that a
-    command that computes for a long time finds out before, not after. Returns the path."""
+def check_output_dir(path: str | Path, flag: str = "--out") -> Path:
+    """Prove that the output directory `path` can be created and written (by doing both), so that a command
+    that computes for a long time finds out before, not after; what this made is removed again, so a
+    command that fails later leaves nothing behind. The caller makes it for real (`mkdir`) when it writes."""
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise InfoProError(f"{flag} {path} is a file, not a directory; give a directory")
+    first_new = next((p for p in reversed([path, *path.parents]) if not p.exists()), None)
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as error:
@@ -105,6 +108,13 @@ def prepare_output_dir(path: str | Path, flag: str = "--out") -> Path:
         os.unlink(probe)
     except OSError as error:
         raise InfoProError(f"{flag} {path}: cannot write in it: {_with_hint(error)}") from None
+    finally:
+        if first_new is not None:
+            for made in [path, *path.parents]:
+                with contextlib.suppress(OSError):
+                    made.rmdir()
+                if made == first_new:
+                    break
     return path
 
 

@@ -14,7 +14,7 @@ from tqdm import tqdm
 
 from ..data import ImageDataset, stratified_subset
 from ..errors import InfoProError
-from ..files import atomic_write_text, prepare_output_dir
+from ..files import atomic_write_text, check_output_dir
 from ..device import pick_device
 from .estimators import TrainSettings, estimate_i_hx, estimate_i_hy
 from .features import check_depths, default_depths, extract_features, parse_depths
@@ -120,7 +120,7 @@ def probe_main(args: argparse.Namespace) -> int:
     configs = [read_run_config(r) for r in args.runs]
     check_same_data(configs, names, args.data_dir)
     device = pick_device(args.device)
-    out = prepare_output_dir(args.out)  # before the computation, not after it
+    out = check_output_dir(args.out)  # before the computation, not after it
 
     data = load_run_data(configs[0], args.data_dir)
     train = subset(data.train_images, data.train_labels, args.train_subset, DEFAULT_TRAIN_SUBSET, args.seed, "--train-subset")
@@ -148,6 +148,7 @@ def probe_main(args: argparse.Namespace) -> int:
                      "i_hy": f"test accuracy of the {args.probe} probe"},
         "runs": results,
     }
+    out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "probe.json", json.dumps(report, indent=2) + "\n")
     plot_probe(results, out / "probe.png",
                title=f"{data.name}: {len(train[1])} train / {len(test[1])} test images, {args.probe} probe, {args.epochs} epochs")

@@ -15,7 +15,7 @@ from tqdm import tqdm
 
 from ..errors import InfoProError
 from ..local import CUT_PRESETS, METHODS
-from ..files import atomic_write_text, prepare_output_dir
+from ..files import atomic_write_text, check_output_dir
 from ..device import pick_device
 from .report import MiB, add_ratios, markdown_table, plot_memory
 from .step import build_step, measure_step
@@ -73,7 +73,7 @@ def bench_main(args: argparse.Namespace) -> int:
         raise InfoProError(f"--steps and --warmup must be >= 1, got {args.steps} and {args.warmup}")
     plan = _plan(args)
     device = pick_device(args.device)
-    out = prepare_output_dir(args.out)
+    out = check_output_dir(args.out)
     shape = tuple(args.input_shape)
     title = (f"{args.arch}, {'x'.join(map(str, shape))}, batch {args.batch_size}, {device.type}"
              f"{' (' + torch.cuda.get_device_name(device) + ')' if device.type == 'cuda' else ''}")
@@ -102,6 +102,7 @@ def bench_main(args: argparse.Namespace) -> int:
             tqdm.write(f"{method:>16} K={K:<2} {row['cuts_preset']:>14} {str(row['cuts']):<24} peak {row['peak_bytes'] / MiB:8.0f} MiB  "
                        f"{row['flops'] / 1e9:8.1f} GFLOP  {row['step_seconds']:.3f} s/step")
         add_ratios(rows)
+        out.mkdir(parents=True, exist_ok=True)
         atomic_write_text(out / "bench.json", json.dumps(report, indent=2) + "\n")
     if not rows:
         raise InfoProError(f"nothing to measure: every configuration was skipped ({'; '.join(skipped)})")

@@ -151,8 +151,8 @@ def _train(args: argparse.Namespace, runtime: ParallelRuntime | None) -> int:
         args.out = str(Path("runs", f"{args.arch}-{args.method}-K{args.K}-{stamp}").absolute())
     run = RunDir(args.out)
     with run.locked() if writer else run:
-        state, notice = run.begin(args.resume is not None, path, device)
-        if args.resume is not None:
+        state, notice = run.begin(args.resume is not None, path, device, writer)
+        if args.resume is not None and (writer or state is not None):  # every rank refuses what rank 0 refuses
             check_resumable(state["args"] if state is not None else run.read_config(), args, path or run.checkpoint)
             _check_epochs(args, run, state)
         try:

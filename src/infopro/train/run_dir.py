@@ -190,11 +190,18 @@ class RunDir:
 
     # -- states --------------------------------------------------------------------------------------
 
-    def begin(self, resuming: bool, checkpoint: Path | None, map_location: torch.device) -> tuple[dict[str, Any] | None, str | None]:
+    def begin(self, resuming: bool, checkpoint: Path | None, map_location: torch.device,
+              writer: bool = True) -> tuple[dict[str, Any] | None, str | None]:
         """(checkpoint state to continue from or None for epoch 1, a notice to print or None).
 
         A new run needs a fresh directory; `--resume` needs a checkpoint or at least the run's config.yaml
-        (a run stopped before its first checkpoint starts again from epoch 1)."""
+        (a run stopped before its first checkpoint starts again from epoch 1). The other ranks of a parallel
+        run only read the checkpoint: the writer, which holds the lock, has checked the directory."""
+        if not writer:
+            checkpoint = checkpoint or self.checkpoint
+            if resuming and checkpoint.is_file():
+                return load_checkpoint(checkpoint, map_location=map_location, required=RESUME_KEYS), None
+            return None, None
         if not resuming:
             if self.files():
                 raise InfoProError(
