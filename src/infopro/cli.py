@@ -9,7 +9,7 @@ import threading
 from typing import Callable, Sequence
 
 from .errors import InfoProError, Interrupted
-from .files import os_error_reason
+from .files import error_reason
 
 # name -> (help, add_arguments(parser), main(args))
 Subcommand = tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int | None]]
@@ -68,7 +68,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except OSError as error:  # not caught closer to where it happened: still one line, path and cause
         where = f"{error.filename}: " if getattr(error, "filename", None) else ""
-        print(f"infopro {args.command}: error: {where}{os_error_reason(error)}", file=sys.stderr)
+        print(f"infopro {args.command}: error: {where}{error_reason(error)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as stop:
         print(f"infopro {args.command}: interrupted" + (f" by {stop}" if str(stop) else ""), file=sys.stderr)

@@ -29,8 +29,8 @@ def current_umask() -> int:
     return mask
 
 
-def os_error_reason(error: BaseException) -> str:
-    """The cause of an OS error in words ("No space left on device"), never an empty string."""
+def error_reason(error: BaseException) -> str:
+    """The cause of an error in words ("No space left on device", the first line of a message), never empty."""
     if isinstance(error, OSError) and error.errno is not None:
         return error.strerror or os.strerror(error.errno)
     return (str(error).strip().splitlines() or [type(error).__name__])[0]
@@ -77,7 +77,7 @@ def atomic_write(path: str | Path, write: Callable[[IO[bytes]], None]) -> None:
         os.replace(tmp, path)
         tmp = None
     except OSError as error:
-        raise InfoProError(f"cannot write {path}: {os_error_reason(error)}") from None
+        raise InfoProError(f"cannot write {path}: {error_reason(error)}") from None
     finally:
         if tmp is not None:
             try:
@@ -119,7 +119,7 @@ def check_output_dir(path: str | Path, flag: str = "--out") -> Path:
 
 
 def _with_hint(error: OSError) -> str:
-    cause = os_error_reason(error)
+    cause = error_reason(error)
     if error.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
         cause += "; give a directory you can write to"
     return cause

@@ -7,7 +7,6 @@ import gc
 import json
 import platform
 import sys
-from pathlib import Path
 from typing import Any
 
 import torch

@@ -84,14 +84,13 @@ def apply_config_file(parser: argparse.ArgumentParser, argv: Sequence[str] | Non
     defaults: dict[str, Any] = {}
     run = run_to_continue(known.config, known.out, known.resume, known.test_only)
     if run is not None:
-        named = [Path(g) for g in (known.resume, known.test_only) if g not in (None, "auto")]
-        found = read_run_settings(run, named[0] if named and named[0].suffix else None)
+        found = read_run_settings(*run)
         if found is not None:
             defaults.update(coerce_config(*found, parser))
     if known.config:
         defaults.update(read_config(known.config, parser))
     if run is not None:
-        defaults["out"] = os.path.abspath(run)  # the run continues in its own directory unless --out says otherwise
+        defaults["out"] = os.path.abspath(run[0])  # the run continues in its own directory unless --out says otherwise
     parser.set_defaults(**defaults)
 
 

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 
 from ..errors import InfoProError
-from ..files import atomic_write, atomic_write_text, os_error_reason
+from ..files import atomic_write, atomic_write_text, error_reason
 
 __all__ = ["atomic_write", "atomic_write_text", "load_checkpoint", "save_checkpoint"]
 
@@ -38,10 +38,10 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu",
     except InfoProError:
         raise
     except OSError as error:
-        raise InfoProError(f"cannot read checkpoint {path}: {os_error_reason(error)}") from None
+        raise InfoProError(f"cannot read checkpoint {path}: {error_reason(error)}") from None
     except Exception as error:  # a truncated or foreign file: say which, not a pickle traceback
         raise InfoProError(f"cannot read checkpoint {path} ({size} bytes): {type(error).__name__}: "
-                           f"{os_error_reason(error)}; it is truncated or not a PyTorch file: restore it from a copy, "
+                           f"{error_reason(error)}; it is truncated or not a PyTorch file: restore it from a copy, "
                            f"or delete it to train the run again from epoch 1") from None
     if not isinstance(state, dict) or not required <= state.keys():
         raise InfoProError(f"{path} is not an infopro checkpoint (expected a dict with {', '.join(sorted(required))})")

@@ -15,12 +15,13 @@ from tqdm import tqdm
 from ..data import DeviceLoader, load_dataset, stratified_subset
 from ..device import peak_memory_bytes, pick_device
 from ..errors import InfoProError, Interrupted
+from ..files import error_reason
 from ..local import LocalLearner
 from .args import check_args, resolved_config
 from .checkpoint import load_checkpoint, save_checkpoint
 from .finite import CHECK_EVERY, LossWatch, check_finite_state
 from .parts import build_learner, build_schedule, count_correct, evaluate, make_optimizer, replan_schedule
-from .run_dir import RunDir, fault_point
+from .run_dir import RunDir, checkpoint_to_read, fault_point
 
 if TYPE_CHECKING:
     from ..parallel import ParallelRuntime
@@ -62,20 +63,6 @@ class SingleProcessTrainer:
         accuracy = evaluate(self.learner, test_loader, args, self.device)
         record["peak_memory_bytes"], record["memory_kind"] = peak_memory_bytes(self.device)
         return record, accuracy, {"model": self.learner.state_dict(), "optimizer": self.optimizer.state_dict()}
-
-
-def checkpoint_to_read(args: argparse.Namespace) -> Path | None:
-    """The checkpoint that --resume or --test-only reads (None for a new run)."""
-    if args.resume is None and not args.test_only:
-        return None
-    named = next((g for g in (args.test_only, args.resume) if g not in (None, "auto")), None)
-    if named is None:
-        if args.out is None:
-            raise InfoProError("--resume or --test-only without a run needs one: --resume RUN, --test-only RUN or --out RUN")
-        path = Path(args.out)
-    else:
-        path = Path(named)
-    return path / "checkpoint.pt" if path.is_dir() or not path.suffix else path
 
 
 def check_resumable(saved: dict[str, Any], args: argparse.Namespace, path: Path) -> None:
@@ -198,7 +185,7 @@ def _load_model(learner: LocalLearner, state: dict[str, Any], path: Path) -> Non
     try:
         learner.load_state_dict(state["model"])
     except RuntimeError as error:
-        raise InfoProError(f"checkpoint {path} does not fit this model: {str(error).splitlines()[0]}") from None
+        raise InfoProError(f"checkpoint {path} does not fit this model: {error_reason(error)}") from None
 
 
 def _run_epochs(args: argparse.Namespace, run: RunDir, state: dict[str, Any] | None, notice: str | None,

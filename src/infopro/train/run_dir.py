@@ -31,7 +31,7 @@ import torch
 import yaml
 
 from ..errors import InfoProError
-from ..files import atomic_write_text, os_error_reason
+from ..files import atomic_write_text, error_reason
 from .checkpoint import RESUME_KEYS, load_checkpoint
 
 RUN_FILES = ("config.yaml", "metrics.jsonl", "summary.json", "checkpoint.pt")
@@ -56,29 +56,44 @@ def fault_point(*name: object) -> None:
             os.kill(os.getpid(), getattr(signal, f"SIG{sig}"))
 
 
-def run_to_continue(config: str | None, out: str | None, resume: str | None, test_only: str | None) -> Path | None:
-    """The run directory whose settings a `--resume` or `--test-only` command takes (None for a new run):
-    the run (or checkpoint) named by --resume/--test-only, else --out, else the folder of `-c .../config.yaml`."""
+def named_checkpoint(given: str | Path) -> Path:
+    """The checkpoint a command names: RUN/checkpoint.pt for a run directory, else the file itself."""
+    path = Path(given)
+    return path / "checkpoint.pt" if path.is_dir() or not path.suffix else path
+
+
+def checkpoint_to_read(args: argparse.Namespace) -> Path | None:
+    """The checkpoint that --resume or --test-only reads (None for a new run)."""
+    if args.resume is None and not args.test_only:
+        return None
+    named = next((g for g in (args.test_only, args.resume) if g not in (None, "auto")), args.out)
+    if named is None:
+        raise InfoProError("--resume or --test-only without a run needs one: --resume RUN, --test-only RUN or --out RUN")
+    return named_checkpoint(named)
+
+
+def run_to_continue(config: str | None, out: str | None, resume: str | None,
+                    test_only: str | None) -> tuple[Path, Path] | None:
+    """(run directory, checkpoint) whose settings a `--resume` or `--test-only` command takes (None for a new
+    run): those named by --resume/--test-only, else --out, else the folder of `-c .../config.yaml`."""
     if resume is None and not test_only:
         return None
-    for given in (resume, test_only):
-        if given not in (None, "auto"):
-            path = Path(given)
-            return path if path.is_dir() or not path.suffix else path.parent
-    if out is not None:
-        return Path(out)
-    if config is not None and Path(config).name == "config.yaml":
-        return Path(config).parent
-    return None
+    named = next((g for g in (test_only, resume) if g not in (None, "auto")), None)
+    if named is None:
+        named = out if out is not None else Path(config).parent if config and Path(config).name == "config.yaml" else None
+    if named is None:
+        return None
+    checkpoint = named_checkpoint(named)
+    return checkpoint.parent, checkpoint
 
 
-def read_run_settings(run: Path, checkpoint: Path | None = None) -> tuple[dict[str, Any], Path] | None:
+def read_run_settings(run: Path, checkpoint: Path) -> tuple[dict[str, Any], Path] | None:
     """(settings, file they came from) of the run in `run`: its config.yaml, else the `args` of
     `checkpoint` (a checkpoint file without its run directory); None if there is neither."""
     config = run / "config.yaml"
     if config.is_file():
         return read_yaml_mapping(config), config
-    if checkpoint is not None and checkpoint.is_file():
+    if checkpoint.is_file():
         return dict(load_checkpoint(checkpoint)["args"]), checkpoint
     return None
 
@@ -88,9 +103,9 @@ def read_yaml_mapping(path: Path) -> dict[str, Any]:
     try:
         values = yaml.safe_load(path.read_text()) or {}
     except OSError as error:
-        raise InfoProError(f"cannot read {path}: {os_error_reason(error)}") from None
+        raise InfoProError(f"cannot read {path}: {error_reason(error)}") from None
     except (yaml.YAMLError, UnicodeDecodeError) as error:
-        raise InfoProError(f"{path} is not valid YAML: {str(error).splitlines()[0]}") from None
+        raise InfoProError(f"{path} is not valid YAML: {error_reason(error)}") from None
     if not isinstance(values, dict):
         raise InfoProError(f"{path} must be a mapping of setting names to values")
     return values
@@ -126,14 +141,14 @@ class RunDir:
         try:
             self.path.mkdir(parents=True, exist_ok=True)
         except OSError as error:
-            raise InfoProError(f"cannot create run directory {self.path}: {os_error_reason(error)}") from None
+            raise InfoProError(f"cannot create run directory {self.path}: {error_reason(error)}") from None
         while True:
             try:
                 fd = os.open(self.lock_file, os.O_RDWR | os.O_CREAT, 0o666)
             except OSError as error:
                 self._remove_if_created()
                 raise InfoProError(f"cannot write in run directory {self.path} ({self.lock_file}): "
-                                   f"{os_error_reason(error)}") from None
+                                   f"{error_reason(error)}") from None
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError as error:
@@ -143,7 +158,7 @@ class RunDir:
                     who = f"process {holder}" if holder.isdigit() else "another process"
                     raise RunInUse(f"run directory {self.path} is in use by {who} (another infopro train writing "
                                    f"it); wait for it to end or stop it, or choose another --out") from None
-                raise InfoProError(f"cannot lock {self.lock_file}: {os_error_reason(error)}") from None
+                raise InfoProError(f"cannot lock {self.lock_file}: {error_reason(error)}") from None
             # Its last holder may have unlinked the file between our open and our lock: then lock the new one.
             try:
                 same = os.fstat(fd).st_ino == os.stat(self.lock_file).st_ino
@@ -240,7 +255,7 @@ class RunDir:
             with open(self.metrics, "a") as f:
                 f.write(json.dumps(record) + "\n")
         except OSError as error:
-            raise InfoProError(f"cannot write {self.metrics}: {os_error_reason(error)}") from None
+            raise InfoProError(f"cannot write {self.metrics}: {error_reason(error)}") from None
 
     def read_metrics(self, epochs_done: int) -> list[dict[str, Any]]:
         """The records of epochs 1..`epochs_done` (those of the checkpoint being continued). Lines of later
@@ -250,7 +265,7 @@ class RunDir:
         try:
             text = self.metrics.read_text()
         except (OSError, UnicodeDecodeError) as error:
-            raise InfoProError(f"cannot read {self.metrics}: {os_error_reason(error)}") from None
+            raise InfoProError(f"cannot read {self.metrics}: {error_reason(error)}") from None
         lines = [(n, line) for n, line in enumerate(text.splitlines(), 1) if line.strip()]
         records = []
         for i, (number, line) in enumerate(lines):
@@ -261,7 +276,7 @@ class RunDir:
             except ValueError as error:
                 if i == len(lines) - 1:
                     break  # torn by a kill or a full disk while it was appended
-                raise InfoProError(f"{self.metrics} line {number} is damaged ({str(error).splitlines()[0]}); "
+                raise InfoProError(f"{self.metrics} line {number} is damaged ({error_reason(error)}); "
                                    f"delete that line to continue the run") from None
             records.append(record)
         kept = [r for r in records if r["epoch"] <= epochs_done]
