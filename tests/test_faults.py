@@ -5,7 +5,8 @@ that was accepted but wrong.
 
 Runs are tiny (ResNet-20 cut in 2, 100 training images, 2 steps of 50 per epoch, 2 epochs). Killing at an
 exact moment uses the test hook $INFOPRO_TEST_SIGNAL_AT ("KILL@step 1.2": the process sends itself SIGKILL
-before step 2 of epoch 1; see `infopro.train.run_dir.fault_point`) in forked child processes.
+before step 2 of epoch 1; see `infopro.train.run_dir.fault_point`) in child processes (started with
+`python -m infopro`: a fork of the test process could deadlock in OpenMP).
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ import shlex
 import shutil
 import signal
 import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -33,6 +36,7 @@ from infopro.train import load_checkpoint
 from infopro.train.run_dir import TEST_SIGNAL_ENV
 from conftest import FAST
 
+SRC = Path(infopro.__file__).resolve().parents[1]
 TINY = [*FAST, "--train-subset", "100", "--test-subset", "20"]  # FAST is 2 epochs of batches of 50
 
 
@@ -68,19 +72,18 @@ def last_line(err: str) -> str:
     return lines[-1]
 
 
-def fork_train(argv: list[str], signal_at: str, log: Path) -> int:
-    """Start `infopro train` in a child process (forked: it skips importing torch again) that the test hook
-    kills or stops at `signal_at`; returns its pid."""
-    pid = os.fork()
-    if pid == 0:
-        code = 1
-        try:
-            os.environ[TEST_SIGNAL_ENV] = signal_at
-            with open(log, "w") as f, contextlib.redirect_stdout(f), contextlib.redirect_stderr(f):
-                code = main(argv)
-        finally:
-            os._exit(code)
-    return pid
+def start_train(argv: list[str], signal_at: str, cache: Path, log: Path) -> subprocess.Popen:
+    """`infopro train` in a child process, which the test hook kills or stops at `signal_at`. It computes with
+    as many threads as this process (the runs are compared bit for bit, and the thread count can change the
+    last bits of a convolution)."""
+    env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads()), "INFOPRO_CACHE": str(cache), TEST_SIGNAL_ENV: signal_at,
+           "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")])}
+    with open(log, "w") as f:
+        return subprocess.Popen([sys.executable, "-m", "infopro", *argv], env=env, stdout=f, stderr=subprocess.STDOUT)
+
+
+def is_stopped(pid: int) -> bool:
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "T"
 
 
 @pytest.fixture(scope="module")
@@ -88,22 +91,28 @@ def runs(tmp_path_factory):
     """An uninterrupted run, and three runs in child processes (started together) stopped by signals:
     killed before the first checkpoint, killed after the last checkpoint (before summary.json), and
     stopped (SIGSTOP, lock held) in the middle of epoch 2, for the concurrency test to kill.
-    Yields (folder, {name: (pid, wait status)})."""
+    Yields (folder, {name: child process})."""
     root = tmp_path_factory.mktemp("faults")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("INFOPRO_CACHE", str(root / "cache"))
         assert train("--out", root / "straight") == 0  # also fills the cache the children read
-        moments = {"before_first_checkpoint": "KILL@step 1.2", "before_summary": "KILL@summary",
-                   "mid_epoch_stopped": "STOP@step 2.2"}
-        pids = {name: fork_train(["train", *TINY, "--out", str(root / name)], signal_at, root / f"{name}.log")
-                for name, signal_at in moments.items()}
-    children = {name: (pid, os.waitpid(pid, os.WUNTRACED)[1]) for name, pid in pids.items()}  # until killed or stopped
-    yield root, children
-    pid, status = children["mid_epoch_stopped"]
-    if os.WIFSTOPPED(status):
-        with contextlib.suppress(ProcessLookupError, ChildProcessError):
-            os.kill(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
+    moments = {"before_first_checkpoint": "KILL@step 1.2", "before_summary": "KILL@summary",
+               "mid_epoch_stopped": "STOP@step 2.2"}
+    children = {name: start_train(["train", *TINY, "--out", str(root / name)], signal_at, root / "cache",
+                                  root / f"{name}.log") for name, signal_at in moments.items()}
+    stopped = children["mid_epoch_stopped"]
+    deadline = time.monotonic() + 300
+    try:
+        for name in ("before_first_checkpoint", "before_summary"):
+            children[name].wait(timeout=300)
+        while stopped.poll() is None and not is_stopped(stopped.pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        yield root, children
+    finally:
+        for child in children.values():
+            if child.poll() is None:
+                child.kill()
+                child.wait()
 
 
 @pytest.fixture(autouse=True)
@@ -117,10 +126,9 @@ def shared_cache(runs, monkeypatch):
 @pytest.mark.parametrize("moment", ["before_first_checkpoint", "before_summary"])
 def test_killed_run_resumes_with_one_command_bitwise(runs, moment, capsys):
     root, children = runs
-    pid, status = children[moment]
-    assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL, (root / f"{moment}.log").read_text()
+    assert children[moment].returncode == -signal.SIGKILL, (root / f"{moment}.log").read_text()
     run = root / moment
-    assert (run / ".lock").read_text().strip() == str(pid)  # the dead holder's pid: no stale lock
+    assert (run / ".lock").read_text().strip() == str(children[moment].pid)  # the dead holder's pid: no stale lock
     if moment == "before_first_checkpoint":
         assert not (run / "checkpoint.pt").exists()
     else:
@@ -144,9 +152,9 @@ def test_killed_run_resumes_with_one_command_bitwise(runs, moment, capsys):
 
 def test_second_writer_is_refused_naming_the_holder_then_the_killed_run_resumes(runs, capsys):
     root, children = runs
-    pid, status = children["mid_epoch_stopped"]
-    run = root / "mid_epoch_stopped"
-    assert os.WIFSTOPPED(status), (root / "mid_epoch_stopped.log").read_text()
+    holder = children["mid_epoch_stopped"]
+    pid, run = holder.pid, root / "mid_epoch_stopped"
+    assert holder.poll() is None and is_stopped(pid), (root / "mid_epoch_stopped.log").read_text()
     assert load_checkpoint(run / "checkpoint.pt")["epoch"] == 1
     before = snapshot(run)
     capsys.readouterr()
@@ -155,8 +163,8 @@ def test_second_writer_is_refused_naming_the_holder_then_the_killed_run_resumes(
         err = capsys.readouterr().err
         assert f"is in use by process {pid}" in last_line(err) and len(err.strip().splitlines()) == 1
     assert snapshot(run) == before
-    os.kill(pid, signal.SIGKILL)  # kill -9 in the middle of epoch 2: the OS drops its lock
-    os.waitpid(pid, 0)
+    holder.kill()  # kill -9 in the middle of epoch 2: the OS drops its lock
+    assert holder.wait() == -signal.SIGKILL
     assert resume(run) == 0
     assert_same_run(root / "straight", run)
 
@@ -300,6 +308,16 @@ def test_disk_full_while_writing_a_checkpoint_keeps_the_previous_one(runs, tmp_p
         shutil.copytree(run, moved)
     assert resume(moved) == 0  # moved to a disk with room, it continues where it stopped
     assert_same_run(runs[0] / "straight", moved)
+
+
+def test_a_failed_write_is_one_line_and_an_os_error_and_leaves_no_temp_file(tmp_path):
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    (folder / "f.txt").write_text("old")
+    with read_only(folder), pytest.raises(OSError, match=f"cannot write {folder / 'f.txt'}: ") as caught:
+        atomic_write_text(folder / "f.txt", "new")
+    assert isinstance(caught.value, InfoProError)  # one line in the CLI; a cache write failing is only a warning
+    assert [p.name for p in folder.iterdir()] == ["f.txt"] and (folder / "f.txt").read_text() == "old"
 
 
 def test_probe_and_bench_check_their_out_before_computing(runs, tmp_path, capsys):

@@ -16,6 +16,11 @@ from typing import IO, Any, BinaryIO, Callable
 from .errors import InfoProError
 
 
+class WriteError(InfoProError, OSError):
+    """A file could not be written (full or read-only file system, no permission): one line naming it.
+    Still an OSError, so code that can do without the file (a cache) goes on."""
+
+
 def current_umask() -> int:
     """The process's umask (read from /proc where possible: setting it to read it is not thread-safe)."""
     try:
@@ -58,7 +63,7 @@ def atomic_write(path: str | Path, write: Callable[[IO[bytes]], None]) -> None:
     """`write(file)` into a temporary file in the same folder, then rename it over `path`: a crash never
     leaves half a file, and the old one stays until the new one is complete. The file gets the mode a
     plain `open()` would give (0666 less the umask), and the temporary file never outlives a failure.
-    An OS error (read-only or full file system, no permission) becomes an `InfoProError` naming `path`."""
+    An OS error (read-only or full file system, no permission) becomes a `WriteError` naming `path`."""
     path = Path(path)
     tmp = None
     try:
@@ -77,7 +82,7 @@ def atomic_write(path: str | Path, write: Callable[[IO[bytes]], None]) -> None:
         os.replace(tmp, path)
         tmp = None
     except OSError as error:
-        raise InfoProError(f"cannot write {path}: {error_reason(error)}") from None
+        raise WriteError(f"cannot write {path}: {error_reason(error)}") from None
     finally:
         if tmp is not None:
             try:

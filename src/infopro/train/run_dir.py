@@ -31,7 +31,7 @@ import torch
 import yaml
 
 from ..errors import InfoProError
-from ..files import atomic_write_text, error_reason
+from ..files import WriteError, atomic_write_text, error_reason
 from .checkpoint import RESUME_KEYS, load_checkpoint
 
 RUN_FILES = ("config.yaml", "metrics.jsonl", "summary.json", "checkpoint.pt")
@@ -255,7 +255,7 @@ class RunDir:
             with open(self.metrics, "a") as f:
                 f.write(json.dumps(record) + "\n")
         except OSError as error:
-            raise InfoProError(f"cannot write {self.metrics}: {error_reason(error)}") from None
+            raise WriteError(f"cannot write {self.metrics}: {error_reason(error)}") from None
 
     def read_metrics(self, epochs_done: int) -> list[dict[str, Any]]:
         """The records of epochs 1..`epochs_done` (those of the checkpoint being continued). Lines of later
