@@ -87,6 +87,11 @@ def train_main(args: argparse.Namespace) -> int:
         if runtime is not None and not args.test_only:
             runtime.finish()  # every rank is done before any tears its connections down
         return code
+    except KeyboardInterrupt as stop:
+        if isinstance(stop, Interrupted) and stop.during_run:
+            raise
+        raise Interrupted(f"{str(stop) or 'SIGINT'} before the run started; nothing was written: run the same command "
+                          f"again", getattr(stop, "exit_code", 130)) from None
     except InfoProError as error:
         if runtime is not None and runtime.rank != 0 and not isinstance(error, PeerLost):
             raise SystemExit(2) from None  # rank 0 meets the same bad input and says it once
@@ -146,7 +151,8 @@ def _train(args: argparse.Namespace, runtime: ParallelRuntime | None) -> int:
             return _run_epochs(args, run, state, notice, learner, trainer, schedule, data, test_loader,
                                (train_images, train_labels), writer)
         except KeyboardInterrupt as stop:
-            raise Interrupted(f"{str(stop) or 'SIGINT'}; {_stopped(run, args)}", getattr(stop, "exit_code", 130)) from None
+            raise Interrupted(f"{str(stop) or 'SIGINT'}; {_stopped(run, args)}", getattr(stop, "exit_code", 130),
+                              during_run=True) from None
         except InfoProError as error:
             if not writer:
                 raise
