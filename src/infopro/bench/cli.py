@@ -14,8 +14,9 @@ from tqdm import tqdm
 
 from ..errors import InfoProError
 from ..local import CUT_PRESETS, METHODS
-from ..files import atomic_write_text, check_output_dir
 from ..device import pick_device
+from ..files import atomic_write_text, check_output_dir
+from ..models import ARCHITECTURES, native_input_shape
 from .report import MiB, add_ratios, markdown_table, plot_memory
 from .step import build_step, measure_step
 
@@ -23,9 +24,11 @@ BASELINES = ("e2e", "checkpoint")
 
 
 def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--arch", default="resnet110", help="architecture (default: %(default)s)")
+    parser.add_argument("--arch", default="resnet110",
+                        help=f"architecture, one of {', '.join(ARCHITECTURES.names())} (default: %(default)s)")
     parser.add_argument("--batch-size", type=int, default=1024, help="(default: %(default)s, the paper's Table 3)")
-    parser.add_argument("--input-shape", type=int, nargs=3, default=[3, 32, 32], metavar=("C", "H", "W"))
+    parser.add_argument("--input-shape", type=int, nargs=3, default=None, metavar=("C", "H", "W"),
+                        help="input image shape (default: the architecture's own, 3x32x32 or 3x224x224)")
     parser.add_argument("--num-classes", type=int, default=10)
     parser.add_argument("--K", type=int, nargs="+", default=[2, 3, 4, 8, 16], help="pieces (checkpoint: segments)")
     parser.add_argument("--methods", default="e2e,checkpoint,infopro-contrast",
@@ -73,7 +76,7 @@ def bench_main(args: argparse.Namespace) -> int:
     plan = _plan(args)
     device = pick_device(args.device)
     out = check_output_dir(args.out)
-    shape = tuple(args.input_shape)
+    shape = tuple(args.input_shape or native_input_shape(args.arch))
     title = (f"{args.arch}, {'x'.join(map(str, shape))}, batch {args.batch_size}, {device.type}"
              f"{' (' + torch.cuda.get_device_name(device) + ')' if device.type == 'cuda' else ''}")
     rows: list[dict[str, Any]] = []
