@@ -214,6 +214,17 @@ def test_a_copied_run_directory_resumes_itself_from_any_directory(runs, tmp_path
     assert "on 20 images" in capsys.readouterr().out
 
 
+def test_a_run_without_checkpoint_keeps_its_settings(runs, tmp_path, capsys):
+    run = tmp_path / "run"
+    shutil.copytree(runs[0] / "straight", run)
+    for name in ("summary.json", "checkpoint.pt"):
+        (run / name).unlink()
+    before = snapshot(run)
+    assert main(["train", "--resume", str(run), "--seed", "1"]) == 2
+    assert f"{run / 'config.yaml'} was trained with seed=0, this run has seed=1" in last_line(capsys.readouterr().err)
+    assert snapshot(run) == before
+
+
 def test_relative_out_is_stored_absolute(runs, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     assert train("--out", "rel", "--epochs", "1") == 0

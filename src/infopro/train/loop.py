@@ -145,7 +145,10 @@ def _train(args: argparse.Namespace, runtime: ParallelRuntime | None) -> int:
     with run.locked() if writer else run:
         state, notice = run.begin(args.resume is not None, path, device, writer)
         if args.resume is not None and (writer or state is not None):  # every rank refuses what rank 0 refuses
-            check_resumable(state["args"] if state is not None else run.read_config(), args, path or run.checkpoint)
+            if state is not None:
+                check_resumable(state["args"], args, path or run.checkpoint)
+            else:
+                check_resumable(run.read_config(), args, run.config)
             _check_epochs(args, run, state)
         try:
             return _run_epochs(args, run, state, notice, learner, trainer, schedule, data, test_loader,
@@ -210,6 +213,7 @@ def _run_epochs(args: argparse.Namespace, run: RunDir, state: dict[str, Any] | N
         if planned != args.epochs and start_epoch < args.epochs:
             schedule = replan_schedule(trainer.optimizer, args, start_epoch)
             if writer:
+                run.drop_summary()  # it described the shorter plan; the longer one writes its own
                 print(f"--epochs {args.epochs} (was {planned}): the {args.schedule} schedule is re-planned for "
                       f"{args.epochs} epochs from epoch {start_epoch + 1} (lr {trainer.optimizer.param_groups[0]['lr']:.4g}); "
                       f"not bitwise a run planned for {args.epochs} epochs from the start")

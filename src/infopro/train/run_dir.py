@@ -288,6 +288,12 @@ class RunDir:
     def write_summary(self, summary: dict[str, Any]) -> None:
         atomic_write_text(self.summary, json.dumps(summary, indent=2) + "\n")
 
+    def drop_summary(self) -> None:
+        try:
+            self.summary.unlink(missing_ok=True)
+        except OSError as error:
+            raise WriteError(f"cannot remove {self.summary}: {error_reason(error)}") from None
+
     # -- saying how to continue ----------------------------------------------------------------------
 
     def continue_command(self, args: argparse.Namespace) -> str:
