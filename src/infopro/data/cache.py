@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 import warnings
 import zipfile
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
+
+from ..files import atomic_write
 
 CACHE_ENV = "INFOPRO_CACHE"
 # Bump when the cached arrays would change for the same files (e.g. a new decoding rule).
@@ -55,15 +56,8 @@ def load_cached(path: Path) -> dict[str, np.ndarray] | None:
 def save_cached(path: Path, arrays: dict[str, np.ndarray]) -> None:
     """Write atomically, then drop older caches of the same source and settings (their files changed)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.stem + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            # Uncompressed: loading 180 MB of CIFAR is then a plain read, and JPEG noise compresses badly.
-            np.savez(f, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    # Uncompressed: loading 180 MB of CIFAR is then a plain read, and JPEG noise compresses badly.
+    atomic_write(path, lambda f: np.savez(f, **arrays))
     source_prefix = path.name.rsplit("-", 1)[0] + "-"
     for old in path.parent.glob(source_prefix + "*.npz"):
         if old != path:

@@ -25,7 +25,7 @@ def build_parallel_trainer(args: argparse.Namespace, runtime: ParallelRuntime,
                            data: Any) -> tuple[LocalLearner, PiecesTrainer | DataParallelTrainer]:
     """Every rank builds the same whole learner from the same seed (identical initial weights); pieces
     mode builds it on the CPU and moves only this rank's piece to its device."""
-    from ..train.loop import build_learner
+    from ..train.parts import build_learner
 
     build_on = torch.device("cpu") if runtime.mode == "pieces" else runtime.device
     learner = build_learner(args, data.image_shape, data.num_classes, data.mean, data.std, build_on)

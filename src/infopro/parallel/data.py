@@ -31,7 +31,8 @@ from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
 from ..data import DeviceLoader
 from ..errors import InfoProError
 from ..local import LocalLearner
-from ..train.loop import count_correct, make_optimizer, peak_memory_bytes
+from ..device import peak_memory_bytes
+from ..train.parts import count_correct, make_optimizer
 from .messages import Link
 from .setup import ParallelRuntime
 

@@ -30,7 +30,8 @@ import torch
 from ..data import DeviceLoader
 from ..errors import InfoProError
 from ..local import LocalLearner, local_step
-from ..train.loop import make_optimizer, peak_memory_bytes
+from ..device import peak_memory_bytes
+from ..train.parts import make_optimizer
 from .merge import (
     global_indices,
     merge_optimizer_states,
