@@ -143,21 +143,3 @@ def test_an_image_that_fails_in_a_worker_is_one_line_naming_it(tmp_path):
     assert str(error.value).startswith("cannot read image ") and "train/c1/b.png" in str(error.value)
     assert len(str(error.value).splitlines()) == 1
 
-
-def test_fast_jpeg_extra_decodes_the_same_pixels_as_pillow(tmp_path, monkeypatch):
-    pytest.importorskip("simplejpeg", reason="the optional fast-jpeg extra (simplejpeg) is not installed")
-    import infopro.data.items as items_module
-    from infopro.data import FileItems
-
-    paths = []
-    for i, (mode, size) in enumerate([("RGB", (37, 23)), ("L", (16, 30)), ("CMYK", (12, 12))]):
-        img = _photo(*size, seed=i).convert(mode)
-        paths.append(str(tmp_path / f"{i}.jpg"))
-        img.save(paths[-1], quality=85)
-    items = FileItems(paths, np.zeros(3, dtype=np.int64))
-    fast = [items.image(i) for i in range(3)]
-    assert items_module._decode_jpeg(items, 0) is not None and items_module._decode_jpeg(items, 2) is None  # CMYK
-    monkeypatch.setattr(items_module, "_simplejpeg", None)
-    slow = [items.image(i) for i in range(3)]
-    for a, b in zip(fast, slow):
-        assert a.mode == b.mode and np.array_equal(np.asarray(a), np.asarray(b))

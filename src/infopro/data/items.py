@@ -40,30 +40,6 @@ def to_array(img: Image.Image) -> np.ndarray:
     return a[:, :, None] if a.ndim == 2 else a
 
 
-try:  # optional extra `fast-jpeg`: the same libjpeg-turbo pixels as Pillow's, decoded about 1.8x faster
-    import simplejpeg as _simplejpeg
-except ImportError:
-    _simplejpeg = None
-
-# JPEG colour spaces simplejpeg decodes as Pillow does (CMYK/YCCK are left to Pillow).
-_JPEG_MODES = {"Gray": ("GRAY", "L"), "YCbCr": ("RGB", "RGB"), "RGB": ("RGB", "RGB")}
-
-
-def _decode_jpeg(items: "FileItems", i: int) -> Image.Image | None:
-    """Image i decoded by simplejpeg, or None to let Pillow decode it (and name any error)."""
-    try:
-        with items._open(i) as f:
-            data = f.read()
-        colorspace = _simplejpeg.decode_jpeg_header(data)[2]
-        if colorspace not in _JPEG_MODES:
-            return None
-        decode_as, mode = _JPEG_MODES[colorspace]
-        array = _simplejpeg.decode_jpeg(data, colorspace=decode_as, fastdct=False, fastupsample=False)
-    except (OSError, ValueError, zipfile.BadZipFile):
-        return None
-    return Image.fromarray(array[:, :, 0] if mode == "L" else array, mode)
-
-
 class Items:
     """Labels plus a way to open each image. Subclasses: `ArrayItems`, `FileItems`."""
 
@@ -154,10 +130,6 @@ class FileItems(Items):
             raise InfoProError(f"cannot read image {self.name(i)} ({e}); remove or replace that file") from None
 
     def image(self, i: int) -> Image.Image:
-        if _simplejpeg is not None and self.paths[i].lower().endswith((".jpg", ".jpeg")):
-            img = _decode_jpeg(self, i)
-            if img is not None:
-                return img
         return self._read(i, decode=True)
 
     def header(self, i: int) -> tuple[int, int, int]:
