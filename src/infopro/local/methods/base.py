@@ -139,6 +139,8 @@ class LocalMethod:
     crossings: ClassVar[tuple[str, ...]] = ()
     # A sentence saying why `--parallel pieces` cannot run this method, or None.
     pieces_parallel_refusal: ClassVar[str | None] = None
+    # What the saved-activation profile (describe, cuts='balanced') does not see, or None.
+    memory_note: ClassVar[str | None] = None
 
     @property
     def decoder(self) -> bool:
