@@ -58,6 +58,9 @@ class PiecesTrainer:
     """This rank's piece, auxiliary nets and optimiser; the interface of `SingleProcessTrainer`."""
 
     def __init__(self, learner: LocalLearner, args: argparse.Namespace, runtime: ParallelRuntime) -> None:
+        if learner.method.pieces_parallel_refusal:
+            raise InfoProError(f"--parallel pieces cannot run method {learner.method.name!r}: "
+                               f"{learner.method.pieces_parallel_refusal}; use --parallel data or one process")
         self.learner, self.runtime = learner, runtime
         self.k, self.K = runtime.rank, learner.K
         self.device = device = runtime.device

@@ -17,6 +17,7 @@ import yaml
 from tqdm import tqdm
 
 from ..data import DeviceLoader, load_dataset, stratified_subset
+from ..describe import method_options
 from ..errors import InfoProError
 from ..local import LocalLearner
 from ..models import build_backbone
@@ -65,7 +66,7 @@ def build_learner(args: argparse.Namespace, image_shape: tuple[int, int, int], n
         backbone, args.K, args.method, cuts=args.cuts, input_shape=image_shape, num_classes=num_classes,
         lambdas=args.lambdas, head=args.aux_head, widen=args.aux_widen, feature_dim=args.aux_feature_dim,
         temperature=args.temperature, mean=mean, std=std, profile_batch_size=args.batch_size,
-        decoder_chunk_channels=args.aux_decoder_chunk,
+        decoder_chunk_channels=args.aux_decoder_chunk, method_options=method_options(args),
     )
     learner.amp_dtype = AMP_DTYPES[args.amp]
     return learner
@@ -309,6 +310,7 @@ def train_one_epoch(learner: LocalLearner, optimizer: torch.optim.Optimizer, loa
         optimizer.zero_grad(set_to_none=True)
         step = learner.train_step(x, y)
         optimizer.step()
+        learner.after_optimizer_step()  # e.g. MAN's EMA copies follow the next piece
         for k, value in enumerate(step["losses"]):
             loss_sums[k] += value * len(y)
         correct += (step["logits"].argmax(1) == y).sum()

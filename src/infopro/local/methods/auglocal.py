@@ -69,6 +69,10 @@ class AugLocal(LocalMethod):
     name = "auglocal"
     description = "AugLocal: aux net = d new blocks shaped like uniformly sampled later layers, CE"
     option_defaults = {"depth": 2, "pyramid": 0.5}
+    crossings = (
+        "shapes only: each auxiliary net is built once from the widths of later layers; no weight is copied "
+        "or shared and no gradient crosses a cut",
+    )
 
     def check(self, K: int, lambdas: Lambdas, options: Mapping[str, Any]) -> None:
         super().check(K, lambdas, options)

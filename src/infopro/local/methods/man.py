@@ -77,6 +77,7 @@ class MomentumAuxiliary(LocalMethod):
     crossings = (
         "weights: after every optimiser step piece k copies an EMA (momentum m) of the parameters of piece "
         "k+1's first block into its frozen EMA block; no gradient crosses a cut",
+        "architecture: the LB and EMA blocks of piece k are built like piece k+1's first block (fresh weights)",
     )
     pieces_parallel_refusal = (
         "its EMA block reads piece k+1's weights after every optimiser step, which lives on rank k+1; "

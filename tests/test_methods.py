@@ -1,0 +1,237 @@
+"""The method interface: existing methods unchanged bitwise, the rivals' isolation, hooks and training."""
+
+import copy
+import re
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from infopro import InfoProError, LocalLearner, build_backbone
+from infopro.cli import main
+from infopro.local import METHODS, Decoder, build_head, reconstruction_loss, split_blocks, supervised_contrastive_loss
+from infopro.local.aux_nets import AuxOptions
+from infopro.local.methods.auglocal import augmented_net, pyramid_depth, sampled_layers
+from infopro.local.methods.predsim import similarity_matrix
+from infopro.parallel import PiecesTrainer
+
+RIVALS = ["predsim", "auglocal", "man", "man++", "hpff"]
+
+
+def batch(n=8, classes=10, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, 3, 32, 32, generator=g), torch.randint(0, classes, (n,), generator=g)
+
+
+def grads(modules):
+    return [p.grad.clone() if p.grad is not None else None for m in modules for p in m.parameters()]
+
+
+def perturb_(modules):
+    with torch.no_grad():
+        for module in modules:
+            for p in module.parameters():
+                p.add_(torch.randn_like(p))
+
+
+# ---------------------------------------------------------------- existing methods through the interface
+
+@pytest.mark.parametrize("arch,K,cuts", [("resnet32", 4, "paper"), ("resnet20", 2, "even")])
+@pytest.mark.parametrize("method,head,loss,decoder", [
+    ("greedy", "0c1f", "ce", False), ("dgl", "1c2f", "ce", False),
+    ("infopro-softmax", "1c2f", "ce", True), ("infopro-contrast", "1c2f", "supcon", True),
+])
+def test_interface_equals_a_hand_built_composition_bitwise(arch, K, cuts, method, head, loss, decoder):
+    """The method interface builds the same nets from the same random stream and gives the same gradients."""
+    lambdas = (2, 1, 0.5, 3) if decoder else (0, 1, 0, 1)
+    x, y = batch()
+    torch.manual_seed(0)
+    learner = LocalLearner(build_backbone(arch), K, method, cuts=cuts, lambdas=lambdas)
+    learner.train_step(x, y)
+
+    torch.manual_seed(0)
+    backbone = build_backbone(arch)
+    pieces = split_blocks(backbone.blocks, learner.cuts, backbone.head)
+    nets, h = [], x
+    shapes = [info.output_shape for info in learner.describe()]
+    for k in range(K - 1):
+        t = k / (K - 2) if K > 2 else 0.0
+        recon, task = lambdas[0] + t * (lambdas[2] - lambdas[0]), lambdas[1] + t * (lambdas[3] - lambdas[1])
+        out_dim = 128 if loss == "supcon" else 10
+        head_net = build_head(head, shapes[k], out_dim, AuxOptions())
+        decoder_net = Decoder(shapes[k], (3, 32, 32)) if decoder else None
+        nets.append((head_net, decoder_net, recon, task))
+    image = learner.unnormalize(x)
+    for k, piece in enumerate(pieces):
+        out = piece(h)
+        if k == K - 1:
+            total = F.cross_entropy(out, y)
+        else:
+            head_net, decoder_net, recon, task = nets[k]
+            total = out.new_zeros(())
+            if decoder_net is not None:
+                total = total + recon * reconstruction_loss(decoder_net(out), image)
+            z = head_net(out)
+            total = total + task * (supervised_contrastive_loss(z, y) if loss == "supcon" else F.cross_entropy(z, y))
+        total.backward()
+        h = out.detach()
+
+    # Pieces (the backbone's modules), then each piece's aux nets (decoder, then head, as registered).
+    hand_aux = [p.grad for n in nets for m in (n[1], n[0]) if m is not None for p in m.parameters()]
+    mine_aux = [p.grad for p in learner.aux.parameters()]
+    mine_pieces = [p.grad for p in learner.pieces.parameters()]
+    hand_pieces = [p.grad for piece in pieces for p in piece.parameters()]
+    assert len(mine_aux) == len(hand_aux) > 0 and len(mine_pieces) == len(hand_pieces)
+    assert all(torch.equal(a, b) for a, b in zip(mine_pieces + mine_aux, hand_pieces + hand_aux))
+
+
+# ---------------------------------------------------------------- isolation, stated per method
+
+# method -> which earlier pieces a perturbation of pieces k+1.. may reach: 0 = none (fully isolated);
+# 1 = piece k (HPFF's cascade: piece k+1's loss back-propagates into piece k, and no further).
+REACH_BACK = {"greedy": 0, "dgl": 0, "infopro-contrast": 0, "predsim": 0, "auglocal": 0, "man": 0, "man++": 0,
+              "hpff": 1}
+
+
+@pytest.mark.parametrize("method", list(REACH_BACK))
+def test_gradient_isolation_per_method(method):
+    """Pieces 1..k and their aux nets receive gradients only from losses of pieces 1..k+reach (bitwise);
+    for HPFF piece k's gradient also carries piece k+1's cascade, and nothing from k+2 on."""
+    x, y = batch()
+    torch.manual_seed(0)
+    learner = LocalLearner(build_backbone("resnet20"), 4, method, cuts="even")
+    reach = REACH_BACK[method]
+    for k in range(1, learner.K - reach):
+        model = copy.deepcopy(learner)
+        model.train_step(x, y)
+        before = grads([*model.pieces[:k], *model.aux[:k]])
+        model.zero_grad(set_to_none=True)
+        perturb_([*model.pieces[k + reach:], *model.aux[k + reach:]])
+        model.train_step(x, y)
+        after = grads([*model.pieces[:k], *model.aux[:k]])
+        assert all((a is None and b is None) or torch.equal(a, b) for a, b in zip(before, after)), f"{method}: k={k}"
+    if reach:
+        # ... and the cascade really does reach one piece back: perturbing piece k+1 moves piece k's gradient.
+        model = copy.deepcopy(learner)
+        model.train_step(x, y)
+        before = grads([model.pieces[1]])
+        model.zero_grad(set_to_none=True)
+        perturb_([model.pieces[2]])
+        model.train_step(x, y)
+        assert any(not torch.equal(a, b) for a, b in zip(before, grads([model.pieces[1]])))
+
+
+def test_frozen_ema_blocks_get_no_gradient_and_follow_the_next_piece():
+    x, y = batch()
+    torch.manual_seed(0)
+    learner = LocalLearner(build_backbone("resnet20"), 3, "man++", cuts="even")
+    learner.train_step(x, y)
+    objective = learner.aux[0]
+    assert all(p.grad is None and not p.requires_grad for p in objective.ema.parameters())
+    assert objective.scale.grad is not None  # MAN++'s s is trained
+    target = learner.pieces[1][0]  # the next piece's first block
+    assert objective._target is target
+    m = 0.995  # the default momentum
+    expected = [e.mul(m).add(t, alpha=1 - m) for e, t in zip(objective.ema.parameters(), target.parameters())]
+    others = {k: v.clone() for k, v in learner.state_dict().items() if not k.startswith("aux.0.ema.")}
+    learner.after_optimizer_step()
+    assert all(torch.equal(e, x) for e, x in zip(objective.ema.parameters(), expected))
+    assert all(torch.equal(v, learner.state_dict()[k]) for k, v in others.items()
+               if not k.startswith("aux.1.ema."))  # only the EMA copies move
+
+
+def test_hpff_first_piece_learns_only_from_the_cascade():
+    x, y = batch()
+    torch.manual_seed(0)
+    learner = LocalLearner(build_backbone("resnet20"), 3, "hpff", cuts="even")
+    out = learner.train_step(x, y)
+    assert out["losses"][0] == 0.0
+    assert all(g is not None for g in grads([learner.pieces[0]]))
+    # Without piece 2's loss, piece 1 would get no gradient at all: zero its cascade weight and see.
+    torch.manual_seed(0)
+    silent = LocalLearner(build_backbone("resnet20"), 3, "hpff", cuts="even",
+                          method_options={"cascade_weight": 0.0})
+    silent.train_step(x, y)
+    assert all(g is None or not g.any() for g in grads([silent.pieces[0]]))
+
+
+# ---------------------------------------------------------------- the rivals' nets
+
+def test_auglocal_samples_later_layers_uniformly_with_pyramid_depth():
+    assert sampled_layers(0, 16, 3) == [5, 10, 15]
+    assert sampled_layers(12, 16, 5) == [13, 14, 15]  # fewer later layers than d: all of them
+    assert [pyramid_depth(3, k, 14, 0.5) for k in range(13)] == [
+        max(1, round(3 * (1 - 0.5 * k / 12) + 0.5 * k / 12)) for k in range(13)]
+    assert pyramid_depth(3, 5, 14, 0.0) == 3
+    net = augmented_net(16, [16, 32, 64], 10, 1)
+    strides = [b.conv1.stride[0] for b in net[:3]]
+    assert strides == [1, 2, 2] and net[2].conv2.out_channels == 64
+    assert not any(isinstance(m, torch.nn.BatchNorm1d) for m in net)
+    assert isinstance(augmented_net(16, [64], 10, 1)[-2], torch.nn.BatchNorm1d)  # d = 1: BN before the fc
+
+
+def test_predsim_similarity_of_labels_is_one_within_a_class():
+    labels = torch.tensor([0, 0, 1])
+    s = similarity_matrix(F.one_hot(labels, 10).float())
+    assert s[0, 1] == pytest.approx(1.0) and s[0, 2] < 0
+    features = torch.randn(5, 8, 4, 4)
+    assert similarity_matrix(features).shape == (5, 5)
+
+
+@pytest.mark.parametrize("method", RIVALS)
+def test_rivals_train_above_chance(method):
+    from test_learner import synthetic_task
+
+    g = torch.Generator().manual_seed(0)
+    x_train, y_train = synthetic_task(256, g)
+    x_test, y_test = synthetic_task(128, g)
+    torch.manual_seed(0)
+    learner = LocalLearner(build_backbone("resnet20", 4), 2, method, cuts="even", num_classes=4,
+                           mean=(0.5,) * 3, std=(0.5,) * 3)
+    optimizer = torch.optim.SGD(learner.parameters(), lr=0.02, momentum=0.9)
+    for _ in range(4):
+        for i in range(0, 256, 32):
+            optimizer.zero_grad(set_to_none=True)
+            learner.train_step(x_train[i:i + 32], y_train[i:i + 32])
+            optimizer.step()
+            learner.after_optimizer_step()
+    learner.eval()
+    with torch.no_grad():
+        accuracy = (learner(x_test).argmax(1) == y_test).float().mean().item()
+    assert accuracy > 0.6  # chance is 0.25
+
+
+# ---------------------------------------------------------------- options, parallel, describe, resume
+
+def test_method_options_are_checked():
+    with pytest.raises(InfoProError, match=r"takes no option\(s\) depth"):
+        LocalLearner(build_backbone("resnet20"), 2, "dgl", cuts="even", method_options={"depth": 3})
+    with pytest.raises(InfoProError, match=r"depth .* integer >= 1"):
+        LocalLearner(build_backbone("resnet20"), 2, "auglocal", cuts="even", method_options={"depth": 0})
+    with pytest.raises(InfoProError, match=r"momentum .* in \[0, 1\]"):
+        LocalLearner(build_backbone("resnet20"), 2, "man", cuts="even", method_options={"momentum": 2})
+    with pytest.raises(InfoProError, match=r"no decoder, so lambda1"):
+        LocalLearner(build_backbone("resnet20"), 2, "auglocal", cuts="even", lambdas=(1, 1))
+
+
+@pytest.mark.parametrize("method", ["man", "man++", "hpff"])
+def test_pieces_parallel_refuses_methods_that_cross_ranks(method):
+    learner = LocalLearner(build_backbone("resnet20"), 2, method, cuts="even")
+    with pytest.raises(InfoProError, match=rf"--parallel pieces cannot run method '{re.escape(method)}'.*--parallel data"):
+        PiecesTrainer(learner, None, None)
+
+
+def test_describe_says_what_crosses(capsys):
+    for method, phrase in [("hpff", "back-propagates into piece k-1"), ("man", "EMA"), ("auglocal", "shapes only"),
+                           ("dgl", "nothing")]:
+        assert main(["describe", "--arch", "resnet20", "--K", "3", "--cuts", "even", "--method", method,
+                     "--batch-size", "4"]) == 0
+        out = capsys.readouterr().out
+        assert "what crosses a cut" in out and phrase in out, method
+
+
+def test_every_registered_method_says_what_it_is():
+    for name in METHODS:
+        method = METHODS.get(name)
+        assert method.name == name and method.description
+        assert method.pieces_parallel_refusal is None or method.crossings
