@@ -183,11 +183,13 @@ def test_rivals_train_above_chance(method):
     from test_learner import synthetic_task
 
     g = torch.Generator().manual_seed(0)
+    # At 16x16 pixels (every other one) to keep the test fast; the quadrant still tells the class.
     x_train, y_train = synthetic_task(256, g)
     x_test, y_test = synthetic_task(128, g)
+    x_train, x_test = x_train[..., ::2, ::2], x_test[..., ::2, ::2]
     torch.manual_seed(0)
     learner = LocalLearner(build_backbone("resnet20", 4), 2, method, cuts="even", num_classes=4,
-                           mean=(0.5,) * 3, std=(0.5,) * 3)
+                           input_shape=(3, 16, 16), mean=(0.5,) * 3, std=(0.5,) * 3)
     optimizer = torch.optim.SGD(learner.parameters(), lr=0.02, momentum=0.9)
     for _ in range(4):
         for i in range(0, 256, 32):
@@ -235,3 +237,46 @@ def test_every_registered_method_says_what_it_is():
         method = METHODS.get(name)
         assert method.name == name and method.description
         assert method.pieces_parallel_refusal is None or method.crossings
+
+
+def _train(*args):
+    from conftest import FAST
+
+    return main(["train", *FAST, *map(str, args)])
+
+
+@pytest.mark.parametrize("method,flags", [("predsim", []), ("auglocal", ["--aux-depth", "3", "--aux-pyramid", "0"]),
+                                          ("hpff", ["--hpff-weights", "0.01", "0.99"])])
+def test_rivals_train_from_the_cli(tmp_path, method, flags):
+    out = tmp_path / "run"
+    assert _train("--out", out, "--method", method, "--epochs", "1", *flags) == 0
+    import yaml
+
+    config = yaml.safe_load((out / "config.yaml").read_text())
+    assert config["method"] == method
+
+
+def test_resume_keeps_ema_copies_and_learnable_scalars(tmp_path, monkeypatch):
+    """MAN++'s EMA blocks and s live in the checkpoint: a resumed run ends where an uninterrupted one does."""
+    import infopro.train.loop as loop
+    from infopro.train import load_checkpoint
+
+    flags = ["--method", "man++", "--ema-momentum", "0.9"]
+    straight = tmp_path / "straight"
+    assert _train("--out", straight, *flags) == 0
+    interrupted = tmp_path / "interrupted"
+    real_save = loop.save_checkpoint
+
+    def save_then_die(state, path):
+        real_save(state, path)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(loop, "save_checkpoint", save_then_die)
+    assert _train("--out", interrupted, *flags) == 130
+    monkeypatch.setattr(loop, "save_checkpoint", real_save)
+    assert _train("--out", interrupted, "--resume", *flags) == 0
+    a = load_checkpoint(straight / "checkpoint.pt")["model"]
+    b = load_checkpoint(interrupted / "checkpoint.pt")["model"]
+    assert any(".ema." in k for k in a) and "aux.0.scale" in a
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert not torch.equal(a["aux.0.scale"], torch.tensor(1.0))  # s was trained
