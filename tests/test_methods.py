@@ -280,3 +280,23 @@ def test_resume_keeps_ema_copies_and_learnable_scalars(tmp_path, monkeypatch):
     assert any(".ema." in k for k in a) and "aux.0.scale" in a
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert not torch.equal(a["aux.0.scale"], torch.tensor(1.0))  # s was trained
+
+
+def test_every_config_builds_its_learner():
+    """configs/cifar10/*.yaml (scripts/make_configs.py) parse and build, rivals included."""
+    import argparse
+    from pathlib import Path
+
+    from infopro.describe import method_options
+    from infopro.train.args import add_train_arguments, read_config
+
+    parser = argparse.ArgumentParser()
+    add_train_arguments(parser)
+    paths = sorted((Path(__file__).resolve().parents[1] / "configs" / "cifar10").glob("*.yaml"))
+    assert {p.stem.split("-")[1] for p in paths} >= {"predsim", "auglocal", "man", "man++", "hpff"}
+    for path in paths:
+        args = parser.parse_args([])
+        vars(args).update(read_config(path, parser))
+        learner = LocalLearner(build_backbone(args.arch), args.K, args.method, cuts=args.cuts, lambdas=args.lambdas,
+                               method_options=method_options(args))
+        assert learner.K == args.K and len(learner.cuts) == args.K - 1, path.name
