@@ -216,6 +216,12 @@ def test_method_options_are_checked():
         LocalLearner(build_backbone("resnet20"), 2, "auglocal", cuts="even", lambdas=(1, 1))
 
 
+def test_a_method_flag_for_another_method_is_one_clear_line(tmp_path, capsys):
+    assert _train("--out", tmp_path / "run", "--method", "man++", "--aux-depth", "3") == 2
+    assert "--aux-depth does not apply to method 'man++'; it sets an option of auglocal" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
 @pytest.mark.parametrize("method", ["man", "man++", "hpff"])
 def test_pieces_parallel_refuses_methods_that_cross_ranks(method):
     learner = LocalLearner(build_backbone("resnet20"), 2, method, cuts="even")

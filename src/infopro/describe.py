@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from .errors import InfoProError
 from .local import CUT_PRESETS, HEADS, METHODS, LocalLearner
 from .models import build_backbone
 
@@ -44,11 +45,18 @@ METHOD_OPTION_FLAGS = {"aux_depth": "depth", "aux_pyramid": "pyramid", "ema_mome
 
 def method_options(args: argparse.Namespace) -> dict[str, Any]:
     """The method options the command line sets (flags left out keep the method's defaults)."""
-    options = {opt: getattr(args, flag, None) for flag, opt in METHOD_OPTION_FLAGS.items()}
-    weights = getattr(args, "hpff_weights", None)
-    if weights is not None:
-        options["own_weight"], options["cascade_weight"] = weights
-    return {k: v for k, v in options.items() if v is not None}
+    flags = {flag: getattr(args, flag, None) for flag in [*METHOD_OPTION_FLAGS, "hpff_weights"]}
+    options = {METHOD_OPTION_FLAGS[f]: v for f, v in flags.items() if f in METHOD_OPTION_FLAGS and v is not None}
+    if flags["hpff_weights"] is not None:
+        options["own_weight"], options["cascade_weight"] = flags["hpff_weights"]
+    takes = METHODS.get(args.method).option_defaults if args.method in METHODS else options
+    for flag, value in flags.items():
+        wanted = ["own_weight"] if flag == "hpff_weights" else [METHOD_OPTION_FLAGS[flag]]
+        if value is not None and not all(w in takes for w in wanted):
+            users = [m for m in METHODS if all(w in METHODS.get(m).option_defaults for w in wanted)]
+            raise InfoProError(f"--{flag.replace('_', '-')} does not apply to method {args.method!r}; "
+                               f"it sets an option of {', '.join(users)}")
+    return options
 
 
 def add_describe_arguments(parser: argparse.ArgumentParser) -> None:
