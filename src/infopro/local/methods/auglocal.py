@@ -23,6 +23,7 @@ from torch import nn
 
 from ...errors import InfoProError
 from ...models.resnet_cifar import BasicBlock
+from ...errors import InfoProError
 from ..losses import CrossEntropyTerm
 from ..objective import LocalObjective, Objective
 from .base import METHODS, Lambdas, LocalMethod, PieceContext, reinitialise_, require_map
@@ -90,6 +91,8 @@ class AugLocal(LocalMethod):
 
     def objective(self, ctx: PieceContext) -> Objective:
         require_map(ctx, self.name)
+        if ctx.head is not None:
+            raise InfoProError(f"--aux-head does not apply to method {self.name!r}: its auxiliary net is built from later layers' shapes")
         depth = self.depth_of(ctx.k, ctx.K, ctx.options)
         later = sampled_layers(ctx.cut, len(ctx.block_shapes), depth)
         shapes = [ctx.block_shapes[i] for i in later]

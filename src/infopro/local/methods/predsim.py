@@ -12,11 +12,13 @@ Nothing crosses a cut: both nets read h, the targets are the labels.
 from __future__ import annotations
 
 import math
+from typing import Any, Mapping
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ...errors import InfoProError
 from ..losses import CrossEntropyTerm
 from ..objective import Objective
 from .base import METHODS, Lambdas, LocalMethod, PieceContext, reinitialise_, require_map
@@ -87,15 +89,16 @@ class PredSim(LocalMethod):
     default_lambdas = Lambdas(0.99, 0.01, 0.99, 0.01)
     option_defaults = {"pool_dim": 512}
 
-    def check(self, K, lambdas, options) -> None:  # noqa: ANN001
+    def check(self, K: int, lambdas: Lambdas, options: Mapping[str, Any]) -> None:
         super().check(K, lambdas, options)
         if int(options["pool_dim"]) < 1:
-            from ...errors import InfoProError
-
             raise InfoProError(f"predsim's pool_dim must be >= 1, got {options['pool_dim']}")
 
     def objective(self, ctx: PieceContext) -> Objective:
         require_map(ctx, self.name)
+        if ctx.head is not None:
+            raise InfoProError(f"--aux-head does not apply to method {self.name!r}: its auxiliary nets are fixed "
+                               f"(a pooled linear classifier and a conv3x3)")
         sim_weight, task_weight = ctx.weights
         return reinitialise_(PredSimObjective(ctx.feature_shape, ctx.num_classes, sim_weight, task_weight,
                                               int(ctx.options["pool_dim"])))
