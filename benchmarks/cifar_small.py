@@ -12,7 +12,7 @@ With --rivals: E2E and InfoPro Contrast against PredSim, AugLocal, MAN, MAN++ an
 and 16, all on the paper's cuts with each method's default settings (InfoPro, MAN, HPFF: the
 published InfoPro lambdas of that K), one budget and seed for all:
 
-    python benchmarks/cifar_small.py --rivals --train-subset 2000 --test-subset 1000 --epochs 4 \
+    python benchmarks/cifar_small.py --rivals --train-subset 1000 --test-subset 500 --epochs 3 \
         --out benchmarks/results/cifar_small_rivals
 """
 
