@@ -66,8 +66,8 @@ class LocalLearner(nn.Module):
     """A backbone cut into K pieces trained by local losses (E2E, Greedy SL, DGL, InfoPro and the rivals).
 
     `pieces[k]` is an `nn.Sequential` of the backbone's own blocks (the last
-    one ends with the backbone's head); `aux[k]` is its `LocalObjective`
-    (auxiliary nets + loss). Pieces share modules with the backbone, so
+    one ends with the backbone's head); `aux[k]` is its `Objective`
+    (auxiliary nets + loss, built by the method). Pieces share modules with the backbone, so
     training the learner trains the backbone; `export()` returns a copy.
 
     Args:
@@ -208,12 +208,13 @@ class LocalLearner(nn.Module):
         image = self.unnormalize(x) if any(obj.needs_image for obj in self.aux) else None
         h = x
         losses = []
-        inputs: list[torch.Tensor] = []  # kept only for objectives whose loss runs through the previous piece
+        previous_input = None  # piece k-1's input, held only for a loss that runs through piece k-1 (HPFF)
         for k, (piece, objective) in enumerate(zip(self.pieces, self.aux)):
             call = objective
             if objective.needs_cascade and k > 0:
-                call = functools.partial(objective, cascade=(self.pieces[k - 1], piece, inputs[k - 1]))
-            inputs.append(h)
+                call = functools.partial(objective, cascade=(self.pieces[k - 1], piece, previous_input))
+            next_needs = k + 1 < self.K and self.aux[k + 1].needs_cascade
+            previous_input = h if next_needs else None
             h, loss = local_step(piece, call, h, y, image, self.amp_dtype)
             losses.append(loss)
         # One host sync per step, not one per piece.
