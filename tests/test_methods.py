@@ -155,6 +155,17 @@ def test_hpff_first_piece_learns_only_from_the_cascade():
     assert all(g is None or not g.any() for g in grads([silent.pieces[0]]))
 
 
+def test_hpff_cascade_gradient_equals_a_hand_built_composition_bitwise():
+    """K=2: piece 1's gradient is exactly cascade_weight * d CE(piece2(piece1(x))) / d piece1."""
+    x, y = batch()
+    torch.manual_seed(0)
+    learner = LocalLearner(build_backbone("resnet20"), 2, "hpff", cuts="even")
+    hand = copy.deepcopy(learner)
+    learner.train_step(x, y)
+    (0.999 * F.cross_entropy(hand.pieces[1](hand.pieces[0](x)), y)).backward()
+    assert all(torch.equal(a, b) for a, b in zip(grads([learner.pieces[0]]), grads([hand.pieces[0]])))
+
+
 # ---------------------------------------------------------------- the rivals' nets
 
 def test_auglocal_samples_later_layers_uniformly_with_pyramid_depth():
