@@ -62,7 +62,6 @@ def main() -> None:
         config, extra = config_and_flags(method, K)
         summary = train_if_needed(run, config, args, extra)
         rows.append({"method": method, "K": K, "cuts": summary["cuts"], "aux_parameters": summary["aux_parameters"],
-                     "peak_memory_bytes": summary["peak_memory_bytes"],
                      "final_test_error": summary["final_test_error"], "best_test_error": summary["best_test_error"],
                      "total_seconds": summary["total_seconds"], "epochs": summary["epochs"], "run": str(run)})
 
