@@ -1,7 +1,6 @@
 """The method interface: existing methods unchanged bitwise, the rivals' isolation, hooks and training."""
 
 import copy
-import re
 
 import pytest
 import torch
@@ -233,11 +232,30 @@ def test_a_method_flag_for_another_method_is_one_clear_line(tmp_path, capsys):
     assert not (tmp_path / "run").exists()
 
 
-@pytest.mark.parametrize("method", ["man", "man++", "hpff"])
-def test_pieces_parallel_refuses_methods_that_cross_ranks(method):
-    learner = LocalLearner(build_backbone("resnet20"), 2, method, cuts="even")
-    with pytest.raises(InfoProError, match=rf"--parallel pieces cannot run method '{re.escape(method)}'.*--parallel data"):
+def test_pieces_parallel_refuses_a_loss_that_crosses_ranks():
+    learner = LocalLearner(build_backbone("resnet20"), 2, "hpff", cuts="even")
+    with pytest.raises(InfoProError, match=r"--parallel pieces cannot run method 'hpff'.*--parallel data"):
         PiecesTrainer(learner, None, None)
+
+
+def test_pieces_parallel_sends_the_followed_weights_back(tmp_path):
+    """MAN under --parallel pieces: rank 2 sends its first block's weights to rank 1 after every step. With
+    momentum 0 the EMA block is a copy of what it follows, so at the end it equals piece 2's first block."""
+    from test_parallel import torchrun
+
+    out = tmp_path / "run"
+    done = torchrun("--arch", "resnet20", "--K", "2", "--cuts", "even", "--method", "man", "--ema-momentum", "0",
+                    "--train-subset", "200", "--test-subset", "100", "--batch-size", "50", "--epochs", "1",
+                    "--device", "cpu", "--quiet", "--parallel", "pieces", "--out", out)
+    assert done.returncode == 0, done.stderr
+    from infopro.train import load_checkpoint
+
+    state = load_checkpoint(out / "checkpoint.pt")["model"]
+    block = {k[len("pieces.1.0."):]: v for k, v in state.items() if k.startswith("pieces.1.0.")}
+    ema = {k[len("aux.0.ema."):]: v for k, v in state.items() if k.startswith("aux.0.ema.")}
+    learnable = {name for name, _ in torch.nn.Module.named_parameters(build_backbone("resnet20").blocks[5])}
+    assert learnable and learnable <= block.keys() and learnable <= ema.keys()
+    assert all(torch.equal(ema[name], block[name]) for name in learnable)
 
 
 def test_describe_says_what_crosses(capsys):

@@ -16,6 +16,8 @@ class Objective(nn.Module):
     - `needs_cascade`: the learner passes `cascade=(previous piece, this piece, previous piece's input)`,
       so the loss can run through both pieces (gradients then reach the previous piece).
     - `after_optimizer_step()`: called by `LocalLearner.after_optimizer_step()` after every optimiser step.
+    - `follows`: a module of the next piece whose weights this objective reads in that hook (MAN), or None;
+      `--parallel pieces` sends those weights from rank k+1 to rank k.
     `recon_weight` and `task_weight` are the piece's (lambda1, lambda2), for `describe`.
     """
 
@@ -28,6 +30,10 @@ class Objective(nn.Module):
         return False
 
     def after_optimizer_step(self) -> None:
+        return None
+
+    @property
+    def follows(self) -> nn.Module | None:
         return None
 
 

@@ -6,6 +6,8 @@ auxiliary input is y = LB(h) + EMA(h) (MAN) or y = s LB(h) + (2 - s) EMA(h)
 initialised blocks of block cut+1's architecture: LB is trained with the
 piece, EMA is frozen and follows block cut+1's weights after every optimiser
 step, theta_EMA <- m theta_EMA + (1 - m) theta_next (m = `momentum`, 0.995).
+Under `--parallel pieces` the weights come from rank k+1 by a message after
+every step and are applied one step late (see `crossings`).
 InfoPro's decoder and head (Contrast) are then applied to y, with InfoPro's
 lambdas. The last piece trains on cross-entropy as usual.
 
@@ -56,6 +58,10 @@ class MomentumObjective(Objective):
             y = self.scale * self.learnable(h) + (2 - self.scale) * self.ema(h)
         return self.infopro(y, labels, image)
 
+    @property
+    def follows(self) -> nn.Module:
+        return self._target
+
     @torch.no_grad()
     def after_optimizer_step(self) -> None:
         m = self.momentum
@@ -78,10 +84,9 @@ class MomentumAuxiliary(LocalMethod):
         "weights: after every optimiser step piece k copies an EMA (momentum m) of the parameters of piece "
         "k+1's first block into its frozen EMA block; no gradient crosses a cut",
         "architecture: the LB and EMA blocks of piece k are built like piece k+1's first block (fresh weights)",
-    )
-    pieces_parallel_refusal = (
-        "its EMA block reads piece k+1's weights after every optimiser step, which lives on rank k+1; "
-        "--parallel pieces does not send weights between ranks yet"
+        "--parallel pieces: rank k+1 sends that block's parameters to rank k after every optimiser step, and "
+        "rank k applies the update for step t-1 after its own step t (one step stale; the last update of an "
+        "epoch is applied at its end, so the EMA has caught up before evaluation and checkpointing)",
     )
 
     def __init__(self, name: str, learnable_scale: bool, description: str) -> None:
