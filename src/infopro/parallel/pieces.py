@@ -8,12 +8,7 @@ before any starts the next. Either way the arithmetic is the single-process
 learner's: piece k sees, for batch b, the output of piece k-1 after b-1 steps,
 as it does in one process.
 
-What crosses a cut is h alone, except for methods whose objective follows a block of the next
-piece (MAN's EMA): rank k+1 sends that block's parameters back to rank k after every
-optimiser step, and rank k applies the EMA update for step t-1 after its own step t (one step
-stale, so rank k never waits for rank k+1's current step); the last update of an epoch is
-applied at its end. A method whose loss itself crosses a cut (HPFF) is refused.
- Labels and the decoder's target image are not
+What crosses a cut is h alone (but see below for MAN). Labels and the decoder's target image are not
 sent: every rank iterates the same `DeviceLoader`, whose order and augmentation
 depend only on (seed, epoch), so each rank draws the very batch rank 0 draws.
 No header is needed either (each rank knows every micro-batch's size), the
@@ -21,6 +16,13 @@ image (3x32x32 floats per sample, against h's 16x32x32 after the first piece
 of a CIFAR ResNet) does not travel K-1 times, and every rank's random stream
 stays in step. The price: each rank holds the uint8 data set and augments each
 batch itself, an index-gather and a crop that cost far less than a piece.
+
+The one message that goes backwards is for methods whose objective follows a block of the next
+piece (MAN's EMA): rank k+1 sends that block's parameters to rank k after every optimiser step,
+and rank k applies the EMA update for step t-1 after its own step t (one step stale, so rank k
+never waits for rank k+1's current step; the single-process EMA is not reproduced exactly); the
+last update of an epoch is applied at its end. A method whose loss itself crosses a cut (HPFF)
+is refused.
 """
 
 from __future__ import annotations
