@@ -217,10 +217,6 @@ def detach_module(module: nn.Module) -> nn.Module:
     return module
 
 
-def no_loss(h: torch.Tensor) -> torch.Tensor:
-    return h.new_zeros((), dtype=torch.float32)
-
-
 def head_objective(ctx: PieceContext, head: str, task_loss: str, feature_shape: Sequence[int] | None = None,
                    ) -> LocalObjective:
     """lambda1 * BCE(decoder(h), image) + lambda2 * task_loss(head(h), y) on a feature of `feature_shape`
