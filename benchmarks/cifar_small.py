@@ -13,7 +13,11 @@ and 16, all on the paper's cuts with each method's default settings (InfoPro, MA
 published InfoPro lambdas of that K), one budget and seed for all:
 
     python benchmarks/cifar_small.py --rivals --train-subset 1000 --test-subset 500 --epochs 3 \
-        --out benchmarks/results/cifar_small_rivals
+        --out benchmarks/results/cifar_small_rivals \
+        --bench-json benchmarks/results/bench_rivals_resnet32_b128/bench.json
+
+--bench-json adds each run's peak memory per step from an `infopro bench` of the same network,
+batch and cuts, and the test accuracy per GiB of it.
 """
 
 from __future__ import annotations
@@ -52,6 +56,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--rivals", action="store_true", help="the rivals at K=4, 8, 16 (see above)")
+    parser.add_argument("--bench-json", default=None, help="bench.json of the same network and batch (see above)")
     parser.add_argument("--out", default="benchmarks/results/cifar_small")
     args = parser.parse_args()
 
@@ -67,10 +72,25 @@ def main() -> None:
 
     print(f"\nResNet-32, CIFAR-10 (JPEG), {args.train_subset} train / {args.test_subset} test images, "
           f"{args.epochs} epochs, batch {args.batch_size}, seed {args.seed}, {args.device}")
-    print("| method | K | final test error | best test error | aux params | train seconds |\n|---|---|---|---|---|---|")
+    peaks = {}
+    if args.bench_json:
+        bench = json.loads(Path(args.bench_json).read_text())
+        if bench["batch_size"] != args.batch_size:
+            raise SystemExit(f"{args.bench_json} was measured at batch {bench['batch_size']}, not {args.batch_size}")
+        peaks = {(b["method"], b["K"], tuple(b["cuts"])): b["peak_bytes"] for b in bench["rows"]}
     for r in rows:
+        peak = peaks.get((r["method"], r["K"], tuple(r["cuts"])))
+        if peak is not None:
+            r["bench_peak_bytes"] = peak
+            r["accuracy_per_gib"] = (1 - r["final_test_error"]) / (peak / 2**30)
+    extra = " peak MiB (bench) | accuracy per GiB |" if peaks else ""
+    print(f"| method | K | final test error | best test error | aux params | train seconds |{extra}")
+    print("|---" * (6 + 2 * bool(peaks)) + "|")
+    for r in rows:
+        cells = (f" {r['bench_peak_bytes'] / 2**20:.0f} | {r['accuracy_per_gib']:.2f} |" if "bench_peak_bytes" in r
+                 else " – | – |" if peaks else "")
         print(f"| {r['method']} | {r['K']} | {100 * r['final_test_error']:.2f} % | "
-              f"{100 * r['best_test_error']:.2f} % | {r['aux_parameters'] / 1e6:.3f} M | {r['total_seconds']:.0f} |")
+              f"{100 * r['best_test_error']:.2f} % | {r['aux_parameters'] / 1e6:.3f} M | {r['total_seconds']:.0f} |{cells}")
     path = out / "cifar_small.json"
     path.write_text(json.dumps({"settings": vars(args), "rows": rows}, indent=2) + "\n")
     print(f"wrote {path}")
