@@ -134,7 +134,7 @@ class LocalLearner(nn.Module):
         self.method.check(K, self.lambdas, self.method_options)
         if temperature <= 0:
             raise InfoProError(f"temperature must be > 0, got {temperature}")
-        options = AuxOptions(widen=widen, feature_dim=feature_dim)
+        options = AuxOptions(widen=widen, feature_dim=feature_dim, decoder_chunk_channels=decoder_chunk_channels)
 
         *shapes, out_shape = feature_shapes([*backbone.blocks, backbone.head], self.input_shape)
         if tuple(out_shape) != (num_classes,):
@@ -157,7 +157,7 @@ class LocalLearner(nn.Module):
             return self.method.build(PieceContext(
                 k=k, K=K, cut=cut, feature_shape=tuple(int(d) for d in feature_shape), image_shape=self.input_shape,
                 num_classes=num_classes, block_shapes=block_shapes, blocks=backbone.blocks, lambdas=self.lambdas,
-                head=head, aux=options, temperature=temperature, decoder_chunk_channels=decoder_chunk_channels,
+                head=head, aux=options, temperature=temperature, tokens=backbone.tokens,
                 options=self.method_options,
             ))
 
@@ -241,7 +241,7 @@ class LocalLearner(nn.Module):
         """
         context = dataclasses.replace(self._cut_context, batch_size=batch_size)
         backbone = self._backbone
-        profile = profile_memory(backbone.blocks, backbone.head, self.K, context)
+        profile = profile_memory(backbone.blocks, backbone.head, self.K, context, cuts=self.cuts)
         return piece_memory(profile, self.cuts, [context.objective_kind(k) for k in range(self.K)])
 
     def describe(self) -> list[PieceInfo]:

@@ -20,8 +20,9 @@ import torch
 from torch import nn
 
 from ...errors import InfoProError
+from ...models.backbone import TokenLayout
 from ...registry import Registry
-from ..aux_nets import AuxOptions
+from ..aux_nets import AuxOptions, Feature
 from ..objective import LocalObjective, Objective
 from ..losses import CrossEntropyTerm
 
@@ -92,8 +93,8 @@ class PieceContext:
     head: str | None
     aux: AuxOptions
     temperature: float
-    decoder_chunk_channels: int
     options: Mapping[str, Any]
+    tokens: TokenLayout | None = None  # how a token feature lies on the image (ViTs)
 
     @property
     def is_last(self) -> bool:
@@ -103,6 +104,10 @@ class PieceContext:
     def feature_kind(self) -> str:
         """'map' (C, H, W), 'tokens' (N, D) or 'vector' (D)."""
         return {3: "map", 2: "tokens", 1: "vector"}.get(len(self.feature_shape), "other")
+
+    def feature(self, shape: Sequence[int] | None = None) -> Feature:
+        """What the auxiliary-net families build for: the cut's feature (or one of `shape`) and the image."""
+        return Feature(tuple(shape) if shape is not None else self.feature_shape, self.image_shape, self.tokens)
 
     @property
     def weights(self) -> tuple[float, float]:
@@ -220,18 +225,20 @@ def detach_module(module: nn.Module) -> nn.Module:
 def head_objective(ctx: PieceContext, head: str, task_loss: str, feature_shape: Sequence[int] | None = None,
                    ) -> LocalObjective:
     """lambda1 * BCE(decoder(h), image) + lambda2 * task_loss(head(h), y) on a feature of `feature_shape`
-    (default: the cut's). Greedy SL, DGL and InfoPro are this with different heads, losses and lambdas."""
-    from ..aux_nets import Decoder, build_head
+    (default: the cut's), with the auxiliary-net family that fits the feature (map or tokens, small or
+    large input). Greedy SL, DGL and InfoPro are this with different heads, losses and lambdas."""
+    from ..aux_families import aux_family_for
     from ..losses import TASK_LOSSES
 
-    shape = tuple(feature_shape) if feature_shape is not None else ctx.feature_shape
     recon_weight, task_weight = ctx.weights
     loss = TASK_LOSSES.get(task_loss)(ctx.temperature)
     out_dim = ctx.aux.feature_dim if loss.output_is_embedding else ctx.num_classes
+    feature = ctx.feature(feature_shape)
+    family = aux_family_for(feature)
     return LocalObjective(
         loss,
-        head=build_head(ctx.head or head, shape, out_dim, ctx.aux) if task_weight else None,
-        decoder=Decoder(shape, ctx.image_shape, ctx.aux.widen, ctx.decoder_chunk_channels) if recon_weight else None,
+        head=family.head(ctx.head or head, feature, out_dim, ctx.aux) if task_weight else None,
+        decoder=family.decoder(feature, ctx.aux) if recon_weight else None,
         recon_weight=recon_weight,
         task_weight=task_weight,
     )
