@@ -23,7 +23,8 @@ import torch
 from torch import nn
 
 from ...errors import InfoProError
-from ..aux_nets import Decoder, build_head
+from ..aux_families import aux_family_for
+from ..aux_nets import Decoder
 from ..losses import TASK_LOSSES, CrossEntropyTerm, reconstruction_loss
 from ..objective import Objective
 from .base import METHODS, Lambdas, LocalMethod, PieceContext, reinitialise_, require_map
@@ -155,11 +156,12 @@ class HPFF(LocalMethod):
         task = TASK_LOSSES.get(self.task_loss)(ctx.temperature)
         out_dim = ctx.aux.feature_dim if task.output_is_embedding else ctx.num_classes
         head_name = ctx.head or self.head
-        shape = ctx.feature_shape
+        feature = ctx.feature()
+        family = aux_family_for(feature)  # heads follow the feature kind; the quadrant decoder is HPFF's own
         return reinitialise_(HPFFObjective(
-            own_head=build_head(head_name, shape, out_dim, ctx.aux),
-            head=build_head(head_name, shape, out_dim, ctx.aux) if task_weight else None,
-            decoder=QuadrantDecoder(shape, ctx.image_shape, ctx.aux.widen) if recon_weight else None,
+            own_head=family.head(head_name, feature, out_dim, ctx.aux),
+            head=family.head(head_name, feature, out_dim, ctx.aux) if task_weight else None,
+            decoder=QuadrantDecoder(ctx.feature_shape, ctx.image_shape, ctx.aux.widen) if recon_weight else None,
             task_loss=task, weights=self._weights(ctx), lambdas=(recon_weight, task_weight),
         ))
 
