@@ -66,10 +66,11 @@ class DataParallelTrainer:
         return tensor
 
     def _average_gradients(self, share: float, what: str) -> None:
-        for p in self.params:
+        trained = [p for p in self.params if p.requires_grad]  # frozen ones (MAN's EMA copies) keep no gradient
+        for p in trained:
             if p.grad is None:  # no rank may skip a parameter, or the flat buffers would not line up
                 p.grad = torch.zeros_like(p)
-        grads = [p.grad for p in self.params]
+        grads = [p.grad for p in trained]
         flat = self._all_reduce(_flatten_dense_tensors(grads).mul_(share), what)
         for grad, reduced in zip(grads, _unflatten_dense_tensors(flat, grads)):
             grad.copy_(reduced)
@@ -87,6 +88,7 @@ class DataParallelTrainer:
             out = self.learner.train_step(x, y)
             self._average_gradients(len(y) / batch, f"all-reducing gradients (epoch {epoch + 1}, step {step + 1})")
             self.optimizer.step()
+            self.learner.after_optimizer_step()
             sums[:-2] += torch.tensor(out["losses"], dtype=torch.float64, device=self.device) * len(y)
             sums[-2] += (out["logits"].argmax(1) == y).sum()
             sums[-1] += len(y)

@@ -8,7 +8,7 @@ before any starts the next. Either way the arithmetic is the single-process
 learner's: piece k sees, for batch b, the output of piece k-1 after b-1 steps,
 as it does in one process.
 
-What crosses a cut is h alone. Labels and the decoder's target image are not
+What crosses a cut is h alone (but see below for MAN). Labels and the decoder's target image are not
 sent: every rank iterates the same `DeviceLoader`, whose order and augmentation
 depend only on (seed, epoch), so each rank draws the very batch rank 0 draws.
 No header is needed either (each rank knows every micro-batch's size), the
@@ -16,6 +16,13 @@ image (3x32x32 floats per sample, against h's 16x32x32 after the first piece
 of a CIFAR ResNet) does not travel K-1 times, and every rank's random stream
 stays in step. The price: each rank holds the uint8 data set and augments each
 batch itself, an index-gather and a crop that cost far less than a piece.
+
+The one message that goes backwards is for methods whose objective follows a block of the next
+piece (MAN's EMA): rank k+1 sends that block's parameters to rank k after every optimiser step,
+and rank k applies the EMA update for step t-1 after its own step t (one step stale, so rank k
+never waits for rank k+1's current step; the single-process EMA is not reproduced exactly); the
+last update of an epoch is applied at its end. A method whose loss itself crosses a cut (HPFF)
+is refused.
 """
 
 from __future__ import annotations
@@ -55,10 +62,17 @@ class _ScaledObjective:
         return loss if self.scale == 1 else loss * self.scale
 
 
+def _flat(module: torch.nn.Module) -> torch.Tensor:
+    return torch.cat([p.detach().reshape(-1) for p in module.parameters()])
+
+
 class PiecesTrainer:
     """This rank's piece, auxiliary nets and optimiser; the interface of `SingleProcessTrainer`."""
 
     def __init__(self, learner: LocalLearner, args: argparse.Namespace, runtime: ParallelRuntime) -> None:
+        if learner.method.pieces_parallel_refusal:
+            raise InfoProError(f"--parallel pieces cannot run method {learner.method.name!r}: "
+                               f"{learner.method.pieces_parallel_refusal}; use --parallel data or one process")
         self.learner, self.runtime = learner, runtime
         self.k, self.K = runtime.rank, learner.K
         self.device = device = runtime.device
@@ -76,6 +90,10 @@ class PiecesTrainer:
         self.sync = args.sync_pieces
         self.link = Link(self.k, device, runtime.timeout, name=lambda r: f"rank {r} (piece {r + 1} of {self.K})",
                          max_in_flight=args.micro_batches + 1)  # run ahead by up to one batch
+        # Weights that go backwards (MAN): the block of this piece that piece k-1 follows, and the copy of
+        # piece k+1's block this piece follows (moved here: its EMA update runs on this device).
+        self.sent_block = learner.aux[self.k - 1].follows if self.k > 0 else None
+        self.followed = self.objective.follows.to(device) if self.objective.follows is not None else None
         self.is_writer = self.k == 0
         self.where = (f"pieces-parallel over {self.K} ranks ({runtime.backend}, piece {self.k + 1} on {device}), "
                       f"{self.micro_batches} micro-batch{'es' if self.micro_batches > 1 else ''}"
@@ -119,14 +137,29 @@ class PiecesTrainer:
                     correct += (h_out.argmax(1) == y_m).sum()
                 loss_sum += loss.double() * len(y)  # undoes the scale: sum of per-image losses
             self.optimizer.step()
+            if self.sent_block is not None:
+                self.link.isend(_flat(self.sent_block), self.k - 1, f"sending weights (epoch {epoch + 1}, step {step + 1})")
+            if self.followed is not None and step > 0:
+                self._follow(f"receiving weights of step {step} (epoch {epoch + 1})")
             seen += len(y)
             if self.sync:
                 self.link.barrier(f"finishing step {step + 1} of epoch {epoch + 1}")
+        if self.followed is not None and seen:
+            self._follow(f"receiving the last weights of epoch {epoch + 1}")
         self.link.flush()
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         return {"epoch": epoch + 1, "lr": self.optimizer.param_groups[0]["lr"], "loss_sum": loss_sum.item(),
                 "correct": int(correct.item()), "seen": seen, "seconds": time.perf_counter() - start}
+
+    @torch.no_grad()
+    def _follow(self, what: str) -> None:
+        """Receive the next piece's followed block (after its previous step) and run this objective's hook."""
+        params = list(self.followed.parameters())
+        flat = self.link.recv((sum(p.numel() for p in params),), params[0].dtype, self.k + 1, what)
+        for p, value in zip(params, flat.split([p.numel() for p in params])):
+            p.copy_(value.view_as(p))
+        self.objective.after_optimizer_step()
 
     @torch.no_grad()
     def _evaluate(self, loader: DeviceLoader, args: argparse.Namespace) -> tuple[int, int]:

@@ -156,6 +156,8 @@ def _coerce(action: argparse.Action, value: Any, path: Path) -> Any:
         return None
     if isinstance(action.default, bool) and not isinstance(value, bool):
         raise InfoProError(f"config file {path}: {action.dest} must be true or false, got {value!r}")
+    if action.dest == "cuts" and isinstance(value, list) and all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+        value = ",".join(map(str, value))  # a YAML list of block indices is the flag's comma list
     kind = action.type or (str if not isinstance(action.default, bool) else None)
     expected = {int: "an integer", float: "a number"}.get(kind, "a string")  # type: ignore[call-overload]
     try:

@@ -284,6 +284,7 @@ def train_one_epoch(learner: LocalLearner, optimizer: torch.optim.Optimizer, loa
         if (i + 1) % CHECK_EVERY == 0:
             watch.check(f"by step {i + 1} of epoch {epoch + 1}")
         optimizer.step()
+        learner.after_optimizer_step()  # e.g. MAN's EMA copies follow the next piece
         for k, value in enumerate(step["losses"]):
             loss_sums[k] += value * len(y)
         correct += (step["logits"].argmax(1) == y).sum()
