@@ -12,7 +12,9 @@
   500 test images.
 Every run of a group has the same budget; the final epoch's test accuracy is
 reported (no selection on the test set). A finished run directory is reused, a
-started one resumed (delete it to retrain). Prints a table and writes JSON.
+started one resumed (delete it to retrain); `--only NAME,...` trains some runs
+(e.g. in parallel processes; a run another process is writing is refused by its
+lock). Prints a table and writes JSON.
 
     python benchmarks/imagenette_small.py --out benchmarks/results/imagenette_small
 """
@@ -45,6 +47,7 @@ def main() -> None:
     parser.add_argument("--imagenette-dir", default=SHARED_IMAGENETTE)
     parser.add_argument("--cifar-dir", default=SHARED_CIFAR10_JPEG)
     parser.add_argument("--groups", default="imagenette,cifar10_vit", help="comma list of imagenette, cifar10_vit")
+    parser.add_argument("--only", default="", help="comma list of run names to train (default: all of the groups)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", default="benchmarks/results/imagenette_small")
     args = parser.parse_args()
@@ -52,7 +55,7 @@ def main() -> None:
     groups = args.groups.split(",")
     results = []
     for group, name, method, K in RUNS:
-        if group not in groups:
+        if group not in groups or (args.only and name not in args.only.split(",")):
             continue
         data = (IMAGENETTE + ["--data-dir", args.imagenette_dir] if group == "imagenette"
                 else VIT_CIFAR + ["--data-dir", args.cifar_dir])
