@@ -5,60 +5,41 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import resource
 import sys
 import time
 from datetime import datetime
+from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 import yaml
 from tqdm import tqdm
 
 from ..data import DeviceLoader, load_dataset, stratified_subset
+from ..device import is_convolutional, peak_memory_bytes, pick_device, use_fast_settings
 from ..errors import InfoProError
 from ..local import LocalLearner
 from ..models import build_backbone
+from ..parallel import MeshTrainer, ParallelRuntime, PeerLost, start_parallel
 from .args import check_args, resolved_config
 from .checkpoint import atomic_write_text, load_checkpoint, save_checkpoint
-
-if TYPE_CHECKING:
-    from ..parallel import ParallelRuntime
 
 # Settings that decide the shape of the model: a checkpoint evaluated with --test-only must share them.
 STRUCTURE_KEYS = ("arch", "dataset", "method", "K", "cuts", "lambdas", "aux_head", "aux_widen", "aux_feature_dim")
 # Settings a resumed run may change; every other one must equal the checkpoint's, so that the
 # resumed run ends where the uninterrupted one would.
-FREE_ON_RESUME = ("out", "device", "data_dir", "cache_dir")
+FREE_ON_RESUME = ("out", "device", "data_dir", "cache_dir", "channels_last", "compile", "tf32")
 AMP_DTYPES = {"none": None, "bf16": torch.bfloat16}
 RUN_FILES = ("config.yaml", "metrics.jsonl", "summary.json", "checkpoint.pt")
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise InfoProError(f"--device {name!r} is not a device; use auto, cpu, cuda or cuda:N") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise InfoProError(f"--device {name} asked for, but this PyTorch sees no CUDA device; use --device cpu")
-    return device
-
-
-def peak_memory_bytes(device: torch.device) -> tuple[int, str]:
-    """CUDA: the allocator's peak; CPU: the process's peak resident set size."""
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device), "cuda_max_memory_allocated"
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return rss * (1 if sys.platform == "darwin" else 1024), "cpu_max_rss"
 
 
 def build_learner(args: argparse.Namespace, image_shape: tuple[int, int, int], num_classes: int,
                   mean: tuple[float, ...], std: tuple[float, ...], device: torch.device) -> LocalLearner:
     torch.manual_seed(args.seed)
     backbone = build_backbone(args.arch, num_classes, image_shape[0]).to(device)
+    if args.channels_last is None:  # the default: on for convolutional networks, where it is faster (README)
+        args.channels_last = is_convolutional(backbone)
     if args.channels_last:
         backbone = backbone.to(memory_format=torch.channels_last)
     learner = LocalLearner(
@@ -110,7 +91,7 @@ def evaluate(learner: LocalLearner, loader: DeviceLoader, args: argparse.Namespa
 
 
 class SingleProcessTrainer:
-    """Every piece in this process. `infopro.parallel`'s trainers have the same four methods, so
+    """Every piece in this process. `infopro.parallel.MeshTrainer` has the same four methods, so
     `train_main` runs one epoch/metrics/checkpoint path whatever the mode."""
 
     is_writer = True  # the process that writes the run directory and prints
@@ -184,8 +165,6 @@ def check_resumable(state: dict[str, Any], args: argparse.Namespace, path: Path)
 
 def train_main(args: argparse.Namespace) -> int:
     check_args(args)
-    from ..parallel import PeerLost, start_parallel  # imports loop.py's pieces itself
-
     runtime = start_parallel(args)  # None unless --parallel (then one process per rank under torchrun)
     try:
         code = _train(args, runtime)
@@ -203,6 +182,7 @@ def train_main(args: argparse.Namespace) -> int:
 
 def _train(args: argparse.Namespace, runtime: ParallelRuntime | None) -> int:
     device = runtime.device if runtime is not None else pick_device(args.device)
+    use_fast_settings(device, args.tf32)
     data = load_dataset(args.dataset, args.data_dir, args.cache_dir)
     train_images, train_labels = data.train_images, data.train_labels
     test_images, test_labels = data.test_images, data.test_labels
@@ -217,13 +197,14 @@ def _train(args: argparse.Namespace, runtime: ParallelRuntime | None) -> int:
             f"--batch-size {args.batch_size} is larger than the training set ({len(train_labels)} images); "
             f"use a smaller batch or a larger --train-subset"
         )
+    build_on = device if runtime is None else runtime.build_device
+    learner = build_learner(args, data.image_shape, data.num_classes, data.mean, data.std, build_on)
     if runtime is None:
-        learner = build_learner(args, data.image_shape, data.num_classes, data.mean, data.std, device)
         trainer = SingleProcessTrainer(learner, args, device)
     else:
-        from ..parallel import build_parallel_trainer
-
-        learner, trainer = build_parallel_trainer(args, runtime, data)
+        trainer = MeshTrainer(learner, args, runtime, partial(make_optimizer, args=args))
+    if args.compile:
+        learner.compile_pieces()  # after the pieces reached their device
     schedule = build_schedule(trainer.optimizer, args)
     test_loader = DeviceLoader(test_images, test_labels, device, 1024, data.mean, data.std, train=False, seed=args.seed)
     writer = trainer.is_writer

@@ -1,0 +1,51 @@
+"""The device a run uses and the fast settings for it: shared by the loop and by `infopro.parallel`."""
+
+from __future__ import annotations
+
+import resource
+import sys
+
+import torch
+from torch import nn
+
+from .errors import InfoProError
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise InfoProError(f"--device {name!r} is not a device; use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise InfoProError(f"--device {name} asked for, but this PyTorch sees no CUDA device; use --device cpu")
+    return device
+
+
+def peak_memory_bytes(device: torch.device) -> tuple[int, str]:
+    """CUDA: the allocator's peak; CPU: the process's peak resident set size."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device), "cuda_max_memory_allocated"
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss * (1 if sys.platform == "darwin" else 1024), "cpu_max_rss"
+
+
+def is_convolutional(module: nn.Module) -> bool:
+    """Whether `module` holds a 2-D convolution, the layer that channels-last memory format speeds up."""
+    return any(isinstance(m, nn.Conv2d) for m in module.modules())
+
+
+def use_fast_settings(device: torch.device, tf32: bool = True) -> dict[str, bool]:
+    """The process-wide settings that make training fastest on `device`; returns what was set.
+
+    CUDA: cuDNN picks the fastest convolution algorithm for each shape (`cudnn.benchmark`; the shapes of
+    a run repeat every step), and on Ampere or newer float32 matmuls and convolutions run in TF32
+    (`tf32=False` keeps full float32). The CPU has neither setting.
+    """
+    if device.type != "cuda":
+        return {}
+    torch.backends.cudnn.benchmark = True
+    ampere = torch.cuda.get_device_capability(device)[0] >= 8
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = tf32 and ampere
+    return {"cudnn_benchmark": True, "tf32": tf32 and ampere}
