@@ -54,6 +54,7 @@ class SavedActivationMeter:
     def reset_peak(self) -> None:
         self.peak_bytes = self.current_bytes
 
+    @torch._dynamo.disable  # bookkeeping, never traced into a compiled piece (which calls the hooks)
     def _pack(self, tensor: torch.Tensor) -> object:
         key = _storage_key(tensor)
         if key in self._excluded:
@@ -68,6 +69,7 @@ class SavedActivationMeter:
         return _Saved(tensor, self, key)
 
     @staticmethod
+    @torch._dynamo.disable
     def _unpack(packed: object) -> torch.Tensor:
         return packed.tensor if isinstance(packed, _Saved) else packed
 
