@@ -12,6 +12,7 @@ total alive at one time: a device-independent count, not a timing.
 
 from __future__ import annotations
 
+import sys
 from typing import Iterable
 
 import torch
@@ -42,7 +43,10 @@ class SavedActivationMeter:
         self._bytes: dict[tuple, int] = {}
         self.current_bytes = 0
         self.peak_bytes = 0
-        self._hooks = torch.autograd.graph.saved_tensors_hooks(self._pack, self._unpack)
+        pack, unpack = self._pack, self._unpack
+        if "torch._dynamo" in sys.modules:  # something may be compiled: keep the bookkeeping out of its graphs
+            pack, unpack = torch.compiler.disable(pack), torch.compiler.disable(unpack)
+        self._hooks = torch.autograd.graph.saved_tensors_hooks(pack, unpack)
 
     def __enter__(self) -> "SavedActivationMeter":
         self._hooks.__enter__()
@@ -54,7 +58,6 @@ class SavedActivationMeter:
     def reset_peak(self) -> None:
         self.peak_bytes = self.current_bytes
 
-    @torch._dynamo.disable  # bookkeeping, never traced into a compiled piece (which calls the hooks)
     def _pack(self, tensor: torch.Tensor) -> object:
         key = _storage_key(tensor)
         if key in self._excluded:
@@ -69,7 +72,6 @@ class SavedActivationMeter:
         return _Saved(tensor, self, key)
 
     @staticmethod
-    @torch._dynamo.disable
     def _unpack(packed: object) -> torch.Tensor:
         return packed.tensor if isinstance(packed, _Saved) else packed
 
