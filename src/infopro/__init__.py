@@ -2,8 +2,9 @@
 
 from .errors import InfoProError
 from .registry import Registry
-from .models import ARCHITECTURES, SequentialBackbone, build_backbone
+from .models import ARCHITECTURES, SequentialBackbone, TokenLayout, backbone_from_module, build_backbone
 from .local import (
+    AUX_FAMILIES,
     CUT_PRESETS,
     HEADS,
     METHODS,
@@ -19,7 +20,7 @@ from .bench import SavedActivationMeter
 __version__ = "0.1.0"
 
 __all__ = [
-    "ARCHITECTURES", "CUT_PRESETS", "HEADS", "InfoProError", "Lambdas", "LocalLearner",
+    "ARCHITECTURES", "AUX_FAMILIES", "CUT_PRESETS", "HEADS", "InfoProError", "Lambdas", "LocalLearner",
     "LocalObjective", "METHODS", "Registry", "SavedActivationMeter", "SequentialBackbone",
-    "TASK_LOSSES", "build_backbone", "local_step", "resolve_cuts", "__version__",
+    "TASK_LOSSES", "TokenLayout", "backbone_from_module", "build_backbone", "local_step", "resolve_cuts", "__version__",
 ]

@@ -5,13 +5,14 @@ from __future__ import annotations
 import argparse
 
 from .local import CUT_PRESETS, HEADS, METHODS, LocalLearner
-from .models import build_backbone
+from .models import ARCHITECTURES, build_backbone, native_input_shape
 
 
 def add_learner_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags that choose the network, the method and the cuts (shared by the subcommands)."""
     g = parser.add_argument_group("network and method")
-    g.add_argument("--arch", default="resnet32", help="architecture (default: %(default)s)")
+    g.add_argument("--arch", default="resnet32",
+                   help=f"architecture, one of {', '.join(ARCHITECTURES.names())} (default: %(default)s)")
     g.add_argument("--method", default="infopro-contrast", help=f"one of {', '.join(METHODS.names())} (default: %(default)s)")
     g.add_argument("--K", type=int, default=4, help="number of gradient-isolated pieces; 1 = end-to-end (default: %(default)s)")
     g.add_argument("--cuts", default="paper",
@@ -32,12 +33,14 @@ def add_learner_arguments(parser: argparse.ArgumentParser) -> None:
 def add_describe_arguments(parser: argparse.ArgumentParser) -> None:
     add_learner_arguments(parser)
     parser.add_argument("--num-classes", type=int, default=10)
-    parser.add_argument("--input-shape", type=int, nargs=3, default=[3, 32, 32], metavar=("C", "H", "W"))
+    parser.add_argument("--input-shape", type=int, nargs=3, default=None, metavar=("C", "H", "W"),
+                        help="input image shape (default: the architecture's own, 3x32x32 or 3x224x224)")
     parser.add_argument("--batch-size", type=int, default=64,
                         help="batch at which each piece's activation memory is profiled (default: %(default)s)")
 
 
 def describe_main(args: argparse.Namespace) -> int:
+    args.input_shape = list(args.input_shape or native_input_shape(args.arch))
     backbone = build_backbone(args.arch, args.num_classes, args.input_shape[0])
     learner = LocalLearner(
         backbone, args.K, args.method, cuts=args.cuts, input_shape=args.input_shape,

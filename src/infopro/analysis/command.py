@@ -17,7 +17,7 @@ from ..errors import InfoProError
 from ..train.checkpoint import atomic_write_text
 from ..train.loop import pick_device
 from .estimators import TrainSettings, estimate_i_hx, estimate_i_hy
-from .features import check_depths, default_depths, extract_features, parse_depths
+from .features import check_depths, default_depths, extract_features, feature_map, parse_depths
 from .probes import PROBES
 from .report import plot_probe, probe_table
 from .restore import RestoredRun, load_run_data, read_run_config, restore_run
@@ -100,7 +100,10 @@ def probe_run(run: RestoredRun, depths: list[int], data: ImageDataset, train: tu
     for depth in tqdm(depths, desc=run.name, leave=False, disable=not progress):
         train_h, train_x, train_y = extract_features(run.backbone, depth, *train, run.mean, run.std, device)
         test_h, test_x, test_y = extract_features(run.backbone, depth, *test, run.mean, run.std, device)
-        i_hx = estimate_i_hx(train_h, train_x, test_h, test_x, settings)
+        tokens = run.backbone.tokens
+        i_hx = estimate_i_hx(train_h, train_x, test_h, test_x, settings, tokens)
+        # The probes read maps: token features go on their patch grid.
+        train_h, test_h = (feature_map(h, tokens, train_x.shape[1:]) for h in (train_h, test_h))
         i_hy = estimate_i_hy(train_h, train_y, test_h, test_y, data.num_classes, probe, settings)
         points.append({"depth": depth, "i_hx": i_hx.value, "i_hy": i_hy.value})
         losses.append({"depth": depth, "decoder": i_hx.train_losses, "probe": i_hy.train_losses})

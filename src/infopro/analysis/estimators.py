@@ -21,7 +21,8 @@ from torch import nn
 from tqdm import tqdm
 
 from ..errors import InfoProError
-from ..local import Decoder, reconstruction_loss
+from ..local import AuxOptions, Feature, aux_family_for, reconstruction_loss
+from ..models import TokenLayout
 from .probes import build_probe
 
 
@@ -85,10 +86,15 @@ def _batched(model: nn.Module, inputs: torch.Tensor, batch_size: int) -> torch.T
 
 
 def estimate_i_hx(train_h: torch.Tensor, train_images: torch.Tensor, test_h: torch.Tensor,
-                  test_images: torch.Tensor, settings: TrainSettings) -> Estimate:
-    """I(h, x) as 1 - mean per-pixel BCE, on the test set, of a `Decoder` trained on (train_h -> train_images)."""
+                  test_images: torch.Tensor, settings: TrainSettings, tokens: TokenLayout | None = None) -> Estimate:
+    """I(h, x) as 1 - mean per-pixel BCE, on the test set, of a decoder trained on (train_h -> train_images).
+
+    The decoder is InfoPro's w for this kind of feature (`aux_family_for`): the CIFAR `Decoder`
+    for small maps, the ImageNet decoder for large inputs, the per-token MLP for `tokens`.
+    """
     torch.manual_seed(settings.seed)
-    decoder = Decoder(train_h.shape[1:], train_images.shape[1:]).to(train_h.device)
+    feature = Feature(tuple(train_h.shape[1:]), tuple(train_images.shape[1:]), tokens)
+    decoder = aux_family_for(feature).decoder(feature, AuxOptions()).to(train_h.device)
     losses = fit(decoder, reconstruction_loss, train_h, train_images, settings, desc="decoder")
     bce = reconstruction_loss(_batched(decoder, test_h, settings.batch_size), test_images).item()
     return Estimate(1.0 - bce, losses)

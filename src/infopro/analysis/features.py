@@ -16,7 +16,9 @@ import torch
 
 from ..data import DeviceLoader
 from ..errors import InfoProError
-from ..models import SequentialBackbone
+from ..local import Feature
+from ..local.aux_tokens import TokensToMap
+from ..models import SequentialBackbone, TokenLayout
 
 
 def parse_depths(text: str | Sequence[int]) -> list[int]:
@@ -84,3 +86,10 @@ def extract_features(
         for module, mode in modes:
             module.training = mode
     return torch.cat(features), targets, torch.cat(ys)
+
+
+def feature_map(h: torch.Tensor, tokens: TokenLayout | None, image_shape: Sequence[int]) -> torch.Tensor:
+    """h as a (N, C, H, W) map for the probes: token features (N, L, D) laid on their patch grid."""
+    if h.dim() == 4:
+        return h
+    return TokensToMap(Feature(tuple(h.shape[1:]), tuple(image_shape), tokens))(h)

@@ -15,6 +15,7 @@ from tqdm import tqdm
 
 from ..errors import InfoProError
 from ..local import CUT_PRESETS, METHODS
+from ..models import ARCHITECTURES, native_input_shape
 from ..train.checkpoint import atomic_write_text
 from ..train.loop import pick_device
 from .report import MiB, add_ratios, markdown_table, plot_memory
@@ -24,9 +25,11 @@ BASELINES = ("e2e", "checkpoint")
 
 
 def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--arch", default="resnet110", help="architecture (default: %(default)s)")
+    parser.add_argument("--arch", default="resnet110",
+                        help=f"architecture, one of {', '.join(ARCHITECTURES.names())} (default: %(default)s)")
     parser.add_argument("--batch-size", type=int, default=1024, help="(default: %(default)s, the paper's Table 3)")
-    parser.add_argument("--input-shape", type=int, nargs=3, default=[3, 32, 32], metavar=("C", "H", "W"))
+    parser.add_argument("--input-shape", type=int, nargs=3, default=None, metavar=("C", "H", "W"),
+                        help="input image shape (default: the architecture's own, 3x32x32 or 3x224x224)")
     parser.add_argument("--num-classes", type=int, default=10)
     parser.add_argument("--K", type=int, nargs="+", default=[2, 3, 4, 8, 16], help="pieces (checkpoint: segments)")
     parser.add_argument("--methods", default="e2e,checkpoint,infopro-contrast",
@@ -77,7 +80,7 @@ def bench_main(args: argparse.Namespace) -> int:
     if out.exists() and not out.is_dir():
         raise InfoProError(f"--out {out} is a file, not a directory")
     out.mkdir(parents=True, exist_ok=True)
-    shape = tuple(args.input_shape)
+    shape = tuple(args.input_shape or native_input_shape(args.arch))
     title = (f"{args.arch}, {'x'.join(map(str, shape))}, batch {args.batch_size}, {device.type}"
              f"{' (' + torch.cuda.get_device_name(device) + ')' if device.type == 'cuda' else ''}")
     rows: list[dict[str, Any]] = []

@@ -3,7 +3,8 @@
 Takes tensors, never datasets; knows nothing of the loop, the command line or files.
 """
 
-from .aux_nets import HEADS, AuxOptions, Decoder, build_head
+from .aux_families import AUX_FAMILIES, AuxFamily, aux_family_for
+from .aux_nets import HEADS, AuxOptions, Decoder, Feature, build_head
 from .cuts import CUT_PRESETS, PAPER_BALANCED_CUTS, PAPER_CUTS, even_cuts, piece_ranges, resolve_cuts, validate_cuts
 from .learner import LocalLearner, LocalPair, PieceInfo, check_compiler, local_step, pair_step
 from .losses import TASK_LOSSES, reconstruction_loss, supervised_contrastive_loss
@@ -12,9 +13,9 @@ from .objective import LocalObjective
 from .pieces import feature_shapes, split_blocks
 
 __all__ = [
-    "AuxOptions", "CUT_PRESETS", "Decoder", "HEADS", "Lambdas",
-    "LocalLearner", "LocalMethod", "LocalPair", "LocalObjective", "METHODS", "PAPER_BALANCED_CUTS", "PAPER_CUTS",
-    "PieceInfo", "TASK_LOSSES", "build_head", "check_compiler", "even_cuts", "feature_shapes", "local_step",
-    "pair_step", "piece_ranges", "reconstruction_loss", "resolve_cuts", "split_blocks",
+    "AUX_FAMILIES", "AuxFamily", "AuxOptions", "CUT_PRESETS", "Feature", "Decoder", "HEADS", "Lambdas",
+    "LocalLearner", "LocalMethod", "LocalObjective", "LocalPair", "METHODS", "PAPER_BALANCED_CUTS", "PAPER_CUTS",
+    "PieceInfo", "TASK_LOSSES", "aux_family_for", "build_head", "check_compiler", "even_cuts", "feature_shapes",
+    "local_step", "pair_step", "piece_ranges", "reconstruction_loss", "resolve_cuts", "split_blocks",
     "supervised_contrastive_loss", "validate_cuts",
 ]

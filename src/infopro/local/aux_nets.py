@@ -1,8 +1,9 @@
-"""Auxiliary nets of a piece, built from the shape of the feature at the cut.
+"""Auxiliary nets of a piece for small feature maps (CIFAR-sized inputs), and what every family is built from.
 
 Decoder w reconstructs the input image (InfoPro's I(h, x) term); a head psi
 maps the feature to class logits or to a contrastive embedding. Heads are
-chosen by name from `HEADS`; all follow the paper's tables 18-19.
+chosen by name from `HEADS`; all follow the paper's tables 18-19. Which
+family of auxiliary nets a cut gets follows its `Feature` (see aux_families.py).
 """
 
 from __future__ import annotations
@@ -15,15 +16,28 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import InfoProError
+from ..models.backbone import TokenLayout
 from ..registry import Registry
 
 
 @dataclass(frozen=True)
+class Feature:
+    """What a cut's auxiliary nets are built for: the feature's shape (no batch), the input image's
+    (C, H, W), and for token-sequence features (L, D) how the tokens lie on the image."""
+
+    shape: tuple[int, ...]
+    image_shape: tuple[int, ...]
+    tokens: TokenLayout | None = None
+
+
+@dataclass(frozen=True)
 class AuxOptions:
-    """Sizes of the auxiliary nets: `widen` scales their widths, `feature_dim` the hidden fc width."""
+    """Sizes of the auxiliary nets: `widen` scales their widths, `feature_dim` the hidden fc width;
+    `decoder_chunk_channels` > 0 chunks the small-map decoder's upsampling (see `Decoder`)."""
 
     widen: int = 1
     feature_dim: int = 128
+    decoder_chunk_channels: int = 0
 
     def __post_init__(self) -> None:
         if self.widen < 1 or self.feature_dim < 1:
@@ -164,3 +178,11 @@ for _name, (_convs, _fcs) in {
 
 def build_head(name: str, feature_shape: Sequence[int], out_dim: int, options: AuxOptions) -> nn.Module:
     return HEADS.get(name)(feature_shape, out_dim, options)
+
+
+def small_map_decoder(feature: Feature, options: AuxOptions) -> nn.Module:
+    return Decoder(feature.shape, feature.image_shape, options.widen, options.decoder_chunk_channels)
+
+
+def small_map_head(name: str, feature: Feature, out_dim: int, options: AuxOptions) -> nn.Module:
+    return build_head(name, feature.shape, out_dim, options)

@@ -106,6 +106,13 @@ class _StorageRecorder:
         self._held[-1].append(tensor)
         return None
 
+    def excluding(self, tensors: Sequence[torch.Tensor]) -> "_Excluded":
+        """Context: `tensors` (a temporary module's parameters) are not counted while it lasts.
+
+        Their keys are forgotten afterwards: once freed, their memory may hold an activation.
+        """
+        return _Excluded(self._excluded, {self._key(t) for t in tensors} - self._excluded)
+
     def start(self) -> dict[int, int]:
         """Begin recording a new unit (a block or an objective); returns its storage map."""
         self.current = {}
@@ -122,35 +129,49 @@ class _StorageRecorder:
         self._held.append([])
 
 
+class _Excluded:
+    def __init__(self, excluded: set, keys: set) -> None:
+        self._excluded, self._keys = excluded, keys
+
+    def __enter__(self) -> None:
+        self._excluded |= self._keys
+
+    def __exit__(self, *exc: object) -> None:
+        self._excluded -= self._keys
+
+
 def profile_memory(
     blocks: Sequence[nn.Module],
     head: nn.Module,
     K: int,
     context: CutContext,
+    cuts: Sequence[int] | None = None,
 ) -> MemoryProfile:
     """Record what each block, and each kind of objective after each block, saves for backward.
 
     Runs on copies in training mode (BatchNorm statistics of the model are
     untouched) at `context.batch_size`, on the model's device and dtype.
+    `cuts`: profile objectives only after these blocks (default: after every
+    block that may end a piece). Each candidate objective is built just before
+    its forward pass and dropped after it, so memory stays at about one
+    objective's, even for deep networks with large auxiliary nets.
     """
     # Building the candidate aux nets must not move the global RNG the real nets are initialised from.
     with torch.random.fork_rng(devices=[]):
-        return _profile_memory(blocks, head, K, context)
+        return _profile_memory(blocks, head, K, context, cuts)
 
 
-def _profile_memory(blocks: Sequence[nn.Module], head: nn.Module, K: int, context: CutContext) -> MemoryProfile:
+def _profile_memory(blocks: Sequence[nn.Module], head: nn.Module, K: int, context: CutContext,
+                    cuts: Sequence[int] | None) -> MemoryProfile:
     blocks = copy.deepcopy(list(blocks)) + [copy.deepcopy(head)]
     param = next(p for b in blocks for p in b.parameters())
     device, dtype = param.device, param.dtype
     n = len(blocks) - 1
+    candidates = set(range(n - 1)) if cuts is None else set(cuts)
     kinds = {context.objective_kind(k): k for k in range(K - 1)}
     last_kind = context.objective_kind(K - 1)
-    objectives = {}
-    for kind, k in kinds.items():
-        for b in range(n - 1):
-            objectives[(kind, b)] = context.objective_for(k, b).to(device=device, dtype=dtype)
     final = context.objective_for(K - 1, n).to(device=device, dtype=dtype)
-    params = [p for m in [*blocks, *objectives.values(), final] for p in m.parameters()]
+    params = [p for m in [*blocks, final] for p in m.parameters()]
     for p in params:
         p.requires_grad_(True)
 
@@ -167,10 +188,13 @@ def _profile_memory(blocks: Sequence[nn.Module], head: nn.Module, K: int, contex
             block.train()
             profile.blocks.append(recorder.start())
             h = block(h)
-            if b < n - 1:
-                for kind in kinds:
-                    profile.objectives[(kind, b)] = recorder.start()
-                    objectives[(kind, b)].train()(h, labels, image)
+            if b in candidates:
+                for kind, k in kinds.items():
+                    objective = context.objective_for(k, b).to(device=device, dtype=dtype).train()
+                    with recorder.excluding(list(objective.parameters())):
+                        profile.objectives[(kind, b)] = recorder.start()
+                        objective(h, labels, image)
+                    del objective
             recorder.next_block()
         profile.objectives[(last_kind, n)] = recorder.start()
         final.train()(h, labels, image)

@@ -32,6 +32,11 @@ PAPER_CUTS: dict[str, dict[int, list[StagePosition]]] = {
              (2, 1), (2, 4), (2, 7), (2, 11), (2, 15),
              (3, 1), (3, 5), (3, 9), (3, 13)],
     },
+    # ImageNet, InfoPro* K=2 (authors' ImageNet code, paper tables 20-21): inside layer2, whose
+    # 28x28 output at 224 px is the paper's conv3_x ("stage 3" when the stem counts as stage 1).
+    "resnet101": {2: [(2, 0)]},
+    "resnet152": {2: [(2, 5)]},
+    "resnext101_32x8d": {2: [(2, 2)]},
 }
 
 # "Balanced memory" cuts (InfoPro*, CIFAR-10): earlier than even, so that each

@@ -14,7 +14,8 @@ from torch import nn
 from ..constants import CIFAR_MEAN, CIFAR_STD
 from ..errors import InfoProError
 from ..models.backbone import SequentialBackbone
-from .aux_nets import AuxOptions, Decoder, build_head
+from .aux_families import aux_family_for
+from .aux_nets import AuxOptions, Feature
 from .balance import CutContext, piece_memory, profile_memory
 from .cuts import piece_ranges, resolve_cuts
 from .losses import TASK_LOSSES, CrossEntropyTerm
@@ -161,7 +162,7 @@ class LocalLearner(nn.Module):
             )
         if temperature <= 0:
             raise InfoProError(f"temperature must be > 0, got {temperature}")
-        options = AuxOptions(widen=widen, feature_dim=feature_dim)
+        options = AuxOptions(widen=widen, feature_dim=feature_dim, decoder_chunk_channels=decoder_chunk_channels)
         head_name = head or self.method.head
 
         *shapes, out_shape = feature_shapes([*backbone.blocks, backbone.head], self.input_shape)
@@ -184,10 +185,13 @@ class LocalLearner(nn.Module):
             recon_weight, task_weight = self.lambdas.for_piece(k, K)
             task_loss = TASK_LOSSES.get(self.method.task_loss)(temperature)
             out_dim = feature_dim if task_loss.output_is_embedding else num_classes
+            # The auxiliary nets follow the feature at the cut (map or tokens, small or large input).
+            feature = Feature(tuple(shapes[cut]), self.input_shape, backbone.tokens)
+            family = aux_family_for(feature)
             return LocalObjective(
                 task_loss,
-                head=build_head(head_name, shapes[cut], out_dim, options) if task_weight else None,
-                decoder=Decoder(shapes[cut], self.input_shape, widen, decoder_chunk_channels) if recon_weight else None,
+                head=family.head(head_name, feature, out_dim, options) if task_weight else None,
+                decoder=family.decoder(feature, options) if recon_weight else None,
                 recon_weight=recon_weight,
                 task_weight=task_weight,
             )
@@ -270,7 +274,7 @@ class LocalLearner(nn.Module):
         """
         context = dataclasses.replace(self._cut_context, batch_size=batch_size)
         backbone = self._backbone
-        profile = profile_memory(backbone.blocks, backbone.head, self.K, context)
+        profile = profile_memory(backbone.blocks, backbone.head, self.K, context, cuts=self.cuts)
         return piece_memory(profile, self.cuts, [context.objective_kind(k) for k in range(self.K)])
 
     def describe(self) -> list[PieceInfo]:

@@ -1,8 +1,12 @@
 """Backbones as a sequence of blocks (stem first) plus a head. Knows nothing of cuts."""
 
-from .backbone import ClassifierHead, SequentialBackbone
-from .registry import ARCHITECTURES, build_backbone
+from .backbone import ClassifierHead, SequentialBackbone, TokenLayout
+from .registry import ARCHITECTURES, build_backbone, native_input_shape
 from . import resnet_cifar  # noqa: F401  (registers the CIFAR ResNets)
+from . import resnet_imagenet  # noqa: F401  (ImageNet ResNets and ResNeXts)
+from . import densenet  # noqa: F401  (DenseNet-BC)
+from . import vit  # noqa: F401  (vision transformers)
+from .custom import backbone_from_module
 from .resnet_cifar import BasicBlock, cifar_resnet
 
 __all__ = [
@@ -10,6 +14,9 @@ __all__ = [
     "BasicBlock",
     "ClassifierHead",
     "SequentialBackbone",
+    "TokenLayout",
+    "backbone_from_module",
     "build_backbone",
     "cifar_resnet",
+    "native_input_shape",
 ]

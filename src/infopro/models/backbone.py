@@ -2,10 +2,24 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Sequence
 
 import torch
 from torch import nn
+
+
+@dataclass(frozen=True)
+class TokenLayout:
+    """How a token-sequence feature (N, L, D) sits on the image: `prefix_tokens` (e.g. a class token)
+    first, then one token per `patch_size` x `patch_size` patch in row-major order."""
+
+    patch_size: int
+    prefix_tokens: int = 1
+
+    def __post_init__(self) -> None:
+        if self.patch_size < 1 or self.prefix_tokens < 0:
+            raise ValueError(f"patch_size must be >= 1 and prefix_tokens >= 0, got {self}")
 
 
 class SequentialBackbone(nn.Module):
@@ -14,6 +28,9 @@ class SequentialBackbone(nn.Module):
     `stage_sizes` groups the blocks into stages (the stem is stage 0) so that
     published cut positions, written as (stage, block-within-stage), can be
     mapped to block indices. `arch` names the architecture for cut presets.
+    `image_size` is the input side the network is built for (None: any);
+    `tokens` says how token-sequence features lie on the image (None: the
+    features are (C, H, W) maps), so that auxiliary nets can follow them.
     """
 
     def __init__(
@@ -22,6 +39,8 @@ class SequentialBackbone(nn.Module):
         head: nn.Module,
         stage_sizes: Sequence[int] | None = None,
         arch: str | None = None,
+        image_size: int | None = None,
+        tokens: TokenLayout | None = None,
     ) -> None:
         super().__init__()
         self.blocks = nn.Sequential(*blocks)
@@ -33,6 +52,8 @@ class SequentialBackbone(nn.Module):
                 f"but there are {len(self.blocks)} blocks"
             )
         self.arch = arch
+        self.image_size = image_size
+        self.tokens = tokens
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.blocks(x))

@@ -17,6 +17,13 @@ def conv3x3(in_channels: int, out_channels: int, stride: int = 1) -> nn.Conv2d:
     return nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=1, bias=False)
 
 
+def projection(in_channels: int, out_channels: int, stride: int) -> nn.Module:
+    """The shortcut: identity, or 1x1 conv + BatchNorm where the shape changes."""
+    if stride == 1 and in_channels == out_channels:
+        return nn.Identity()
+    return nn.Sequential(nn.Conv2d(in_channels, out_channels, 1, stride=stride, bias=False), nn.BatchNorm2d(out_channels))
+
+
 class BasicBlock(nn.Module):
     def __init__(self, in_channels: int, out_channels: int, stride: int = 1) -> None:
         super().__init__()
@@ -27,12 +34,7 @@ class BasicBlock(nn.Module):
         # In-place ReLUs: BatchNorm's backward needs its input, not its output,
         # so overwriting the output saves one activation per ReLU.
         self.relu = nn.ReLU(inplace=True)
-        self.shortcut: nn.Module = nn.Identity()
-        if stride != 1 or in_channels != out_channels:
-            self.shortcut = nn.Sequential(
-                nn.Conv2d(in_channels, out_channels, 1, stride=stride, bias=False),
-                nn.BatchNorm2d(out_channels),
-            )
+        self.shortcut = projection(in_channels, out_channels, stride)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.relu(self.bn1(self.conv1(x)))
@@ -61,7 +63,7 @@ def cifar_resnet(
             blocks.append(BasicBlock(channels, width, stride))
             channels = width
     model = SequentialBackbone(
-        blocks, ClassifierHead(channels, num_classes), stage_sizes=[1, n, n, n], arch=arch
+        blocks, ClassifierHead(channels, num_classes), stage_sizes=[1, n, n, n], arch=arch, image_size=32
     )
     init_resnet_(model)
     return model
