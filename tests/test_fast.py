@@ -108,6 +108,13 @@ def test_channels_last_is_the_default_for_convolutional_networks(tmp_path):
     assert load_checkpoint(out / "checkpoint.pt")["model"]["pieces.0.0.0.weight"].is_contiguous()
 
 
+def test_channels_last_default_follows_the_layers():
+    from infopro.device import is_convolutional
+
+    assert is_convolutional(infopro.build_backbone("resnet20", 10))
+    assert not is_convolutional(infopro.build_backbone("vit_tiny_p4", 10))  # one conv: the patch embedding
+
+
 def test_parallel_never_imports_the_training_loop():
     """One direction only: train/ uses infopro.parallel, parallel/ uses the learner, data and device."""
     for path in (SRC / "parallel").glob("*.py"):

@@ -32,8 +32,10 @@ def peak_memory_bytes(device: torch.device) -> tuple[int, str]:
 
 
 def is_convolutional(module: nn.Module) -> bool:
-    """Whether `module` holds a 2-D convolution, the layer that channels-last memory format speeds up."""
-    return any(isinstance(m, nn.Conv2d) for m in module.modules())
+    """Whether 2-D convolutions, the layers channels-last memory format speeds up, hold most of `module`'s
+    weights (a ResNet or DenseNet: yes; a ViT, whose only convolution embeds the patches: no)."""
+    conv = sum(m.weight.numel() for m in module.modules() if isinstance(m, nn.Conv2d))
+    return conv > sum(p.numel() for p in module.parameters()) / 2
 
 
 def use_fast_settings(device: torch.device, tf32: bool = True) -> dict[str, bool]:
