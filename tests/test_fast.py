@@ -80,12 +80,16 @@ def test_compiled_step_holds_one_piece_at_a_time(compiled_learner):
     assert 0 < meter.peak_bytes <= one_piece
 
 
-def test_missing_compiler_is_one_clear_line(monkeypatch):
+def test_missing_compiler_is_one_clear_line(monkeypatch, tmp_path, capsys):
     import torch._dynamo
 
     monkeypatch.setattr(torch._dynamo, "is_dynamo_supported", lambda: False)
     with pytest.raises(InfoProError, match="torch.compile does not support this Python"):
         make_learner().compile_pieces()
+    assert main(["train", *FAST, "--compile", "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "--compile: torch.compile does not support" in err and len(err.splitlines()) == 1, err
+    assert not (tmp_path / "run").exists()
     monkeypatch.undo()
 
     def broken(*args, **kwargs):
