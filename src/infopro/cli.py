@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+import threading
 from typing import Callable, Sequence
 
-from .errors import InfoProError
+from .errors import InfoProError, Interrupted
+from .files import error_reason
 
 # name -> (help, add_arguments(parser), main(args))
 Subcommand = tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int | None]]
@@ -58,13 +61,36 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     args = parser.parse_args(argv)
     try:
-        return int(args.main(args) or 0)
+        with _sigterm_interrupts():
+            return int(args.main(args) or 0)
     except InfoProError as error:
         print(f"infopro {args.command}: error: {error}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"infopro {args.command}: interrupted", file=sys.stderr)
-        return 130
+    except OSError as error:  # not caught closer to where it happened: still one line, path and cause
+        where = f"{error.filename}: " if getattr(error, "filename", None) else ""
+        print(f"infopro {args.command}: error: {where}{error_reason(error)}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt as stop:
+        print(f"infopro {args.command}: interrupted" + (f" by {stop}" if str(stop) else ""), file=sys.stderr)
+        return getattr(stop, "exit_code", 130)
+
+
+class _sigterm_interrupts:
+    """SIGTERM (what a cluster scheduler or `kill` sends) raises `Interrupted` where the program is, as Ctrl-C
+    raises KeyboardInterrupt: the same clean stop, the same message, exit status 143."""
+
+    def __enter__(self) -> None:
+        self.previous = None
+        if threading.current_thread() is threading.main_thread():
+            self.previous = signal.signal(signal.SIGTERM, self._raise)
+
+    @staticmethod
+    def _raise(signum: int, frame: object) -> None:
+        raise Interrupted("SIGTERM", exit_code=128 + signum)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.previous is not None:
+            signal.signal(signal.SIGTERM, self.previous)
 
 
 if __name__ == "__main__":

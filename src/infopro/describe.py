@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import math
 
+from .errors import InfoProError
 from .local import CUT_PRESETS, HEADS, METHODS, LocalLearner
 from .models import ARCHITECTURES, build_backbone, native_input_shape
 
@@ -30,6 +32,19 @@ def add_learner_arguments(parser: argparse.ArgumentParser) -> None:
                         "less memory at deep cuts (default: 0, off)")
 
 
+def check_learner_arguments(args: argparse.Namespace) -> None:
+    """Refuse learner settings no network can use (nan and inf included), before anything is built."""
+    lambdas = list(args.lambdas or [])
+    if not all(math.isfinite(v) and v >= 0 for v in lambdas):
+        raise InfoProError(f"--lambdas must be finite and >= 0, got {lambdas}")
+    if not (math.isfinite(args.temperature) and args.temperature > 0):
+        raise InfoProError(f"--temperature must be a finite number > 0, got {args.temperature}")
+    for flag, value, least in (("--aux-widen", args.aux_widen, 1), ("--aux-feature-dim", args.aux_feature_dim, 1),
+                               ("--aux-decoder-chunk", args.aux_decoder_chunk, 0)):
+        if value < least:
+            raise InfoProError(f"{flag} must be >= {least}, got {value}")
+
+
 def add_describe_arguments(parser: argparse.ArgumentParser) -> None:
     add_learner_arguments(parser)
     parser.add_argument("--num-classes", type=int, default=10)
@@ -40,7 +55,14 @@ def add_describe_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def describe_main(args: argparse.Namespace) -> int:
+    check_learner_arguments(args)
+    if args.batch_size < 1:
+        raise InfoProError(f"--batch-size must be >= 1, got {args.batch_size}")
+    if args.num_classes < 1:
+        raise InfoProError(f"--num-classes must be >= 1, got {args.num_classes}")
     args.input_shape = list(args.input_shape or native_input_shape(args.arch))
+    if min(args.input_shape) < 1:
+        raise InfoProError(f"--input-shape must be positive (channels, height, width), got {args.input_shape}")
     backbone = build_backbone(args.arch, args.num_classes, args.input_shape[0])
     learner = LocalLearner(
         backbone, args.K, args.method, cuts=args.cuts, input_shape=args.input_shape,

@@ -1,7 +1,9 @@
-"""The device a run uses and the fast settings for it: shared by the loop and by `infopro.parallel`."""
+"""Which device to compute on (checked against what this PyTorch build can use), its peak memory, and the
+fast settings for it (channels-last default, cudnn.benchmark, TF32)."""
 
 from __future__ import annotations
 
+import re
 import resource
 import sys
 
@@ -11,15 +13,32 @@ from torch import nn
 from .errors import InfoProError
 
 
-def pick_device(name: str) -> torch.device:
+def pick_device(name: str, flag: str = "--device") -> torch.device:
+    """`auto` (CUDA when available, else the CPU) or a device string this PyTorch can allocate on."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         device = torch.device(name)
     except RuntimeError:
-        raise InfoProError(f"--device {name!r} is not a device; use auto, cpu, cuda or cuda:N") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise InfoProError(f"--device {name} asked for, but this PyTorch sees no CUDA device; use --device cpu")
+        raise InfoProError(f"{flag} {name!r} is not a device; use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cpu":
+        return device
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise InfoProError(f"{flag} {name} asked for, but this PyTorch sees no CUDA device; use --device cpu")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise InfoProError(f"{flag} {name}: this machine has {torch.cuda.device_count()} CUDA device(s), "
+                               f"cuda:0 to cuda:{torch.cuda.device_count() - 1}")
+        return device
+    if device.type == "meta":
+        raise InfoProError(f"{flag} meta holds shapes only and cannot train; use auto, cpu or cuda")
+    # mps, xpu, ...: usable only if this build supports the device type and sees one.
+    try:
+        torch.zeros(1, device=device).add_(1).cpu()
+    except Exception as error:  # each backend fails in its own way (RuntimeError, AssertionError, ImportError)
+        reason = re.split(r"(?<=\.)\s", (str(error).strip().splitlines() or [type(error).__name__])[0])[0][:160]
+        raise InfoProError(f"{flag} {name}: this PyTorch ({torch.__version__}) cannot use it ({reason}); "
+                           f"use auto, cpu or cuda") from None
     return device
 
 

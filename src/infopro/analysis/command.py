@@ -14,8 +14,8 @@ from tqdm import tqdm
 
 from ..data import ImageDataset, stratified_subset
 from ..errors import InfoProError
-from ..train.checkpoint import atomic_write_text
-from ..train.loop import pick_device
+from ..files import atomic_write_text, check_output_dir
+from ..device import pick_device
 from .estimators import TrainSettings, estimate_i_hx, estimate_i_hy
 from .features import check_depths, default_depths, extract_features, feature_map, parse_depths
 from .probes import PROBES
@@ -119,13 +119,11 @@ def probe_main(args: argparse.Namespace) -> int:
     if args.seed < 0:
         raise InfoProError(f"--seed must be >= 0, got {args.seed}")
     requested = parse_depths(args.depths) if args.depths is not None else None
-    out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise InfoProError(f"--out {out} is a file, not a directory; give a directory for probe.json and probe.png")
     names = run_names(args)
     configs = [read_run_config(r) for r in args.runs]
     check_same_data(configs, names, args.data_dir)
     device = pick_device(args.device)
+    out = check_output_dir(args.out)  # before the computation, not after it
 
     data = load_run_data(configs[0], args.data_dir)
     train = subset(data.train_images, data.train_labels, args.train_subset, DEFAULT_TRAIN_SUBSET, args.seed, "--train-subset")
@@ -144,7 +142,6 @@ def probe_main(args: argparse.Namespace) -> int:
                         "K": run.config.get("K"), "arch": run.config.get("arch"), "cut_depths": run.cut_depths,
                         "train_losses": losses})
 
-    out.mkdir(parents=True, exist_ok=True)
     report = {
         "settings": {"probe": args.probe, "epochs": args.epochs, "lr": args.lr, "batch_size": args.batch_size,
                      "seed": args.seed, "train_images": len(train[1]), "test_images": len(test[1]),
@@ -154,6 +151,7 @@ def probe_main(args: argparse.Namespace) -> int:
                      "i_hy": f"test accuracy of the {args.probe} probe"},
         "runs": results,
     }
+    out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "probe.json", json.dumps(report, indent=2) + "\n")
     plot_probe(results, out / "probe.png",
                title=f"{data.name}: {len(train[1])} train / {len(test[1])} test images, {args.probe} probe, {args.epochs} epochs")

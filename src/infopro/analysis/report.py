@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Sequence
 
-from ..train.checkpoint import atomic_write
+from ..files import atomic_write
 
 # One result per run: {"run": name, "points": [{"depth", "i_hx", "i_hy"}, ...], "cut_depths": [...]}.
 RunResult = dict[str, Any]

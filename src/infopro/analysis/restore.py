@@ -11,10 +11,11 @@ import torch
 
 from ..data import ImageDataset, load_dataset
 from ..errors import InfoProError
+from ..files import error_reason
 from ..models import SequentialBackbone
 from ..train.checkpoint import load_checkpoint
 from ..train.args import add_train_arguments
-from ..train.loop import build_learner
+from ..train.parts import build_learner
 
 
 @dataclass
@@ -81,7 +82,7 @@ def restore_run(run_dir: str | Path, data: ImageDataset, device: torch.device, n
         learner.load_state_dict(state["model"])
     except RuntimeError as error:
         raise InfoProError(f"checkpoint {path} does not fit the model its own config describes: "
-                           f"{str(error).splitlines()[0]}") from None
+                           f"{error_reason(error)}") from None
     backbone = learner.export().float().eval()
     backbone.requires_grad_(False)
     return RestoredRun(

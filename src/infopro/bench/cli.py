@@ -7,7 +7,6 @@ import gc
 import json
 import platform
 import sys
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -15,9 +14,9 @@ from tqdm import tqdm
 
 from ..errors import InfoProError
 from ..local import CUT_PRESETS, METHODS
+from ..device import pick_device
+from ..files import atomic_write_text, check_output_dir
 from ..models import ARCHITECTURES, native_input_shape
-from ..train.checkpoint import atomic_write_text
-from ..train.loop import pick_device
 from .report import MiB, add_ratios, markdown_table, plot_memory
 from .step import build_step, measure_step
 
@@ -76,10 +75,7 @@ def bench_main(args: argparse.Namespace) -> int:
         raise InfoProError(f"--steps and --warmup must be >= 1, got {args.steps} and {args.warmup}")
     plan = _plan(args)
     device = pick_device(args.device)
-    out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise InfoProError(f"--out {out} is a file, not a directory")
-    out.mkdir(parents=True, exist_ok=True)
+    out = check_output_dir(args.out)
     shape = tuple(args.input_shape or native_input_shape(args.arch))
     title = (f"{args.arch}, {'x'.join(map(str, shape))}, batch {args.batch_size}, {device.type}"
              f"{' (' + torch.cuda.get_device_name(device) + ')' if device.type == 'cuda' else ''}")
@@ -108,6 +104,7 @@ def bench_main(args: argparse.Namespace) -> int:
             tqdm.write(f"{method:>16} K={K:<2} {row['cuts_preset']:>14} {str(row['cuts']):<24} peak {row['peak_bytes'] / MiB:8.0f} MiB  "
                        f"{row['flops'] / 1e9:8.1f} GFLOP  {row['step_seconds']:.3f} s/step")
         add_ratios(rows)
+        out.mkdir(parents=True, exist_ok=True)
         atomic_write_text(out / "bench.json", json.dumps(report, indent=2) + "\n")
     if not rows:
         raise InfoProError(f"nothing to measure: every configuration was skipped ({'; '.join(skipped)})")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ..train.checkpoint import atomic_write
+from ..files import atomic_write
 
 MiB = 2**20
 

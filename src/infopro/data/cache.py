@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 import warnings
 import zipfile
 from pathlib import Path
@@ -18,6 +17,7 @@ from typing import Callable
 
 import numpy as np
 
+from ..files import atomic_write
 from .splits import Splits
 
 CACHE_ENV = "INFOPRO_CACHE"
@@ -57,15 +57,9 @@ def load_cached(path: Path) -> Splits | None:
 def save_cached(path: Path, splits: Splits) -> None:
     """Write atomically, then drop older caches of the same source (their files changed)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.stem + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            # Uncompressed: loading 180 MB of CIFAR is then a plain read, and JPEG noise compresses badly.
-            np.savez(f, **{k: getattr(splits, k) for k in _FIELDS}, classes=np.array(splits.classes, dtype=str))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    # Uncompressed: loading 180 MB of CIFAR is then a plain read, and JPEG noise compresses badly.
+    atomic_write(path, lambda f: np.savez(f, **{k: getattr(splits, k) for k in _FIELDS},
+                                          classes=np.array(splits.classes, dtype=str)))
     source_prefix = path.name.rsplit("-", 1)[0] + "-"
     for old in path.parent.glob(source_prefix + "*.npz"):
         if old != path:

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import math
+import os
 from pathlib import Path
 from typing import Any, Sequence
 
 import yaml
 
-from ..describe import add_learner_arguments
+from ..describe import add_learner_arguments, check_learner_arguments
 from ..errors import InfoProError
+from .run_dir import read_run_settings, read_yaml_mapping, run_to_continue
 
 # Arguments that say how to run, not what the run is: kept out of config.yaml.
 RUNTIME_KEYS = {"config", "resume", "test_only", "quiet", "main", "command"}
@@ -57,9 +60,10 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     r.add_argument("--tf32", action=argparse.BooleanOptionalAction, default=True,
                    help="CUDA on Ampere or newer: float32 matmuls and convolutions in TF32 (default: on)")
     r.add_argument("--out", default=None, help="run directory (default: runs/<arch>-<method>-K<K>-<time>)")
-    r.add_argument("--resume", nargs="?", const="auto", default=None, metavar="CHECKPOINT",
-                   help="continue from a checkpoint (default: OUT/checkpoint.pt)")
-    r.add_argument("--test-only", action="store_true", help="evaluate the checkpoint given by --resume (or OUT) and exit")
+    r.add_argument("--resume", nargs="?", const="auto", default=None, metavar="RUN",
+                   help="continue a run (its directory, or a checkpoint file; default: OUT) with its own settings")
+    r.add_argument("--test-only", nargs="?", const="auto", default=None, metavar="RUN",
+                   help="evaluate a run (its directory or checkpoint; default: --resume's or OUT) on its own data and exit")
     r.add_argument("--quiet", action="store_true", help="no progress bars, no per-epoch lines")
 
     p = parser.add_argument_group("several processes (launch with torchrun; see README)")
@@ -80,24 +84,41 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def apply_config_file(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> None:
-    """Set the parser's defaults from `-c FILE` so that flags given on the command line win."""
+    """Set the parser's defaults: flags given on the command line win over `-c FILE`, which wins over the
+    run's own settings when a run is continued or evaluated (`--resume RUN`, `--test-only RUN`)."""
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("-c", "--config", default=None)
+    pre.add_argument("--out", default=None)
+    pre.add_argument("--resume", nargs="?", const="auto", default=None)
+    pre.add_argument("--test-only", nargs="?", const="auto", default=None)
     known, _ = pre.parse_known_args(argv)
+    defaults: dict[str, Any] = {}
+    run = run_to_continue(known.config, known.out, known.resume, known.test_only)
+    if run is not None:
+        found = read_run_settings(*run)
+        if found is not None:
+            defaults.update(coerce_config(*found, parser))
     if known.config:
-        parser.set_defaults(**read_config(known.config, parser))
+        defaults.update(read_config(known.config, parser))
+    if run is not None:
+        defaults["out"] = os.path.abspath(run[0])  # the run continues in its own directory unless --out says otherwise
+    parser.set_defaults(**defaults)
 
 
 def read_config(path: str | Path, parser: argparse.ArgumentParser) -> dict[str, Any]:
+    """A `-c` file's values, type-checked like flags. A run's own config.yaml names its run: its `out`
+    is the directory it was read from (so that a copied run directory is itself, not the original)."""
     path = Path(path)
     if not path.is_file():
         raise InfoProError(f"config file {path} does not exist")
-    try:
-        values = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as error:
-        raise InfoProError(f"config file {path} is not valid YAML: {error}") from None
-    if not isinstance(values, dict):
-        raise InfoProError(f"config file {path} must be a mapping of flag names to values")
+    values = coerce_config(read_yaml_mapping(path), path, parser)
+    if path.name == "config.yaml" and "out" in values:
+        values["out"] = os.path.abspath(path.parent)
+    return values
+
+
+def coerce_config(values: dict[str, Any], path: Path, parser: argparse.ArgumentParser) -> dict[str, Any]:
+    """Settings read from a file, with the type and choices each flag would enforce."""
     known = {a.dest for a in parser._actions} - RUNTIME_KEYS - {"help"}
     values = {str(k).replace("-", "_"): v for k, v in values.items()}
     unknown = sorted(set(values) - known)
@@ -107,25 +128,36 @@ def read_config(path: str | Path, parser: argparse.ArgumentParser) -> dict[str, 
     return {key: _coerce(actions[key], value, path) for key, value in values.items()}
 
 
+def _parse_like_flag(kind: Any, value: Any) -> Any:
+    """`value` as the command line would give it to `kind`: 1.7 for an int flag is refused, as "1.7" is."""
+    if isinstance(value, (bool, list, dict)):
+        raise ValueError
+    try:
+        return kind(str(value))
+    except (TypeError, ValueError):
+        raise ValueError from None
+
+
 def _coerce(action: argparse.Action, value: Any, path: Path) -> Any:
     """Give a YAML value the type and choices its flag would enforce."""
     if value is None:
         return None
     if isinstance(action.default, bool) and not isinstance(value, bool):
         raise InfoProError(f"config file {path}: {action.dest} must be true or false, got {value!r}")
+    kind = action.type or (str if not isinstance(action.default, bool) else None)
+    expected = {int: "an integer", float: "a number"}.get(kind, "a string")  # type: ignore[call-overload]
     try:
         if action.nargs is not None and action.nargs not in ("?",) and action.type is not None:
             if not isinstance(value, (list, tuple)):
-                raise ValueError("expected a list")
+                raise ValueError(f"expected a list of {action.nargs} values")
             if isinstance(action.nargs, int) and len(value) != action.nargs:
                 raise ValueError(f"expected {action.nargs} values")
-            value = [action.type(v) for v in value]
-        elif action.type is not None:
-            if isinstance(value, bool) or isinstance(value, (list, dict)):
-                raise ValueError(f"expected a {action.type.__name__}")
-            value = action.type(value)
+            value = [_parse_like_flag(kind, v) for v in value]
+        elif kind is not None:
+            value = _parse_like_flag(kind, value)
     except (TypeError, ValueError) as error:
-        raise InfoProError(f"config file {path}: bad value {value!r} for {action.dest}: {error}") from None
+        raise InfoProError(f"config file {path}: bad value {value!r} for {action.dest}: "
+                           f"{str(error) or 'expected ' + expected}") from None
     if action.choices is not None and value not in action.choices:
         raise InfoProError(f"config file {path}: {action.dest} must be one of {list(action.choices)}, got {value!r}")
     return value
@@ -140,6 +172,11 @@ def check_args(args: argparse.Namespace) -> None:
     """Reject values no run can use, before anything is read or written."""
     if args.lr is None:
         args.lr = 0.1 * args.batch_size / 128
+    for flag, value in (("--lr", args.lr), ("--momentum", args.momentum), ("--weight-decay", args.weight_decay),
+                        ("--dist-timeout", args.dist_timeout)):
+        if not math.isfinite(value):
+            raise InfoProError(f"{flag} must be a finite number, got {value}")
+    check_learner_arguments(args)
     checks = [
         (args.epochs >= 1, f"--epochs must be >= 1, got {args.epochs}"),
         (args.batch_size >= 1, f"--batch-size must be >= 1, got {args.batch_size}"),
@@ -159,3 +196,7 @@ def check_args(args: argparse.Namespace) -> None:
             raise InfoProError(message)
     if args.lambdas is not None:
         args.lambdas = [float(v) for v in args.lambdas]
+    # Absolute paths in config.yaml: a run resumes, is evaluated or probed from any working directory.
+    for key in ("out", "data_dir", "cache_dir"):
+        if getattr(args, key) is not None:
+            setattr(args, key, os.path.abspath(getattr(args, key)))

@@ -2,50 +2,47 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
-from typing import Any, BinaryIO, Callable
+from typing import Any
 
 import torch
 
 from ..errors import InfoProError
+from ..files import atomic_write, atomic_write_text, error_reason
 
+__all__ = ["atomic_write", "atomic_write_text", "load_checkpoint", "save_checkpoint"]
 
-def atomic_write(path: str | Path, write: Callable[[BinaryIO], None]) -> None:
-    """`write(file)` into a temporary file in the same folder, then rename it over `path`:
-    a crash never leaves half a file, and the old one stays until the new one is complete."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_text(path: str | Path, text: str) -> None:
-    atomic_write(path, lambda f: f.write(text.encode()))
+# What a checkpoint must hold to be evaluated; to be resumed it also needs these.
+EVALUATE_KEYS = {"model", "epoch", "args"}
+RESUME_KEYS = EVALUATE_KEYS | {"optimizer", "scheduler"}
 
 
 def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
-    """Save `state` with `torch.save`, atomically."""
+    """Save `state` with `torch.save`, atomically (the previous file stays whole until the new one is)."""
     atomic_write(path, lambda f: torch.save(state, f))
 
 
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load a checkpoint with `weights_only=True` (tensors and plain containers only)."""
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu",
+                    required: set[str] = EVALUATE_KEYS) -> dict[str, Any]:
+    """Load a checkpoint with `weights_only=True` (tensors and plain containers only); anything that is not
+    a readable infopro checkpoint holding `required` is one `InfoProError` naming the file and the cause."""
     path = Path(path)
     if not path.is_file():
         raise InfoProError(f"no checkpoint at {path}; give the checkpoint file or the run directory that holds checkpoint.pt")
     try:
+        size = path.stat().st_size
+        if size == 0:
+            raise InfoProError(f"checkpoint {path} is empty (0 bytes): it was cut short while being copied or written; "
+                               f"restore it from a copy, or delete it to train the run again from epoch 1")
         state = torch.load(path, map_location=map_location, weights_only=True)
+    except InfoProError:
+        raise
+    except OSError as error:
+        raise InfoProError(f"cannot read checkpoint {path}: {error_reason(error)}") from None
     except Exception as error:  # a truncated or foreign file: say which, not a pickle traceback
-        raise InfoProError(f"cannot read checkpoint {path}: {type(error).__name__}: {str(error).splitlines()[0]}") from None
-    if not isinstance(state, dict) or not {"model", "epoch", "args"} <= state.keys():
-        raise InfoProError(f"{path} is not an infopro checkpoint (expected a dict with model, epoch and args)")
+        raise InfoProError(f"cannot read checkpoint {path} ({size} bytes): {type(error).__name__}: "
+                           f"{error_reason(error)}; it is truncated or not a PyTorch file: restore it from a copy, "
+                           f"or delete it to train the run again from epoch 1") from None
+    if not isinstance(state, dict) or not required <= state.keys():
+        raise InfoProError(f"{path} is not an infopro checkpoint (expected a dict with {', '.join(sorted(required))})")
     return state

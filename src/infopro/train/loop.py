@@ -1,10 +1,8 @@
-"""`infopro train`: data -> LocalLearner -> SGD, with a run directory, metrics and resumable checkpoints."""
+"""`infopro train`: data -> LocalLearner -> SGD, epoch by epoch, into a run directory (`run_dir.py`)."""
 
 from __future__ import annotations
 
 import argparse
-import json
-import math
 import sys
 import time
 from datetime import datetime
@@ -13,81 +11,29 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 from tqdm import tqdm
 
 from ..data import DeviceLoader, load_dataset, stratified_subset
-from ..device import is_convolutional, peak_memory_bytes, pick_device, use_fast_settings
-from ..errors import InfoProError
+from ..device import peak_memory_bytes, pick_device, use_fast_settings
+from ..errors import InfoProError, Interrupted
+from ..files import error_reason
 from ..local import LocalLearner
-from ..models import build_backbone
 from ..parallel import MeshTrainer, ParallelRuntime, PeerLost, start_parallel
 from .args import check_args, resolved_config
-from .checkpoint import atomic_write_text, load_checkpoint, save_checkpoint
+from .checkpoint import load_checkpoint, save_checkpoint
+from .finite import CHECK_EVERY, LossWatch, check_finite_state
+from .parts import build_learner, build_schedule, count_correct, evaluate, make_optimizer, replan_schedule
+from .run_dir import RunDir, checkpoint_to_read, fault_point
+
+__all__ = ["build_learner", "count_correct", "evaluate", "make_optimizer", "peak_memory_bytes", "pick_device",
+           "train_main"]
 
 # Settings that decide the shape of the model: a checkpoint evaluated with --test-only must share them.
 STRUCTURE_KEYS = ("arch", "dataset", "method", "K", "cuts", "lambdas", "aux_head", "aux_widen", "aux_feature_dim")
 # Settings a resumed run may change; every other one must equal the checkpoint's, so that the
-# resumed run ends where the uninterrupted one would.
-FREE_ON_RESUME = ("out", "device", "data_dir", "cache_dir", "channels_last", "compile", "tf32")
-AMP_DTYPES = {"none": None, "bf16": torch.bfloat16}
-RUN_FILES = ("config.yaml", "metrics.jsonl", "summary.json", "checkpoint.pt")
-
-
-def build_learner(args: argparse.Namespace, image_shape: tuple[int, int, int], num_classes: int,
-                  mean: tuple[float, ...], std: tuple[float, ...], device: torch.device) -> LocalLearner:
-    torch.manual_seed(args.seed)
-    backbone = build_backbone(args.arch, num_classes, image_shape[0]).to(device)
-    if args.channels_last is None:  # the default: on for convolutional networks, where it is faster (README)
-        args.channels_last = is_convolutional(backbone)
-    if args.channels_last:
-        backbone = backbone.to(memory_format=torch.channels_last)
-    learner = LocalLearner(
-        backbone, args.K, args.method, cuts=args.cuts, input_shape=image_shape, num_classes=num_classes,
-        lambdas=args.lambdas, head=args.aux_head, widen=args.aux_widen, feature_dim=args.aux_feature_dim,
-        temperature=args.temperature, mean=mean, std=std, profile_batch_size=args.batch_size,
-        decoder_chunk_channels=args.aux_decoder_chunk,
-    )
-    learner.amp_dtype = AMP_DTYPES[args.amp]
-    return learner
-
-
-def build_schedule(optimizer: torch.optim.Optimizer, args: argparse.Namespace) -> torch.optim.lr_scheduler.LRScheduler:
-    """Stepped once per epoch, as in the paper's code."""
-    if args.schedule == "cosine":
-        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=args.epochs)
-    milestones = [int(args.epochs * 0.5), int(args.epochs * 0.75)]
-    return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=milestones, gamma=0.1)
-
-
-
-
-def make_optimizer(params: Any, args: argparse.Namespace) -> torch.optim.Optimizer:
-    """SGD with the run's settings (one per process in the parallel modes, same hyper-parameters)."""
-    return torch.optim.SGD(params, lr=args.lr, momentum=args.momentum,
-                           nesterov=args.nesterov and args.momentum > 0, weight_decay=args.weight_decay)
-
-
-@torch.no_grad()
-def count_correct(learner: LocalLearner, batches: Any, args: argparse.Namespace,
-                  device: torch.device) -> tuple[torch.Tensor, int]:
-    """(correct top-1 predictions as a device tensor, images seen) of the whole network in eval mode."""
-    learner.eval()
-    correct = torch.zeros((), dtype=torch.long, device=device)
-    total = 0
-    for x, y in batches:
-        if args.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(device.type, dtype=learner.amp_dtype, enabled=learner.amp_dtype is not None):
-            correct += (learner(x).argmax(1) == y).sum()
-        total += len(y)
-    return correct, total
-
-
-def evaluate(learner: LocalLearner, loader: DeviceLoader, args: argparse.Namespace, device: torch.device) -> float:
-    """Top-1 accuracy of the whole network (all pieces, eval mode)."""
-    correct, total = count_correct(learner, loader, args, device)
-    return correct.item() / max(total, 1)
+# resumed run ends where the uninterrupted one would. `epochs` may change too: the schedule is re-planned.
+# The speed settings change how, not what, the run computes.
+FREE_ON_RESUME = ("out", "device", "data_dir", "cache_dir", "epochs", "channels_last", "compile", "tf32")
 
 
 class SingleProcessTrainer:
@@ -119,47 +65,15 @@ class SingleProcessTrainer:
         return record, accuracy, {"model": self.learner.state_dict(), "optimizer": self.optimizer.state_dict()}
 
 
-def checkpoint_to_read(args: argparse.Namespace) -> Path | None:
-    """The checkpoint that --resume or --test-only reads (None for a fresh run)."""
-    if args.resume is None and not args.test_only:
-        return None
-    if args.resume in (None, "auto"):
-        if args.out is None:
-            raise InfoProError("--resume or --test-only without a checkpoint path needs --out RUN_DIR")
-        path = Path(args.out)
-    else:
-        path = Path(args.resume)
-    return path / "checkpoint.pt" if path.is_dir() else path
-
-
-def prepare_run_dir(args: argparse.Namespace, checkpoint: Path | None) -> Path:
-    """The run directory; an existing run in it may only be continued from its own checkpoint."""
-    if args.out is None and checkpoint is not None:
-        args.out = str(checkpoint.parent)
-    if args.out is None:
-        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-        args.out = str(Path("runs") / f"{args.arch}-{args.method}-K{args.K}-{stamp}")
-    out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise InfoProError(f"--out {out} is a file, not a directory")
-    existing = [name for name in RUN_FILES if (out / name).exists()]
-    continues_itself = checkpoint is not None and checkpoint.resolve().parent == out.resolve()
-    if existing and not continues_itself:
-        raise InfoProError(
-            f"run directory {out} already holds a run ({', '.join(existing)}); "
-            f"pass --resume to continue it from its own checkpoint or choose another --out"
-        )
-    return out
-
-
-def check_resumable(state: dict[str, Any], args: argparse.Namespace, path: Path) -> None:
-    saved = state["args"]
+def check_resumable(saved: dict[str, Any], args: argparse.Namespace, path: Path) -> None:
+    """The settings of this command must be the run's (`saved`), but for those it may change."""
     keys = STRUCTURE_KEYS if args.test_only else [k for k in resolved_config(args) if k not in FREE_ON_RESUME]
     for key in keys:
         if key in saved and saved[key] != getattr(args, key):
             raise InfoProError(
-                f"checkpoint {path} was trained with {key}={saved[key]!r}, this run has {key}={getattr(args, key)!r}; "
-                f"resume with the same settings (e.g. -c {path.parent / 'config.yaml'})"
+                f"{path} was trained with {key}={saved[key]!r}, this run has {key}={getattr(args, key)!r}; "
+                f"continue a run with its own settings (only --device, --data-dir, --cache-dir, --out, --epochs "
+                f"and the speed settings may change), or start a new run with another --out"
             )
 
 
@@ -171,6 +85,11 @@ def train_main(args: argparse.Namespace) -> int:
         if runtime is not None and not args.test_only:
             runtime.finish()  # every rank is done before any tears its connections down
         return code
+    except KeyboardInterrupt as stop:
+        if isinstance(stop, Interrupted) and stop.during_run:
+            raise
+        raise Interrupted(f"{str(stop) or 'SIGINT'} before the run started; nothing was written: run the same command "
+                          f"again", getattr(stop, "exit_code", 130)) from None
     except InfoProError as error:
         if runtime is not None and runtime.rank != 0 and not isinstance(error, PeerLost):
             raise SystemExit(2) from None  # rank 0 meets the same bad input and says it once
@@ -210,40 +129,106 @@ def _train(args: argparse.Namespace, runtime: ParallelRuntime | None) -> int:
     writer = trainer.is_writer
 
     path = checkpoint_to_read(args)
-    if args.test_only and not writer:
-        return 0  # the writing rank evaluates the whole checkpoint on its own
-    out = prepare_run_dir(args, path) if writer and not args.test_only else None
-    start_epoch = 0
-    if path is not None:
-        state = load_checkpoint(path, map_location=device)
-        check_resumable(state, args, path)
+    if args.test_only:
+        if not writer:
+            return 0  # the writing rank evaluates the whole checkpoint on its own
+        state = _load_weights(learner, path, args, device)
+        accuracy = evaluate(learner.to(device), test_loader, args, device)
+        print(f"{path}: test accuracy {100 * accuracy:.2f}% (error {100 * (1 - accuracy):.2f}%) "
+              f"on {len(test_labels)} images of {data.name} (epoch {state['epoch']})")
+        return 0
+
+    if args.out is None:
+        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+        args.out = str(Path("runs", f"{args.arch}-{args.method}-K{args.K}-{stamp}").absolute())
+    run = RunDir(args.out)
+    with run.locked() if writer else run:
+        state, notice = run.begin(args.resume is not None, path, device, writer)
+        if args.resume is not None and (writer or state is not None):  # every rank refuses what rank 0 refuses
+            if state is not None:
+                check_resumable(state["args"], args, path or run.checkpoint)
+            else:
+                check_resumable(run.read_config(), args, run.config)
+            _check_epochs(args, run, state)
         try:
-            learner.load_state_dict(state["model"])
-        except RuntimeError as error:
-            raise InfoProError(f"checkpoint {path} does not fit this model: {str(error).splitlines()[0]}") from None
-        if args.test_only:
-            accuracy = evaluate(learner.to(device), test_loader, args, device)
-            print(f"{path}: test accuracy {100 * accuracy:.2f}% (error {100 * (1 - accuracy):.2f}%) "
-                  f"on {len(test_labels)} images of {data.name}")
-            return 0
+            return _run_epochs(args, run, state, notice, learner, trainer, schedule, data, test_loader,
+                               (train_images, train_labels), writer)
+        except KeyboardInterrupt as stop:
+            raise Interrupted(f"{str(stop) or 'SIGINT'}; {_stopped(run, args)}", getattr(stop, "exit_code", 130),
+                              during_run=True) from None
+        except InfoProError as error:
+            if not writer:
+                raise
+            raise type(error)(f"{error}; {_stopped(run, args)}") from None
+        except Exception as error:  # a bug or an unforeseen failure: its traceback still ends with the way on
+            if writer:
+                error.add_note(_stopped(run, args))
+            raise
+
+
+def _stopped(run: RunDir, args: argparse.Namespace) -> str:
+    """What a stopped run kept, and the command that continues it."""
+    kept = f"{run.checkpoint.name} keeps epoch {run.saved_epoch}" if run.saved_epoch else "no checkpoint was written yet"
+    return f"{kept}; continue with: {run.continue_command(args)}"
+
+
+def _check_epochs(args: argparse.Namespace, run: RunDir, state: dict[str, Any] | None) -> None:
+    """--epochs on resume: at least the epochs done; equal to them only to write a missing summary."""
+    done = state["epoch"] if state is not None else 0
+    if done > args.epochs:
+        raise InfoProError(f"{run.path} has already trained {done} epochs; --epochs {args.epochs} is fewer")
+    if done == args.epochs and run.summary.exists():
+        raise InfoProError(f"{run.path} has finished all {done} epochs; evaluate it with --test-only {run.path}, "
+                           f"or train it longer with --resume {run.path} --epochs N (N > {done})")
+
+
+def _load_weights(learner: LocalLearner, path: Path, args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
+    """Evaluate-only: the checkpoint's weights into `learner` (its settings checked against this command's)."""
+    state = load_checkpoint(path, map_location=device)
+    check_resumable(state["args"], args, path)
+    _load_model(learner, state, path)
+    return state
+
+
+def _load_model(learner: LocalLearner, state: dict[str, Any], path: Path) -> None:
+    try:
+        learner.load_state_dict(state["model"])
+    except RuntimeError as error:
+        raise InfoProError(f"checkpoint {path} does not fit this model: {error_reason(error)}") from None
+
+
+def _run_epochs(args: argparse.Namespace, run: RunDir, state: dict[str, Any] | None, notice: str | None,
+                learner: LocalLearner, trainer: Any, schedule: Any, data: Any, test_loader: DeviceLoader,
+                train_set: tuple[Any, Any], writer: bool) -> int:
+    verbose = writer and not args.quiet
+    start_epoch = 0
+    if notice and writer:
+        print(notice)
+    if state is not None:
+        _load_model(learner, state, run.checkpoint)
         trainer.load_optimizer(state["optimizer"])
         schedule.load_state_dict(state["scheduler"])
         start_epoch = state["epoch"]
-        if start_epoch >= args.epochs:
-            raise InfoProError(f"checkpoint {path} has already finished {start_epoch} of {args.epochs} epochs")
-
-    train_loader = DeviceLoader(train_images, train_labels, device, args.batch_size, data.mean, data.std, train=True,
-                                seed=args.seed, drop_last=trainer.drop_last(len(train_labels), args.batch_size))
+        planned = state["args"].get("epochs", args.epochs)
+        if planned != args.epochs and start_epoch < args.epochs:
+            schedule = replan_schedule(trainer.optimizer, args, start_epoch)
+            if writer:
+                run.drop_summary()  # it described the shorter plan; the longer one writes its own
+                print(f"--epochs {args.epochs} (was {planned}): the {args.schedule} schedule is re-planned for "
+                      f"{args.epochs} epochs from epoch {start_epoch + 1} (lr {trainer.optimizer.param_groups[0]['lr']:.4g}); "
+                      f"not bitwise a run planned for {args.epochs} epochs from the start")
+    train_images, train_labels = train_set
+    train_loader = DeviceLoader(train_images, train_labels, trainer.device, args.batch_size, data.mean, data.std,
+                                train=True, seed=args.seed,
+                                drop_last=trainer.drop_last(len(train_labels), args.batch_size))
     config = resolved_config(args)
-    verbose = writer and not args.quiet
+    history = run.read_metrics(start_epoch) if writer else []
     if writer:
-        out.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(out / "config.yaml", yaml.safe_dump(config, sort_keys=True))
+        run.write_config(config)
     if verbose:
-        print(f"{data.name} ({len(train_labels)} train / {len(test_labels)} test, {data.source}) · {args.arch} · "
-              f"{args.method} K={args.K} cuts {learner.cuts} · {trainer.where} · run dir {out}")
+        print(f"{data.name} ({len(train_labels)} train / {test_loader.num_samples} test, {data.source}) · {args.arch} · "
+              f"{args.method} K={args.K} cuts {learner.cuts} · {trainer.where} · run dir {run.path}")
 
-    history = _read_history(out / "metrics.jsonl", start_epoch) if writer else []
     for epoch in range(start_epoch, args.epochs):
         record = trainer.train_epoch(train_loader, epoch, args)
         schedule.step()
@@ -251,12 +236,13 @@ def _train(args: argparse.Namespace, runtime: ParallelRuntime | None) -> int:
         if finished is None:
             continue
         record, accuracy, state = finished
+        check_finite_state(state["model"], f"after epoch {epoch + 1}: not written to {run.checkpoint.name}")
         record.update(test_accuracy=accuracy, test_error=1 - accuracy)
         history.append(record)
-        with open(out / "metrics.jsonl", "a") as f:
-            f.write(json.dumps(record) + "\n")
-        save_checkpoint({**state, "scheduler": schedule.state_dict(), "epoch": epoch + 1, "args": config},
-                        out / "checkpoint.pt")
+        run.append_metrics(record)
+        save_checkpoint({**state, "scheduler": schedule.state_dict(), "epoch": epoch + 1, "args": config}, run.checkpoint)
+        run.saved_epoch = epoch + 1
+        fault_point("checkpoint", epoch + 1)
         if verbose:
             losses = " ".join(f"{v:.3f}" for v in record["train_losses"])
             print(f"epoch {epoch + 1:>3}/{args.epochs}  lr {record['lr']:.4f}  losses [{losses}]  "
@@ -265,11 +251,16 @@ def _train(args: argparse.Namespace, runtime: ParallelRuntime | None) -> int:
 
     if not writer:
         return 0
+    fault_point("summary")
+    if not history:
+        raise InfoProError(f"{run.metrics} holds no epochs, so summary.json cannot be written")
+    if start_epoch == args.epochs:
+        print(f"{run.path} had finished its {args.epochs} epochs but not its summary: writing summary.json")
     summary = summarize(history, learner, args)
-    atomic_write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
+    run.write_summary(summary)
     if verbose:
         print(f"done: final test error {100 * summary['final_test_error']:.2f}%, best {100 * summary['best_test_error']:.2f}% "
-              f"({summary['total_seconds']:.0f}s) -> {out}")
+              f"({summary['total_seconds']:.0f}s) -> {run.path}")
     return 0
 
 
@@ -284,11 +275,16 @@ def train_one_epoch(learner: LocalLearner, optimizer: torch.optim.Optimizer, loa
     start = time.perf_counter()
     bar = tqdm(loader, desc=f"epoch {epoch + 1}/{args.epochs}", leave=False, dynamic_ncols=True,
                disable=args.quiet or not sys.stderr.isatty())
-    for x, y in bar:
+    watch = LossWatch()
+    for i, (x, y) in enumerate(bar):
+        fault_point("step", f"{epoch + 1}.{i + 1}")
         if args.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         optimizer.zero_grad(set_to_none=True)
         step = learner.train_step(x, y)
+        watch.add(step["losses"])
+        if (i + 1) % CHECK_EVERY == 0:
+            watch.check(f"by step {i + 1} of epoch {epoch + 1}")
         optimizer.step()
         for k, value in enumerate(step["losses"]):
             loss_sums[k] += value * len(y)
@@ -298,9 +294,8 @@ def train_one_epoch(learner: LocalLearner, optimizer: torch.optim.Optimizer, loa
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     seconds = time.perf_counter() - start
+    watch.check(f"during epoch {epoch + 1}")
     losses = [s / seen for s in loss_sums]
-    if not all(math.isfinite(v) for v in losses):
-        raise InfoProError(f"the training loss diverged at epoch {epoch + 1} (losses {losses}); lower --lr")
     return {
         "epoch": epoch + 1,
         "lr": lr,
@@ -328,13 +323,3 @@ def summarize(history: list[dict[str, Any]], learner: LocalLearner, args: argpar
         "parameters": sum(p.numel() for p in learner.pieces.parameters()),
         "aux_parameters": sum(p.numel() for p in learner.aux.parameters()),
     }
-
-
-def _read_history(path: Path, epochs: int) -> list[dict[str, Any]]:
-    """Metrics of the epochs a resumed run already has; later lines (after the checkpoint) are dropped."""
-    if not path.exists():
-        return []
-    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    records = [r for r in records if r["epoch"] <= epochs]
-    atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in records))
-    return records

@@ -1,0 +1,87 @@
+"""What the single-process loop and `infopro.parallel`'s trainers share: the learner, its optimiser and
+learning-rate schedule, and evaluation of the whole network."""
+
+from __future__ import annotations
+
+import argparse
+import warnings
+from typing import Any
+
+import torch
+
+from ..data import DeviceLoader
+from ..device import is_convolutional
+from ..local import LocalLearner
+from ..models import build_backbone
+
+AMP_DTYPES = {"none": None, "bf16": torch.bfloat16}
+
+
+def build_learner(args: argparse.Namespace, image_shape: tuple[int, int, int], num_classes: int,
+                  mean: tuple[float, ...], std: tuple[float, ...], device: torch.device) -> LocalLearner:
+    torch.manual_seed(args.seed)
+    backbone = build_backbone(args.arch, num_classes, image_shape[0]).to(device)
+    if args.channels_last is None:  # the default: on for convolutional networks, where it is faster (README)
+        args.channels_last = is_convolutional(backbone)
+    if args.channels_last:
+        backbone = backbone.to(memory_format=torch.channels_last)
+    learner = LocalLearner(
+        backbone, args.K, args.method, cuts=args.cuts, input_shape=image_shape, num_classes=num_classes,
+        lambdas=args.lambdas, head=args.aux_head, widen=args.aux_widen, feature_dim=args.aux_feature_dim,
+        temperature=args.temperature, mean=mean, std=std, profile_batch_size=args.batch_size,
+        decoder_chunk_channels=args.aux_decoder_chunk,
+    )
+    learner.amp_dtype = AMP_DTYPES[args.amp]
+    return learner
+
+
+def make_optimizer(params: Any, args: argparse.Namespace) -> torch.optim.Optimizer:
+    """SGD with the run's settings (one per process in the parallel modes, same hyper-parameters)."""
+    return torch.optim.SGD(params, lr=args.lr, momentum=args.momentum,
+                           nesterov=args.nesterov and args.momentum > 0, weight_decay=args.weight_decay)
+
+
+def build_schedule(optimizer: torch.optim.Optimizer, args: argparse.Namespace) -> torch.optim.lr_scheduler.LRScheduler:
+    """Stepped once per epoch, as in the paper's code."""
+    if args.schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=args.epochs)
+    milestones = [int(args.epochs * 0.5), int(args.epochs * 0.75)]
+    return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=milestones, gamma=0.1)
+
+
+def replan_schedule(optimizer: torch.optim.Optimizer, args: argparse.Namespace,
+                    done_epochs: int) -> torch.optim.lr_scheduler.LRScheduler:
+    """The schedule planned for `args.epochs` epochs, as it stands after `done_epochs`: what a resumed run
+    whose --epochs changed follows from here on. Its learning rate from now on is the one a run planned
+    that long from the start would have; the epochs already done followed the old plan, so the run as a
+    whole is not bitwise that run."""
+    for group in optimizer.param_groups:
+        group["lr"] = group.get("initial_lr", args.lr)
+    schedule = build_schedule(optimizer, args)
+    with warnings.catch_warnings():  # "scheduler stepped before optimizer.step()": on purpose here
+        warnings.simplefilter("ignore")
+        for _ in range(done_epochs):
+            schedule.step()
+    return schedule
+
+
+@torch.no_grad()
+def count_correct(learner: LocalLearner, batches: Any, args: argparse.Namespace,
+                  device: torch.device) -> tuple[torch.Tensor, int]:
+    """(correct top-1 predictions as a device tensor, images seen) of the whole network in eval mode."""
+    learner.eval()
+    correct = torch.zeros((), dtype=torch.long, device=device)
+    total = 0
+    for x, y in batches:
+        if args.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(device.type, dtype=learner.amp_dtype, enabled=learner.amp_dtype is not None):
+            correct += (learner(x).argmax(1) == y).sum()
+        total += len(y)
+    return correct, total
+
+
+def evaluate(learner: LocalLearner, loader: DeviceLoader, args: argparse.Namespace, device: torch.device) -> float:
+    """Top-1 accuracy of the whole network (all pieces, eval mode)."""
+    correct, total = count_correct(learner, loader, args, device)
+    return correct.item() / max(total, 1)
