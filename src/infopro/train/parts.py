@@ -1,5 +1,5 @@
-"""What the single-process loop and `infopro.parallel`'s trainers share: the learner, its optimiser and
-learning-rate schedule, and evaluation of the whole network."""
+"""What the loop builds for any mode: the learner, its optimiser and learning-rate schedule, and evaluation
+of the whole network (`infopro.parallel.MeshTrainer` gets the learner and an optimiser factory from it)."""
 
 from __future__ import annotations
 
