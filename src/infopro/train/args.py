@@ -142,9 +142,11 @@ def _coerce(action: argparse.Action, value: Any, path: Path) -> Any:
     """Give a YAML value the type and choices its flag would enforce."""
     if value is None:
         return None
-    if isinstance(action.default, bool) and not isinstance(value, bool):
+    # A true/false flag, also one whose default is None ("decide for me", e.g. --channels-last)
+    switch = isinstance(action.default, bool) or isinstance(action, argparse.BooleanOptionalAction)
+    if switch and not isinstance(value, bool):
         raise InfoProError(f"config file {path}: {action.dest} must be true or false, got {value!r}")
-    kind = action.type or (str if not isinstance(action.default, bool) else None)
+    kind = action.type or (str if not switch else None)
     expected = {int: "an integer", float: "a number"}.get(kind, "a string")  # type: ignore[call-overload]
     try:
         if action.nargs is not None and action.nargs not in ("?",) and action.type is not None:
