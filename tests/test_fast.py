@@ -31,7 +31,15 @@ def make_learner(K: int = 2) -> infopro.LocalLearner:
 def compiled_learner():
     learner = make_learner()
     learner.compile_pieces(backend="aot_eager")
-    return learner
+    yield learner
+    # Leave no compiled state or garbage to later tests (finalizers running there could swallow a signal).
+    import gc
+
+    import torch._dynamo
+
+    del learner
+    torch._dynamo.reset()
+    gc.collect()
 
 
 def test_compiled_pieces_give_the_eager_gradients_and_keep_the_state_dict(compiled_learner):
