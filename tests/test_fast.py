@@ -7,6 +7,7 @@ cores). `--compile` itself uses inductor.
 """
 
 import ast
+import gc
 from pathlib import Path
 
 import pytest
@@ -27,19 +28,22 @@ def make_learner(K: int = 2) -> infopro.LocalLearner:
     return infopro.LocalLearner(infopro.build_backbone("resnet20", 10), K, "infopro-softmax", cuts="even")
 
 
+@pytest.fixture(scope="module", autouse=True)
+def no_compiled_garbage_afterwards():
+    """Leave no compiled state or cyclic garbage to later tests: a finalizer that a later garbage
+    collection runs in the middle of another test could swallow the signal that test sends itself."""
+    yield
+    import torch._dynamo
+
+    torch._dynamo.reset()
+    gc.collect()
+
+
 @pytest.fixture(scope="module")
 def compiled_learner():
     learner = make_learner()
     learner.compile_pieces(backend="aot_eager")
-    yield learner
-    # Leave no compiled state or garbage to later tests (finalizers running there could swallow a signal).
-    import gc
-
-    import torch._dynamo
-
-    del learner
-    torch._dynamo.reset()
-    gc.collect()
+    return learner
 
 
 def test_compiled_pieces_give_the_eager_gradients_and_keep_the_state_dict(compiled_learner):
