@@ -7,6 +7,17 @@ table and writes JSON. Run directories are reused when they already hold a
 finished run (delete them to retrain).
 
     python benchmarks/cifar_small.py --epochs 6 --out benchmarks/results/cifar_small
+
+With --rivals: E2E and InfoPro Contrast against PredSim, AugLocal, MAN, MAN++ and HPFF at K=4, 8
+and 16, all on the paper's cuts with each method's default settings (InfoPro, MAN, HPFF: the
+published InfoPro lambdas of that K), one budget and seed for all:
+
+    python benchmarks/cifar_small.py --rivals --train-subset 1000 --test-subset 500 --epochs 3 \
+        --out benchmarks/results/cifar_small_rivals \
+        --bench-json benchmarks/results/bench_rivals_resnet32_b128/bench.json
+
+--bench-json adds each run's peak memory per step from an `infopro bench` of the same network,
+batch and cuts, and the test accuracy per GiB of it.
 """
 
 from __future__ import annotations
@@ -18,10 +29,21 @@ from pathlib import Path
 from small_runs import SHARED_CIFAR10_JPEG, train_if_needed
 
 RUNS = [("e2e", 1)] + [(m, K) for K in (4, 8) for m in ("greedy", "dgl", "infopro-softmax", "infopro-contrast")]
+RIVAL_RUNS = [("e2e", 1)] + [(m, K) for K in (4, 8, 16) for m in (
+    "infopro-contrast", "predsim", "auglocal", "man", "man++", "hpff")]
 
 
 def config_name(method: str, K: int) -> str:
     return "resnet32-e2e" if method == "e2e" else f"resnet32-{method}-K{K}"
+
+
+def config_and_flags(method: str, K: int) -> tuple[str, tuple[str, ...]]:
+    """The config and extra flags of a run on the paper's cuts at K (the rivals' own configs cut elsewhere)."""
+    if method in ("predsim", "auglocal"):
+        return f"resnet32-dgl-K{K}", ("--method", method)  # paper cuts, the method's default settings
+    if method == "man++":
+        return f"resnet32-man-K{K}", ("--method", method)  # InfoPro's lambdas, as MAN's config
+    return config_name(method, K), ()
 
 
 def main() -> None:
@@ -33,24 +55,42 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--rivals", action="store_true", help="the rivals at K=4, 8, 16 (see above)")
+    parser.add_argument("--bench-json", default=None, help="bench.json of the same network and batch (see above)")
     parser.add_argument("--out", default="benchmarks/results/cifar_small")
     args = parser.parse_args()
 
     out = Path(args.out)
     rows = []
-    for method, K in RUNS:
+    for method, K in RIVAL_RUNS if args.rivals else RUNS:
         run = out / f"{method}-K{K}"
-        summary = train_if_needed(run, config_name(method, K), args)
-        rows.append({"method": method, "K": K, "cuts": summary["cuts"],
+        config, extra = config_and_flags(method, K)
+        summary = train_if_needed(run, config, args, extra)
+        rows.append({"method": method, "K": K, "cuts": summary["cuts"], "aux_parameters": summary["aux_parameters"],
                      "final_test_error": summary["final_test_error"], "best_test_error": summary["best_test_error"],
                      "total_seconds": summary["total_seconds"], "epochs": summary["epochs"], "run": str(run)})
 
     print(f"\nResNet-32, CIFAR-10 (JPEG), {args.train_subset} train / {args.test_subset} test images, "
           f"{args.epochs} epochs, batch {args.batch_size}, seed {args.seed}, {args.device}")
-    print("| method | K | final test error | best test error | train seconds |\n|---|---|---|---|---|")
+    peaks = {}
+    if args.bench_json:
+        bench = json.loads(Path(args.bench_json).read_text())
+        if bench["batch_size"] != args.batch_size:
+            raise SystemExit(f"{args.bench_json} was measured at batch {bench['batch_size']}, not {args.batch_size}")
+        peaks = {(b["method"], b["K"], tuple(b["cuts"])): b["peak_bytes"] for b in bench["rows"]}
     for r in rows:
+        peak = peaks.get((r["method"], r["K"], tuple(r["cuts"])))
+        if peak is not None:
+            r["bench_peak_bytes"] = peak
+            r["accuracy_per_gib"] = (1 - r["final_test_error"]) / (peak / 2**30)
+    extra = " peak MiB (bench) | accuracy per GiB |" if peaks else ""
+    print(f"| method | K | final test error | best test error | aux params | train seconds |{extra}")
+    print("|---" * (6 + 2 * bool(peaks)) + "|")
+    for r in rows:
+        cells = (f" {r['bench_peak_bytes'] / 2**20:.0f} | {r['accuracy_per_gib']:.2f} |" if "bench_peak_bytes" in r
+                 else " – | – |" if peaks else "")
         print(f"| {r['method']} | {r['K']} | {100 * r['final_test_error']:.2f} % | "
-              f"{100 * r['best_test_error']:.2f} % | {r['total_seconds']:.0f} |")
+              f"{100 * r['best_test_error']:.2f} % | {r['aux_parameters'] / 1e6:.3f} M | {r['total_seconds']:.0f} |{cells}")
     path = out / "cifar_small.json"
     path.write_text(json.dumps({"settings": vars(args), "rows": rows}, indent=2) + "\n")
     print(f"wrote {path}")

@@ -12,17 +12,17 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED_CIFAR10_JPEG = str(ROOT.parent / "shared" / "datasets" / "cifar10-jpeg")
 
 
-def train_if_needed(run: Path, config: str, args: argparse.Namespace) -> dict:
+def train_if_needed(run: Path, config: str, args: argparse.Namespace, extra: tuple[str, ...] = ()) -> dict:
     """Train `run` from configs/cifar10/<config>.yaml with the benchmark's shared settings
-    (subset, epochs, batch, lr 0.1 per 128 images, seed, device, channels-last) unless it already
-    holds a finished run; resume it if it was started (stopped before or after its first checkpoint). Returns its summary.json."""
+    (subset, epochs, batch, lr 0.1 per 128 images, seed, device, channels-last) and `extra` flags unless it
+    already holds a finished run; resume it if it was started (stopped before or after its first checkpoint). Returns its summary.json."""
     if not (run / "summary.json").exists():
         code = infopro_main([
             "train", "-c", str(ROOT / "configs" / "cifar10" / f"{config}.yaml"), "--data-dir", args.data_dir,
             "--train-subset", str(args.train_subset), "--test-subset", str(args.test_subset),
             "--epochs", str(args.epochs), "--batch-size", str(args.batch_size),
             "--lr", str(0.1 * args.batch_size / 128), "--seed", str(args.seed),
-            "--device", args.device, "--channels-last", "--out", str(run),
+            "--device", args.device, "--channels-last", "--out", str(run), *extra,
             *(["--resume"] if (run / "config.yaml").exists() else []),  # started before: continue it
         ])
         if code != 0:

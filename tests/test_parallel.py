@@ -21,7 +21,7 @@ import torch
 
 import infopro
 from infopro.cli import get_args_parser, main
-from infopro.data import DeviceLoader, load_dataset, stratified_subset
+from infopro.data import DataOptions, make_loader, open_data
 from infopro.train import load_checkpoint
 from infopro.train.args import check_args
 from infopro.train.loop import build_learner, make_optimizer
@@ -157,20 +157,21 @@ def test_pipelined_pieces_parallel_learns(tmp_path):
     assert json.loads((out / "summary.json").read_text())["best_test_error"] < 0.8  # chance is 0.9
 
 
-DATA_FLAGS = [*FAST, "--method", "greedy", "--epochs", "1"]
+DATA_FLAGS = [*FAST, "--method", "greedy", "--epochs", "1", "--workers", "0"]
 
 
 @functools.lru_cache(maxsize=None)
-def two_slice_reference(batch_size: int, subset: int):
+def two_slice_reference(batch_size: int, subset: int, data_path: str):
     """One process: a learner per data slice of each batch, gradients averaged by each slice's share of
-    the batch (BatchNorm sees each slice alone, as on the ranks). Returns (learner, optimiser) of slice 0."""
-    argv = ["train", *DATA_FLAGS, "--batch-size", str(batch_size), "--train-subset", str(subset)]
+    the batch (BatchNorm sees each slice alone, as on the ranks). Returns (learner, optimiser) of slice 0.
+    On the stream path each rank decoded only its own slice (a sharded loader); here one loader gives
+    whole batches."""
+    argv = ["train", *DATA_FLAGS, "--batch-size", str(batch_size), "--train-subset", str(subset),
+            "--data-path", data_path]
     args = get_args_parser(argv).parse_args(argv)
     check_args(args)
-    data = load_dataset("cifar10")
-    keep = stratified_subset(data.train_labels, subset, seed=0)
-    loader = DeviceLoader(data.train_images[keep], data.train_labels[keep], "cpu", batch_size, data.mean, data.std,
-                          train=True, seed=0)
+    data = open_data("cifar10", None, DataOptions(train_subset=subset, path=data_path, progress=False))
+    loader = make_loader(data, data.train, "cpu", batch_size, train=True, seed=0, workers=0)
     learners = [build_learner(args, data.image_shape, data.num_classes, data.mean, data.std, torch.device("cpu"))
                 for _ in range(2)]
     optimizers = [make_optimizer(learner.parameters(), args) for learner in learners]
@@ -192,17 +193,18 @@ def two_slice_reference(batch_size: int, subset: int):
 # Even slices over 4 steps; unequal slices (26 and 25 images, weighed by their shares) over one step: the
 # rounding of a share differs from the reference's in the last bit, and BatchNorm on 25 images amplifies
 # such differences some tenfold per step, so one step is what float tolerance can check.
-@pytest.mark.parametrize("parallel, nproc, batch_size, subset",
-                         [("data", 2, 50, 200), ("pieces,data", 4, 50, 200), ("data", 2, 51, 51)])
-def test_data_parallel_averages_the_ranks_gradients(tmp_path, parallel, nproc, batch_size, subset):
+@pytest.mark.parametrize("parallel, nproc, batch_size, subset, data_path",
+                         [("data", 2, 50, 200, "memory"), ("data", 2, 50, 200, "stream"),
+                          ("pieces,data", 4, 50, 200, "memory"), ("data", 2, 51, 51, "memory")])
+def test_data_parallel_averages_the_ranks_gradients(tmp_path, parallel, nproc, batch_size, subset, data_path):
     """DDP per (piece, objective) pair on 2 slices (`data`: 2 processes; `pieces,data`: the 2 x 2 mesh,
     each piece's gradients reduced over its own row) gives the weights of the one-process reference, and
     the checkpoint is in the one-process format."""
     out = tmp_path / "run"
-    done = torchrun(*DATA_FLAGS, "--batch-size", batch_size, "--train-subset", subset, "--parallel", parallel,
-                    "--out", out, nproc=nproc)
+    done = torchrun(*DATA_FLAGS, "--batch-size", batch_size, "--train-subset", subset, "--data-path", data_path,
+                    "--parallel", parallel, "--out", out, nproc=nproc)
     assert done.returncode == 0, done.stderr
-    learner, optimizer = two_slice_reference(batch_size, subset)
+    learner, optimizer = two_slice_reference(batch_size, subset, data_path)
     saved = load_checkpoint(out / "checkpoint.pt")
     assert saved["model"].keys() == learner.state_dict().keys()
     assert_same_state(dict(learner.named_parameters()), {k: saved["model"][k] for k, _ in learner.named_parameters()})

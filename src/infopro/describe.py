@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import math
+from typing import Any
 
 from .errors import InfoProError
 from .local import CUT_PRESETS, HEADS, METHODS, LocalLearner
@@ -30,6 +31,34 @@ def add_learner_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--aux-decoder-chunk", type=int, default=0, metavar="C",
                    help="run the decoder's upsampling and first conv over chunks of C channels: same loss, "
                         "less memory at deep cuts (default: 0, off)")
+    g.add_argument("--aux-depth", type=int, default=None, metavar="D",
+                   help="auglocal: blocks in each auxiliary net (default: the method's, 2)")
+    g.add_argument("--aux-pyramid", type=float, default=None, metavar="C",
+                   help="auglocal: pyramid coefficient, depth shrinking along the network; 0 = off (default: 0.5)")
+    g.add_argument("--ema-momentum", type=float, default=None, metavar="M",
+                   help="man, man++: momentum of the EMA copy of the next piece's first block (default: 0.995)")
+    g.add_argument("--hpff-weights", type=float, nargs=2, default=None, metavar=("OWN", "CASCADE"),
+                   help="hpff: weights of the own path and of the cascade path (default: 0.001 0.999)")
+
+
+# flag (argparse dest) -> the method option it sets
+METHOD_OPTION_FLAGS = {"aux_depth": "depth", "aux_pyramid": "pyramid", "ema_momentum": "momentum"}
+
+
+def method_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The method options the command line sets (flags left out keep the method's defaults)."""
+    flags = {flag: getattr(args, flag, None) for flag in [*METHOD_OPTION_FLAGS, "hpff_weights"]}
+    options = {METHOD_OPTION_FLAGS[f]: v for f, v in flags.items() if f in METHOD_OPTION_FLAGS and v is not None}
+    if flags["hpff_weights"] is not None:
+        options["own_weight"], options["cascade_weight"] = flags["hpff_weights"]
+    takes = METHODS.get(args.method).option_defaults if args.method in METHODS else options
+    for flag, value in flags.items():
+        wanted = ["own_weight"] if flag == "hpff_weights" else [METHOD_OPTION_FLAGS[flag]]
+        if value is not None and not all(w in takes for w in wanted):
+            users = [m for m in METHODS if all(w in METHODS.get(m).option_defaults for w in wanted)]
+            raise InfoProError(f"--{flag.replace('_', '-')} does not apply to method {args.method!r}; "
+                               f"it sets an option of {', '.join(users)}")
+    return options
 
 
 def check_learner_arguments(args: argparse.Namespace) -> None:
@@ -39,6 +68,11 @@ def check_learner_arguments(args: argparse.Namespace) -> None:
         raise InfoProError(f"--lambdas must be finite and >= 0, got {lambdas}")
     if not (math.isfinite(args.temperature) and args.temperature > 0):
         raise InfoProError(f"--temperature must be a finite number > 0, got {args.temperature}")
+    for flag in (*METHOD_OPTION_FLAGS, "hpff_weights"):
+        values = getattr(args, flag, None)
+        values = [] if values is None else values if isinstance(values, (list, tuple)) else [values]
+        if not all(math.isfinite(v) for v in values):
+            raise InfoProError(f"--{flag.replace('_', '-')} must be finite, got {values}")
     for flag, value, least in (("--aux-widen", args.aux_widen, 1), ("--aux-feature-dim", args.aux_feature_dim, 1),
                                ("--aux-decoder-chunk", args.aux_decoder_chunk, 0)):
         if value < least:
@@ -70,7 +104,7 @@ def describe_main(args: argparse.Namespace) -> int:
         widen=args.aux_widen, feature_dim=args.aux_feature_dim, temperature=args.temperature,
         # Nothing is trained here, so any per-channel normalisation will do.
         mean=[0.5] * args.input_shape[0], std=[0.5] * args.input_shape[0], profile_batch_size=args.batch_size,
-        decoder_chunk_channels=args.aux_decoder_chunk,
+        decoder_chunk_channels=args.aux_decoder_chunk, method_options=method_options(args),
     )
     memory = learner.piece_memory(args.batch_size)
     print(f"{args.arch} · {args.method} · K={args.K} · cuts {learner.cuts} ({args.cuts})")
@@ -91,4 +125,15 @@ def describe_main(args: argparse.Namespace) -> int:
     print(f"backbone {total / 1e6:.3f} M parameters; auxiliary nets {aux / 1e6:.3f} M (dropped by export)")
     print(f"saved MiB: activations kept for backward during the piece's local step at batch {args.batch_size} "
           f"(in brackets: by its auxiliary nets); the step's peak is the largest")
+    method = learner.method
+    if learner.method_options:
+        print("method options: " + ", ".join(f"{k}={v:g}" for k, v in learner.method_options.items()))
+    if method.memory_note:
+        print(f"note: {method.memory_note}")
+    if method.crossings:
+        print(f"what crosses a cut ({method.name}):")
+        for line in method.crossings:
+            print(f"  - {line}")
+    else:
+        print(f"what crosses a cut ({method.name}): nothing; each piece's loss reaches only its own piece and aux nets")
     return 0

@@ -94,4 +94,4 @@ def restore_run(run_dir: str | Path, data: ImageDataset, device: torch.device, n
 def load_run_data(config: dict[str, Any], data_dir: str | Path | None = None) -> ImageDataset:
     """The data set a run was trained on (its `dataset`, `data_dir` and `cache_dir`), or `data_dir` instead."""
     return load_dataset(config["dataset"], data_dir if data_dir is not None else config.get("data_dir"),
-                        config.get("cache_dir"))
+                        config.get("cache_dir"), image_size=config.get("image_size"), channels=config.get("channels"))

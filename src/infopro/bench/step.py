@@ -101,6 +101,8 @@ def measure_step(step: TrainingStep, batch_size: int, device: torch.device, time
         optimizer.zero_grad(set_to_none=True)
         step.run(x, y)
         optimizer.step()
+        if step.learner is not None:
+            step.learner.after_optimizer_step()  # MAN's EMA update is part of its step
 
     # The first warm-up step also counts FLOPs (counting perturbs memory: FlopCounterMode keeps
     # tensors that checkpointing would free, so memory is measured in a step of its own).

@@ -1,33 +1,39 @@
-"""Data: readers (CIFAR pickles, image folders, zips), a decode cache, named data sets,
-stratified subsets, and a device-resident loader with batched augmentation."""
+"""Data: named data sets (one reader per file in `sets/`), a decode cache, stratified subsets and
+validation splits, and two paths with one interface: the device-resident loader (memory) and
+DataLoader workers decoding per sample (stream)."""
 
 from .augment import augment_batch, crop_flip
 from .cache import default_cache_dir
-from .datasets import BUNDLED_DIR, DATASETS, DatasetSpec, ImageDataset, load_dataset
-from .image_folder import decode_image, read_image_folder
-from .cifar import read_cifar10, read_cifar100
-from .layouts import LAYOUTS, Layout
+from .datasets import BUNDLED_DIR, DATASETS, DatasetSpec, RawSet, Reader
+from .items import ArrayItems, FileItems, Items
 from .loader import DeviceLoader, epoch_generator
-from .splits import Splits
+from .prepare import DATA_PATHS, Data, DataOptions, ImageDataset, channel_stats, load_dataset, make_loader, open_data
+from .stream import StreamLoader, default_workers
 from .subset import stratified_subset
 
 __all__ = [
+    "ArrayItems",
     "BUNDLED_DIR",
     "DATASETS",
+    "DATA_PATHS",
+    "Data",
+    "DataOptions",
     "DatasetSpec",
     "DeviceLoader",
+    "FileItems",
     "ImageDataset",
-    "LAYOUTS",
-    "Layout",
-    "Splits",
+    "Items",
+    "RawSet",
+    "Reader",
+    "StreamLoader",
     "augment_batch",
+    "channel_stats",
     "crop_flip",
-    "decode_image",
     "default_cache_dir",
+    "default_workers",
     "epoch_generator",
     "load_dataset",
-    "read_cifar10",
-    "read_cifar100",
-    "read_image_folder",
+    "make_loader",
+    "open_data",
     "stratified_subset",
 ]

@@ -19,6 +19,11 @@ from ..errors import InfoProError
 from .augment import augment_batch
 
 
+def normalise(images: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """uint8 (B, C, H, W) -> float32 (x / 255 - mean) / std, with mean and std shaped (1, C, 1, 1)."""
+    return images.float().div_(255).sub_(mean).div_(std)
+
+
 def epoch_generator(seed: int, epoch: int) -> torch.Generator:
     """A CPU generator whose state depends only on (seed, epoch)."""
     if seed < 0 or epoch < 0:
@@ -98,9 +103,13 @@ class DeviceLoader:
         n, b = self.num_samples, self.batch_size
         return n // b if self.drop_last else math.ceil(n / b)
 
+    shard = None  # every process gets whole batches (data parallel slices them itself)
+
+    def global_batch_size(self, step: int) -> int:
+        return min(self.batch_size, self.num_samples - step * self.batch_size)
+
     def normalise(self, images: torch.Tensor) -> torch.Tensor:
-        """uint8 (B, C, H, W) -> float32 (x / 255 - mean) / std."""
-        return images.float().div_(255).sub_(self.mean).div_(self.std)
+        return normalise(images, self.mean, self.std)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         epoch, self.epoch = self.epoch, self.epoch + 1

@@ -45,3 +45,31 @@ def stratified_subset(labels: np.ndarray, n: int, seed: int) -> np.ndarray:
         for start, count, q in zip(starts, counts, quota)
     ]
     return np.sort(np.concatenate(chosen))
+
+
+def stratified_split(labels: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+    """Sorted indices of a `fraction` of `labels` that keeps every class's share (a validation hold-out).
+
+    Each class gives round(fraction * its count) samples (largest remainders settle the rounding, so the
+    total is round(fraction * N)), and at least one while keeping at least one, so both sides see every
+    class. Deterministic for a given seed.
+    """
+    labels = np.asarray(labels)
+    classes, inverse, counts = np.unique(labels, return_inverse=True, return_counts=True)
+    total = int(round(fraction * len(labels)))
+    if not 0 < fraction < 1 or not len(classes) <= total <= len(labels) - len(classes) or counts.min() < 2:
+        raise InfoProError(
+            f"a stratified hold-out of {fraction:g} ({total} of {len(labels)} samples, {len(classes)} classes, the "
+            f"smallest with {counts.min()}) cannot leave every class on both sides; choose another fraction"
+        )
+    exact = fraction * counts
+    quota = np.clip(np.floor(exact).astype(np.int64), 1, counts - 1)
+    order = np.argsort(-(exact - np.floor(exact)), kind="stable")
+    for k in order:  # hand out what rounding left, largest remainders first
+        if quota.sum() >= total:
+            break
+        if quota[k] < counts[k] - 1:
+            quota[k] += 1
+    rng = np.random.default_rng(seed)
+    chosen = [rng.choice(np.flatnonzero(inverse == k), size=q, replace=False) for k, q in enumerate(quota)]
+    return np.sort(np.concatenate(chosen))

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import sys
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, Mapping, Sequence
 
 import torch
 from torch import nn
@@ -14,13 +15,11 @@ from torch import nn
 from ..constants import CIFAR_MEAN, CIFAR_STD
 from ..errors import InfoProError
 from ..models.backbone import SequentialBackbone
-from .aux_families import aux_family_for
-from .aux_nets import AuxOptions, Feature
+from .aux_nets import AuxOptions
 from .balance import CutContext, piece_memory, profile_memory
 from .cuts import piece_ranges, resolve_cuts
-from .losses import TASK_LOSSES, CrossEntropyTerm
-from .methods import Lambdas, get_method
-from .objective import LocalObjective
+from .methods import Lambdas, PieceContext, get_method
+from .objective import Objective
 from .pieces import feature_shapes, split_blocks
 
 
@@ -67,7 +66,8 @@ def pair_step(
     """
     with torch.autocast(h_in.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
         h_out, loss = pair(h_in, labels, image)
-    (loss if loss_scale == 1 else loss * loss_scale).backward()
+    if loss.requires_grad:  # a piece trained only through a later piece's loss (HPFF's first) has none
+        (loss if loss_scale == 1 else loss * loss_scale).backward()
     return h_out.detach(), loss.detach()
 
 
@@ -94,11 +94,11 @@ def local_step(
 
 
 class LocalLearner(nn.Module):
-    """A backbone cut into K pieces trained by local losses (E2E, Greedy SL, DGL, InfoPro).
+    """A backbone cut into K pieces trained by local losses (E2E, Greedy SL, DGL, InfoPro and the rivals).
 
     `pieces[k]` is an `nn.Sequential` of the backbone's own blocks (the last
-    one ends with the backbone's head); `aux[k]` is its `LocalObjective`
-    (auxiliary nets + loss). Pieces share modules with the backbone, so
+    one ends with the backbone's head); `aux[k]` is its `Objective`
+    (auxiliary nets + loss, built by the method). Pieces share modules with the backbone, so
     training the learner trains the backbone; `export()` returns a copy.
 
     Args:
@@ -120,6 +120,11 @@ class LocalLearner(nn.Module):
             memory (saved bytes grow linearly with it, so the cuts hardly depend on it).
         decoder_chunk_channels: > 0 upsamples and convolves the decoder's input in
             chunks of that many channels (same loss, less memory at deep cuts; see `Decoder`).
+        method_options: the method's own settings by name (e.g. AugLocal's `depth`, MAN's
+            `momentum`); None or missing: the method's defaults (`METHODS.get(name).option_defaults`).
+
+    After each optimiser step call `after_optimizer_step()`: methods with state that follows
+    the network (MAN's EMA copies) update it there.
 
     `amp_dtype` (attribute, default None): set to torch.bfloat16 to run the
     forward passes of `train_step` under autocast.
@@ -144,6 +149,7 @@ class LocalLearner(nn.Module):
         std: Sequence[float] = CIFAR_STD,
         profile_batch_size: int = 64,
         decoder_chunk_channels: int = 0,
+        method_options: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
         if not isinstance(backbone, SequentialBackbone):
@@ -155,15 +161,11 @@ class LocalLearner(nn.Module):
         self.K = K
         self.input_shape = tuple(int(s) for s in input_shape)
         self.lambdas = Lambdas.parse(lambdas if lambdas is not None else self.method.default_lambdas)
-        if not self.method.decoder and (self.lambdas.recon_first or self.lambdas.recon_last):
-            raise InfoProError(
-                f"method {method!r} has no decoder, so lambda1 (the reconstruction weight) must be 0, "
-                f"got lambdas {self.lambdas}"
-            )
+        self.method_options = self.method.resolve_options(method_options)
+        self.method.check(K, self.lambdas, self.method_options)
         if temperature <= 0:
             raise InfoProError(f"temperature must be > 0, got {temperature}")
         options = AuxOptions(widen=widen, feature_dim=feature_dim, decoder_chunk_channels=decoder_chunk_channels)
-        head_name = head or self.method.head
 
         *shapes, out_shape = feature_shapes([*backbone.blocks, backbone.head], self.input_shape)
         if tuple(out_shape) != (num_classes,):
@@ -178,23 +180,17 @@ class LocalLearner(nn.Module):
 
         num_blocks = len(backbone.blocks)
 
-        def objective_for(k: int, cut: int) -> LocalObjective:
-            """Piece k's objective when it ends after block `cut` (the last piece: plain CE on the logits)."""
-            if k == K - 1:
-                return LocalObjective(CrossEntropyTerm())
-            recon_weight, task_weight = self.lambdas.for_piece(k, K)
-            task_loss = TASK_LOSSES.get(self.method.task_loss)(temperature)
-            out_dim = feature_dim if task_loss.output_is_embedding else num_classes
-            # The auxiliary nets follow the feature at the cut (map or tokens, small or large input).
-            feature = Feature(tuple(shapes[cut]), self.input_shape, backbone.tokens)
-            family = aux_family_for(feature)
-            return LocalObjective(
-                task_loss,
-                head=family.head(head_name, feature, out_dim, options) if task_weight else None,
-                decoder=family.decoder(feature, options) if recon_weight else None,
-                recon_weight=recon_weight,
-                task_weight=task_weight,
-            )
+        block_shapes = tuple(tuple(int(d) for d in s) for s in shapes)
+
+        def objective_for(k: int, cut: int) -> Objective:
+            """Piece k's objective when it ends after block `cut` (the last piece: cut = number of blocks)."""
+            feature_shape = tuple(out_shape) if k == K - 1 else block_shapes[cut]
+            return self.method.build(PieceContext(
+                k=k, K=K, cut=cut, feature_shape=tuple(int(d) for d in feature_shape), image_shape=self.input_shape,
+                num_classes=num_classes, block_shapes=block_shapes, blocks=backbone.blocks, lambdas=self.lambdas,
+                head=head, aux=options, temperature=temperature, tokens=backbone.tokens,
+                options=self.method_options,
+            ))
 
         for k in range(K - 1):
             if self.lambdas.for_piece(k, K) == (0, 0):
@@ -205,8 +201,8 @@ class LocalLearner(nn.Module):
         context = CutContext(
             input_shape=self.input_shape, num_classes=num_classes, batch_size=profile_batch_size,
             objective_for=objective_for,
-            # Pieces whose loss terms are on or off alike get the same aux nets at the same cut.
-            objective_kind=lambda k: "last" if k == K - 1 else tuple(w != 0 for w in self.lambdas.for_piece(k, K)),
+            # Pieces of equal kind get the same aux nets at the same cut.
+            objective_kind=lambda k: self.method.objective_kind(k, K, self.lambdas, self.method_options),
         )
         self.cuts = resolve_cuts(cuts, backbone, K, context)
         self._cut_context = context
@@ -243,8 +239,14 @@ class LocalLearner(nn.Module):
         image = self.unnormalize(x) if any(obj.needs_image for obj in self.aux) else None
         h = x
         losses = []
-        for piece, objective in zip(self.pieces, self.aux):
-            h, loss = local_step(piece, objective, h, y, image, self.amp_dtype)
+        previous_input = None  # piece k-1's input, held only for a loss that runs through piece k-1 (HPFF)
+        for k, (piece, objective) in enumerate(zip(self.pieces, self.aux)):
+            call = objective
+            if objective.needs_cascade and k > 0:
+                call = functools.partial(objective, cascade=(self.pieces[k - 1], piece, previous_input))
+            next_needs = k + 1 < self.K and self.aux[k + 1].needs_cascade
+            previous_input = h if next_needs else None
+            h, loss = local_step(piece, call, h, y, image, self.amp_dtype)
             losses.append(loss)
         # One host sync per step, not one per piece.
         return {"logits": h, "losses": torch.stack(losses).tolist()}
@@ -257,6 +259,11 @@ class LocalLearner(nn.Module):
         check_compiler(backend, self.mean.device)
         for module in (*self.pieces, *self.aux):
             module.compile(backend=backend, mode=mode)
+
+    def after_optimizer_step(self) -> None:
+        """Run the objectives' post-step hooks (e.g. MAN's EMA update); call it after every optimiser step."""
+        for objective in self.aux:
+            objective.after_optimizer_step()
 
     def unnormalize(self, x: torch.Tensor) -> torch.Tensor:
         """The image in [0, 1] that a normalised input came from (the decoder's target)."""

@@ -8,7 +8,36 @@ from torch import nn
 from .losses import reconstruction_loss
 
 
-class LocalObjective(nn.Module):
+class Objective(nn.Module):
+    """Base of every piece objective: `forward(h, labels, image=None) -> scalar loss`.
+
+    Hooks a method may use (the defaults do nothing):
+    - `needs_image`: the learner passes the un-normalised image.
+    - `needs_cascade`: the learner passes `cascade=(previous piece, this piece, previous piece's input)`,
+      so the loss can run through both pieces (gradients then reach the previous piece).
+    - `after_optimizer_step()`: called by `LocalLearner.after_optimizer_step()` after every optimiser step.
+    - `follows`: a module of the next piece whose weights this objective reads in that hook (MAN), or None;
+      `--parallel pieces` sends those weights from rank k+1 to rank k.
+    `recon_weight` and `task_weight` are the piece's (lambda1, lambda2), for `describe`.
+    """
+
+    recon_weight: float = 0.0
+    task_weight: float = 1.0
+    needs_cascade: bool = False
+
+    @property
+    def needs_image(self) -> bool:
+        return False
+
+    def after_optimizer_step(self) -> None:
+        return None
+
+    @property
+    def follows(self) -> nn.Module | None:
+        return None
+
+
+class LocalObjective(Objective):
     """`recon_weight * BCE(decoder(h), image) + task_weight * task_loss(head(h), y)`.
 
     A term whose weight is 0 has no net and costs nothing. The last piece's
@@ -49,3 +78,4 @@ class LocalObjective(nn.Module):
 
     def extra_repr(self) -> str:
         return f"recon_weight={self.recon_weight:g}, task_weight={self.task_weight:g}"
+

@@ -60,6 +60,9 @@ class MeshTrainer:
 
     def __init__(self, learner: LocalLearner, args: argparse.Namespace, runtime: ParallelRuntime,
                  make_optimizer: OptimizerFactory) -> None:
+        if learner.method.pieces_parallel_refusal:  # each piece trains on its own (own process or own DDP)
+            raise InfoProError(f"--parallel {runtime.mode} cannot run method {learner.method.name!r}: "
+                               f"{learner.method.pieces_parallel_refusal}; train it in one process")
         self.learner, self.runtime = learner, runtime
         self.K = learner.K
         self.P, self.D = runtime.pieces, runtime.data
@@ -88,6 +91,12 @@ class MeshTrainer:
         # h crosses a cut in the precision the forward pass runs in.
         self.wire_dtype = learner.amp_dtype or params[0].dtype
         self.needs_image = any(learner.aux[k].needs_image for k in self.stage)
+        # Weights that go backwards along the pieces (MAN): the block of this piece that piece p-1 follows,
+        # and the copy of piece p+1's block this piece follows (moved here: its EMA update runs here).
+        split = self.P > 1
+        self.sent_block = learner.aux[self.p - 1].follows if split and not self.first else None
+        follows = learner.aux[self.p].follows if split else None
+        self.followed = follows.to(device) if follows is not None else None
         self.micro_batches = args.micro_batches
         self.sync = args.sync_pieces
         self.is_writer = runtime.rank == 0
@@ -116,8 +125,23 @@ class MeshTrainer:
     def _output(self, h: torch.Tensor, what: str) -> None:
         self.link.isend(h.to(self.wire_dtype), self._neighbour(+1), what)
 
-    def _slice(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return x.tensor_split(self.D)[self.d], y.tensor_split(self.D)[self.d]
+    def _slices(self, loader: Any) -> Any:
+        """(this process's data slice of each global batch, the global batch size). A streaming loader built
+        with shard=(d, D) decodes only this slice; the device-resident one yields whole batches."""
+        for step, (x, y) in enumerate(loader):
+            if getattr(loader, "shard", None) is not None:
+                yield x, y, loader.global_batch_size(step)
+            else:
+                yield x.tensor_split(self.D)[self.d], y.tensor_split(self.D)[self.d], len(y)
+
+    @torch.no_grad()
+    def _follow(self, what: str) -> None:
+        """Receive the next piece's followed block (after its previous step) and run this objective's hook."""
+        params = list(self.followed.parameters())
+        flat = self.link.recv((sum(p.numel() for p in params),), params[0].dtype, self._neighbour(+1), what)
+        for p, value in zip(params, flat.split([p.numel() for p in params])):
+            p.copy_(value.view_as(p))
+        self.learner.aux[self.p].after_optimizer_step()
 
     def train_epoch(self, loader: DeviceLoader, epoch: int, args: argparse.Namespace) -> dict[str, Any]:
         for k in self.stage:
@@ -129,9 +153,7 @@ class MeshTrainer:
         correct = torch.zeros((), dtype=torch.long, device=self.device)
         seen = 0
         start = time.perf_counter()
-        for step, (x, y) in enumerate(loader):
-            batch = len(y)
-            x, y = self._slice(x, y)
+        for step, (x, y, batch) in enumerate(self._slices(loader)):
             if args.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             what = f"training (epoch {epoch + 1}, step {step + 1})"
@@ -156,9 +178,18 @@ class MeshTrainer:
             if self.reduction is not None:
                 self.reduction.wait(f"averaging gradients (epoch {epoch + 1}, step {step + 1})")
             self.optimizer.step()
+            if self.P == 1:
+                self.learner.after_optimizer_step()  # e.g. MAN's EMA copies follow the next piece
+            if self.sent_block is not None:
+                self.link.isend(torch.cat([p.detach().reshape(-1) for p in self.sent_block.parameters()]),
+                                self._neighbour(-1), f"sending weights (epoch {epoch + 1}, step {step + 1})")
+            if self.followed is not None and step > 0:
+                self._follow(f"receiving weights of step {step} (epoch {epoch + 1})")
             seen += len(y)
             if self.sync:
                 self.link.barrier(f"finishing step {step + 1} of epoch {epoch + 1}")
+        if self.followed is not None and seen:
+            self._follow(f"receiving the last weights of epoch {epoch + 1}")
         self.link.flush()
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
@@ -173,8 +204,7 @@ class MeshTrainer:
         amp = self.learner.amp_dtype
         size = math.ceil(args.batch_size / (self.D * self.micro_batches))
         correct, total = torch.zeros((), dtype=torch.long, device=self.device), 0
-        for x, y in loader:
-            x, y = self._slice(x, y)
+        for x, y, _ in self._slices(loader):
             for x_m, y_m in zip(x.split(size), y.split(size)):
                 h = self._input(x_m, len(y_m), args, "evaluating")
                 with torch.autocast(self.device.type, dtype=amp, enabled=amp is not None):
@@ -201,16 +231,16 @@ class MeshTrainer:
                         self.link.wait(work, None, "averaging BatchNorm statistics")
                         buffer.div_(self.D)
 
-    def finish_epoch(self, record: dict[str, Any], test_loader: DeviceLoader,
-                     args: argparse.Namespace) -> tuple[dict[str, Any], float, dict[str, Any]] | None:
+    def finish_epoch(self, record: dict[str, Any], eval_loaders: dict[str, DeviceLoader],
+                     args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, float], dict[str, Any]] | None:
         """Average BatchNorm statistics over each row, evaluate as a pipeline, then every process sends its
         share (numbers; its pieces and optimiser from the first column) to rank 0, which merges them into
         one single-process checkpoint. Only point-to-point messages, so a lost process is always named."""
         if self.D > 1:
             self._average_batchnorm_statistics()
-        test_correct, test_total = self._evaluate(test_loader, args)
-        report = {**record, "stage": self.stage, "last": self.last, "test_correct": test_correct,
-                  "test_total": test_total, "peak_memory_bytes": peak_memory_bytes(self.device)[0]}
+        counts = {name: self._evaluate(loader, args) for name, loader in eval_loaders.items()}
+        report = {**record, "stage": self.stage, "last": self.last, "eval_counts": counts,
+                  "peak_memory_bytes": peak_memory_bytes(self.device)[0]}
         if self.d == 0:  # the other columns hold the same weights
             report["model"] = {key: value for k in self.stage for key, value in piece_state_dict(self.learner, k).items()}
             report["optimizer"] = optimizer_state_to_global(self.optimizer.state_dict(), self.indices)
@@ -240,5 +270,6 @@ class MeshTrainer:
         }
         state = {"model": {k: v.cpu() for k, v in model.items()},
                  "optimizer": merge_optimizer_states([r["optimizer"] for r in reports if "optimizer" in r])}
-        accuracy = sum(r["test_correct"] for r in ends) / max(sum(r["test_total"] for r in ends), 1)
-        return merged, accuracy, state
+        accuracies = {name: sum(r["eval_counts"][name][0] for r in ends) / max(sum(r["eval_counts"][name][1] for r in ends), 1)
+                      for name in counts}
+        return merged, accuracies, state

@@ -10,6 +10,7 @@ from typing import Any, Sequence
 
 import yaml
 
+from ..data import DATASETS
 from ..describe import add_learner_arguments, check_learner_arguments
 from ..errors import InfoProError
 from .run_dir import read_run_settings, read_yaml_mapping, run_to_continue
@@ -20,16 +21,38 @@ RUNTIME_KEYS = {"config", "resume", "test_only", "quiet", "main", "command"}
 # processes resumes or is evaluated in one and the other way round. Micro-batches change BatchNorm's
 # batch statistics (and a contrastive loss's pairs), not what the run is.
 RUNTIME_KEYS |= {"parallel", "micro_batches", "sync_pieces", "dist_timeout", "sync_batchnorm"}
+# Decoding processes change the speed, never the batches.
+RUNTIME_KEYS |= {"workers"}
 
 
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-c", "--config", default=None, metavar="YAML",
                         help="YAML file of defaults (keys are the flag names, e.g. batch_size); flags override it")
     d = parser.add_argument_group("data")
-    d.add_argument("--dataset", default="cifar10", help="cifar10 or cifar100 (default: %(default)s)")
+    d.add_argument("--dataset", default="cifar10",
+                   help=f"{', '.join(DATASETS.names())}; folder: any image folder (default: %(default)s)")
     d.add_argument("--data-dir", default=None,
-                   help="cifar-10-batches-py / cifar-100-python folder (or its parent) or an image-folder tree "
-                        "with train/<class>/ and test/<class>/; default: the bundled CIFAR-10 subset")
+                   help="the data set as it lies on disk: cifar-10-batches-py / cifar-100-python, an image folder "
+                        "with train/<class>/ and val/<class>/ and/or test/<class>/, SVHN's .mat, stl10_binary/, "
+                        "MNIST's idx files; default: the bundled CIFAR-10 subset")
+    d.add_argument("--image-size", type=int, default=None, metavar="S",
+                   help="train on S x S images (default: the images' own size; needed when sizes differ)")
+    d.add_argument("--channels", type=int, choices=[1, 3], default=None,
+                   help="1 or 3 (default: what most training images have; grayscale sets train as 1)")
+    d.add_argument("--val-split", type=float, default=None, metavar="F",
+                   help="hold out a stratified fraction F of the training split for validation (picks the best "
+                        "epoch); a folder with both val/ and test/ uses val/")
+    d.add_argument("--data-path", choices=["auto", "memory", "stream"], default="auto",
+                   help="memory: decode the set once and keep it on the device; stream: decode per sample in "
+                        "--workers processes with ImageNet's augmentation; auto: memory when it fits "
+                        "(default: %(default)s)")
+    d.add_argument("--workers", type=int, default=None, metavar="N",
+                   help="--data-path stream: decoding processes (default: the cores available)")
+    d.add_argument("--mean", type=float, nargs="+", default=None, metavar="M",
+                   help="per-channel normalisation mean in [0, 1] (default: the data set's; measured on the "
+                        "training split unless it is CIFAR)")
+    d.add_argument("--std", type=float, nargs="+", default=None, metavar="S",
+                   help="per-channel normalisation std (default: as --mean)")
     d.add_argument("--cache-dir", default=None, help="where decoded arrays are cached (default: $INFOPRO_CACHE or .cache/infopro)")
     d.add_argument("--train-subset", type=int, default=None, metavar="N", help="train on a stratified subset of N images")
     d.add_argument("--test-subset", type=int, default=None, metavar="N", help="test on a stratified subset of N images")
@@ -146,6 +169,8 @@ def _coerce(action: argparse.Action, value: Any, path: Path) -> Any:
     switch = isinstance(action.default, bool) or isinstance(action, argparse.BooleanOptionalAction)
     if switch and not isinstance(value, bool):
         raise InfoProError(f"config file {path}: {action.dest} must be true or false, got {value!r}")
+    if action.dest == "cuts" and isinstance(value, list) and all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+        value = ",".join(map(str, value))  # a YAML list of block indices is the flag's comma list
     kind = action.type or (str if not switch else None)
     expected = {int: "an integer", float: "a number"}.get(kind, "a string")  # type: ignore[call-overload]
     try:
@@ -192,6 +217,11 @@ def check_args(args: argparse.Namespace) -> None:
          (f"--batch-size {args.batch_size} is too small for {args.micro_batches} micro-batches of at least 2 images "
           f"(BatchNorm needs 2); use --micro-batches {max(1, args.batch_size // 2)} or fewer")),
         (args.dist_timeout > 0, f"--dist-timeout must be > 0 seconds, got {args.dist_timeout}"),
+        (args.val_split is None or 0 < args.val_split < 1, f"--val-split must be a fraction in (0, 1), got {args.val_split}"),
+        (args.image_size is None or args.image_size >= 1, f"--image-size must be >= 1, got {args.image_size}"),
+        (args.workers is None or args.workers >= 0, f"--workers must be >= 0, got {args.workers}"),
+        ((args.mean is None) == (args.std is None), "--mean and --std go together: give both or neither"),
+        (args.std is None or min(args.std) > 0, f"--std must be > 0, got {args.std}"),
     ]
     for ok, message in checks:
         if not ok:

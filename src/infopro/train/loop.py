@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from ..data import DeviceLoader, load_dataset, stratified_subset
+from ..data import DeviceLoader
 from ..device import peak_memory_bytes, pick_device, use_fast_settings
 from ..errors import InfoProError, Interrupted
 from ..files import error_reason
@@ -21,6 +21,7 @@ from ..local import LocalLearner
 from ..parallel import MeshTrainer, ParallelRuntime, PeerLost, start_parallel
 from .args import check_args, resolved_config
 from .checkpoint import load_checkpoint, save_checkpoint
+from .data_setup import Loaders, check_image_size, make_loaders, open_training_data
 from .finite import CHECK_EVERY, LossWatch, check_finite_state
 from .parts import build_learner, build_schedule, count_correct, evaluate, make_optimizer, replan_schedule
 from .run_dir import RunDir, checkpoint_to_read, fault_point
@@ -29,7 +30,8 @@ __all__ = ["build_learner", "count_correct", "evaluate", "make_optimizer", "peak
            "train_main"]
 
 # Settings that decide the shape of the model: a checkpoint evaluated with --test-only must share them.
-STRUCTURE_KEYS = ("arch", "dataset", "method", "K", "cuts", "lambdas", "aux_head", "aux_widen", "aux_feature_dim")
+STRUCTURE_KEYS = ("arch", "dataset", "image_size", "channels", "method", "K", "cuts", "lambdas", "aux_head",
+                  "aux_widen", "aux_feature_dim")
 # Settings a resumed run may change; every other one must equal the checkpoint's, so that the
 # resumed run ends where the uninterrupted one would. `epochs` may change too: the schedule is re-planned.
 # The speed settings change how, not what, the run computes.
@@ -57,12 +59,13 @@ class SingleProcessTrainer:
     def train_epoch(self, loader: DeviceLoader, epoch: int, args: argparse.Namespace) -> dict[str, Any]:
         return train_one_epoch(self.learner, self.optimizer, loader, epoch, args, self.device)
 
-    def finish_epoch(self, record: dict[str, Any], test_loader: DeviceLoader,
-                     args: argparse.Namespace) -> tuple[dict[str, Any], float, dict[str, Any]] | None:
-        """Evaluate; return (record, test accuracy, {model, optimizer} state), or None on a non-writing rank."""
-        accuracy = evaluate(self.learner, test_loader, args, self.device)
+    def finish_epoch(self, record: dict[str, Any], eval_loaders: dict[str, DeviceLoader], args: argparse.Namespace
+                     ) -> tuple[dict[str, Any], dict[str, float], dict[str, Any]] | None:
+        """Evaluate on each of `eval_loaders` ({"val": ..., "test": ...}); return (record, accuracy per
+        split, {model, optimizer} state), or None on a non-writing rank."""
+        accuracies = {name: evaluate(self.learner, loader, args, self.device) for name, loader in eval_loaders.items()}
         record["peak_memory_bytes"], record["memory_kind"] = peak_memory_bytes(self.device)
-        return record, accuracy, {"model": self.learner.state_dict(), "optimizer": self.optimizer.state_dict()}
+        return record, accuracies, {"model": self.learner.state_dict(), "optimizer": self.optimizer.state_dict()}
 
 
 def check_resumable(saved: dict[str, Any], args: argparse.Namespace, path: Path) -> None:
@@ -102,18 +105,11 @@ def train_main(args: argparse.Namespace) -> int:
 def _train(args: argparse.Namespace, runtime: ParallelRuntime | None) -> int:
     device = runtime.device if runtime is not None else pick_device(args.device)
     use_fast_settings(device, args.tf32)
-    data = load_dataset(args.dataset, args.data_dir, args.cache_dir)
-    train_images, train_labels = data.train_images, data.train_labels
-    test_images, test_labels = data.test_images, data.test_labels
-    if args.train_subset:
-        keep = stratified_subset(train_labels, args.train_subset, seed=args.seed)
-        train_images, train_labels = train_images[keep], train_labels[keep]
-    if args.test_subset:
-        keep = stratified_subset(test_labels, args.test_subset, seed=args.seed)
-        test_images, test_labels = test_images[keep], test_labels[keep]
-    if args.batch_size > len(train_labels):
+    data = open_training_data(args, device)
+    check_image_size(args, data)
+    if args.batch_size > len(data.train):
         raise InfoProError(
-            f"--batch-size {args.batch_size} is larger than the training set ({len(train_labels)} images); "
+            f"--batch-size {args.batch_size} is larger than the training set ({len(data.train)} images); "
             f"use a smaller batch or a larger --train-subset"
         )
     build_on = device if runtime is None else runtime.build_device
@@ -125,7 +121,9 @@ def _train(args: argparse.Namespace, runtime: ParallelRuntime | None) -> int:
     if args.compile:
         learner.compile_pieces()  # after the pieces reached their device
     schedule = build_schedule(trainer.optimizer, args)
-    test_loader = DeviceLoader(test_images, test_labels, device, 1024, data.mean, data.std, train=False, seed=args.seed)
+    # Each process of the data dimension decodes only its slice of each batch (streaming path).
+    shard = (runtime.data_rank, runtime.data) if runtime is not None and runtime.data > 1 else None
+    loaders = make_loaders(data, args, trainer.device, trainer.drop_last(len(data.train), args.batch_size), shard)
     writer = trainer.is_writer
 
     path = checkpoint_to_read(args)
@@ -133,9 +131,9 @@ def _train(args: argparse.Namespace, runtime: ParallelRuntime | None) -> int:
         if not writer:
             return 0  # the writing rank evaluates the whole checkpoint on its own
         state = _load_weights(learner, path, args, device)
-        accuracy = evaluate(learner.to(device), test_loader, args, device)
+        accuracy = evaluate(learner.to(device), loaders.test, args, device)
         print(f"{path}: test accuracy {100 * accuracy:.2f}% (error {100 * (1 - accuracy):.2f}%) "
-              f"on {len(test_labels)} images of {data.name} (epoch {state['epoch']})")
+              f"on {len(data.test)} images of {data.name} (epoch {state['epoch']})")
         return 0
 
     if args.out is None:
@@ -151,8 +149,7 @@ def _train(args: argparse.Namespace, runtime: ParallelRuntime | None) -> int:
                 check_resumable(run.read_config(), args, run.config)
             _check_epochs(args, run, state)
         try:
-            return _run_epochs(args, run, state, notice, learner, trainer, schedule, data, test_loader,
-                               (train_images, train_labels), writer)
+            return _run_epochs(args, run, state, notice, learner, trainer, schedule, data, loaders, writer)
         except KeyboardInterrupt as stop:
             raise Interrupted(f"{str(stop) or 'SIGINT'}; {_stopped(run, args)}", getattr(stop, "exit_code", 130),
                               during_run=True) from None
@@ -198,8 +195,7 @@ def _load_model(learner: LocalLearner, state: dict[str, Any], path: Path) -> Non
 
 
 def _run_epochs(args: argparse.Namespace, run: RunDir, state: dict[str, Any] | None, notice: str | None,
-                learner: LocalLearner, trainer: Any, schedule: Any, data: Any, test_loader: DeviceLoader,
-                train_set: tuple[Any, Any], writer: bool) -> int:
+                learner: LocalLearner, trainer: Any, schedule: Any, data: Any, loaders: Loaders, writer: bool) -> int:
     verbose = writer and not args.quiet
     start_epoch = 0
     if notice and writer:
@@ -217,27 +213,27 @@ def _run_epochs(args: argparse.Namespace, run: RunDir, state: dict[str, Any] | N
                 print(f"--epochs {args.epochs} (was {planned}): the {args.schedule} schedule is re-planned for "
                       f"{args.epochs} epochs from epoch {start_epoch + 1} (lr {trainer.optimizer.param_groups[0]['lr']:.4g}); "
                       f"not bitwise a run planned for {args.epochs} epochs from the start")
-    train_images, train_labels = train_set
-    train_loader = DeviceLoader(train_images, train_labels, trainer.device, args.batch_size, data.mean, data.std,
-                                train=True, seed=args.seed,
-                                drop_last=trainer.drop_last(len(train_labels), args.batch_size))
+    eval_loaders = {"val": loaders.val, "test": loaders.test} if loaders.val is not None else {"test": loaders.test}
     config = resolved_config(args)
     history = run.read_metrics(start_epoch) if writer else []
     if writer:
         run.write_config(config)
     if verbose:
-        print(f"{data.name} ({len(train_labels)} train / {test_loader.num_samples} test, {data.source}) · {args.arch} · "
+        val = f" / {len(data.val)} val" if data.val is not None else ""
+        print(f"{data.name} ({len(data.train)} train{val} / {len(data.test)} test, {data.size[1]}x{data.size[0]}x"
+              f"{data.channels}, {data.path} path, {data.source}) · {args.arch} · "
               f"{args.method} K={args.K} cuts {learner.cuts} · {trainer.where} · run dir {run.path}")
 
     for epoch in range(start_epoch, args.epochs):
-        record = trainer.train_epoch(train_loader, epoch, args)
+        record = trainer.train_epoch(loaders.train, epoch, args)
         schedule.step()
-        finished = trainer.finish_epoch(record, test_loader, args)  # gathers every rank's share
+        finished = trainer.finish_epoch(record, eval_loaders, args)  # gathers every rank's share
         if finished is None:
             continue
-        record, accuracy, state = finished
+        record, accuracies, state = finished
         check_finite_state(state["model"], f"after epoch {epoch + 1}: not written to {run.checkpoint.name}")
-        record.update(test_accuracy=accuracy, test_error=1 - accuracy)
+        for split, accuracy in accuracies.items():
+            record.update({f"{split}_accuracy": accuracy, f"{split}_error": 1 - accuracy})
         history.append(record)
         run.append_metrics(record)
         save_checkpoint({**state, "scheduler": schedule.state_dict(), "epoch": epoch + 1, "args": config}, run.checkpoint)
@@ -246,7 +242,8 @@ def _run_epochs(args: argparse.Namespace, run: RunDir, state: dict[str, Any] | N
         if verbose:
             losses = " ".join(f"{v:.3f}" for v in record["train_losses"])
             print(f"epoch {epoch + 1:>3}/{args.epochs}  lr {record['lr']:.4f}  losses [{losses}]  "
-                  f"train acc {100 * record['train_accuracy']:5.2f}%  test acc {100 * accuracy:5.2f}%  "
+                  f"train acc {100 * record['train_accuracy']:5.2f}%  "
+                  + "".join(f"{split} acc {100 * a:5.2f}%  " for split, a in accuracies.items()) +
                   f"{record['epoch_seconds']:.1f}s  {record['images_per_second']:.0f} img/s")
 
     if not writer:
@@ -257,9 +254,11 @@ def _run_epochs(args: argparse.Namespace, run: RunDir, state: dict[str, Any] | N
     if start_epoch == args.epochs:
         print(f"{run.path} had finished its {args.epochs} epochs but not its summary: writing summary.json")
     summary = summarize(history, learner, args)
+    summary["splits"] = data.splits  # where the train/val/test numbers come from
     run.write_summary(summary)
     if verbose:
-        print(f"done: final test error {100 * summary['final_test_error']:.2f}%, best {100 * summary['best_test_error']:.2f}% "
+        print(f"done: final test error {100 * summary['final_test_error']:.2f}%, best epoch {summary['best_epoch']} "
+              f"on {summary['best_selected_on']}: test error {100 * summary['test_error_at_best_epoch']:.2f}% "
               f"({summary['total_seconds']:.0f}s) -> {run.path}")
     return 0
 
@@ -286,6 +285,7 @@ def train_one_epoch(learner: LocalLearner, optimizer: torch.optim.Optimizer, loa
         if (i + 1) % CHECK_EVERY == 0:
             watch.check(f"by step {i + 1} of epoch {epoch + 1}")
         optimizer.step()
+        learner.after_optimizer_step()  # e.g. MAN's EMA copies follow the next piece
         for k, value in enumerate(step["losses"]):
             loss_sums[k] += value * len(y)
         correct += (step["logits"].argmax(1) == y).sum()
@@ -308,6 +308,13 @@ def train_one_epoch(learner: LocalLearner, optimizer: torch.optim.Optimizer, loa
 
 def summarize(history: list[dict[str, Any]], learner: LocalLearner, args: argparse.Namespace) -> dict[str, Any]:
     errors = [r["test_error"] for r in history]
+    # The best epoch is picked on validation when there is one, never on the test split it is reported on.
+    select = "val" if "val_error" in history[-1] else "test"
+    best = min(range(len(history)), key=lambda i: history[i][f"{select}_error"])
+    chosen = {"best_selected_on": select, "best_epoch": history[best]["epoch"],
+              "test_error_at_best_epoch": errors[best], f"best_{select}_error": history[best][f"{select}_error"]}
+    if select == "val":
+        chosen["final_val_error"] = history[-1]["val_error"]
     return {
         "method": args.method,
         "arch": args.arch,
@@ -316,7 +323,7 @@ def summarize(history: list[dict[str, Any]], learner: LocalLearner, args: argpar
         "cuts": learner.cuts,
         "epochs": len(history),
         "final_test_error": errors[-1],
-        "best_test_error": min(errors),
+        **chosen,
         "total_seconds": sum(r["epoch_seconds"] for r in history),
         "peak_memory_bytes": max(r["peak_memory_bytes"] for r in history),
         "memory_kind": history[-1]["memory_kind"],

@@ -10,6 +10,7 @@ from typing import Any
 import torch
 
 from ..data import DeviceLoader
+from ..describe import method_options
 from ..device import is_convolutional
 from ..local import LocalLearner
 from ..models import build_backbone
@@ -29,7 +30,7 @@ def build_learner(args: argparse.Namespace, image_shape: tuple[int, int, int], n
         backbone, args.K, args.method, cuts=args.cuts, input_shape=image_shape, num_classes=num_classes,
         lambdas=args.lambdas, head=args.aux_head, widen=args.aux_widen, feature_dim=args.aux_feature_dim,
         temperature=args.temperature, mean=mean, std=std, profile_batch_size=args.batch_size,
-        decoder_chunk_channels=args.aux_decoder_chunk,
+        decoder_chunk_channels=args.aux_decoder_chunk, method_options=method_options(args),
     )
     learner.amp_dtype = AMP_DTYPES[args.amp]
     return learner

@@ -1,4 +1,4 @@
-"""Readers for the CIFAR-10/100 "python version" (pickled batches, as torchvision downloads them).
+"""The CIFAR-10/100 "python version" format (pickled batches, as torchvision downloads them).
 
 A pickle can run arbitrary code when loaded, and the data dir comes from the
 user, so the unpickler only accepts the few globals that the CIFAR files use.
@@ -14,12 +14,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InfoProError
-from .splits import Splits
 
-CIFAR10_FOLDER = "cifar-10-batches-py"
-CIFAR100_FOLDER = "cifar-100-python"
-CIFAR10_FILES = tuple(f"data_batch_{i}" for i in range(1, 6)) + ("test_batch", "batches.meta")
-CIFAR100_FILES = ("train", "test", "meta")
 
 
 def _numpy_reconstruct() -> Any:
@@ -74,21 +69,21 @@ def load_pickle(path: Path) -> dict:
     return obj
 
 
-def _field(batch: dict, key: str, path: Path) -> Any:
+def field(batch: dict, key: str, path: Path) -> Any:
     for k in (key.encode(), key):  # bytes keys in the originals; str keys if re-pickled in python 3
         if k in batch:
             return batch[k]
     raise InfoProError(f"{path} has no {key!r} entry, so it is not a CIFAR batch; re-download the data set")
 
 
-def _names(values: Any) -> list[str]:
+def names(values: Any) -> list[str]:
     return [v.decode("utf-8") if isinstance(v, bytes) else str(v) for v in values]
 
 
-def _read_batch(path: Path, label_key: str) -> tuple[np.ndarray, np.ndarray]:
+def read_batch(path: Path, label_key: str) -> tuple[np.ndarray, np.ndarray]:
     batch = load_pickle(path)
-    data = np.asarray(_field(batch, "data", path))
-    labels = np.asarray(_field(batch, label_key, path), dtype=np.int64)
+    data = np.asarray(field(batch, "data", path))
+    labels = np.asarray(field(batch, label_key, path), dtype=np.int64)
     if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
         raise InfoProError(
             f"{path}: 'data' is {data.dtype} of shape {data.shape}, expected uint8 rows of 3072; "
@@ -100,45 +95,13 @@ def _read_batch(path: Path, label_key: str) -> tuple[np.ndarray, np.ndarray]:
     return data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1).copy(), labels
 
 
-def _missing(root: Path, files: tuple[str, ...]) -> list[str]:
+def missing(root: Path, files: tuple[str, ...]) -> list[str]:
     return [f for f in files if not (root / f).is_file()]
 
 
-def locate_cifar10(path: Path) -> Path | None:
-    """The `cifar-10-batches-py` folder: `path` itself or its child of that name."""
-    for root in (path, path / CIFAR10_FOLDER):
-        if root.is_dir() and not _missing(root, CIFAR10_FILES):
+def locate(path: Path, folder: str, files: tuple[str, ...]) -> Path | None:
+    """The CIFAR folder: `path` itself or its child named `folder`, if it holds every one of `files`."""
+    for root in (path, path / folder):
+        if root.is_dir() and not missing(root, files):
             return root
     return None
-
-
-def locate_cifar100(path: Path) -> Path | None:
-    """The `cifar-100-python` folder: `path` itself or its child of that name."""
-    for root in (path, path / CIFAR100_FOLDER):
-        if root.is_dir() and not _missing(root, CIFAR100_FILES):
-            return root
-    return None
-
-
-def read_cifar10(root: Path) -> Splits:
-    """Read `data_batch_1..5`, `test_batch` and `batches.meta` from a cifar-10-batches-py folder."""
-    parts = [_read_batch(root / f"data_batch_{i}", "labels") for i in range(1, 6)]
-    test_images, test_labels = _read_batch(root / "test_batch", "labels")
-    meta = root / "batches.meta"
-    classes = _names(_field(load_pickle(meta), "label_names", meta))
-    return Splits(
-        train_images=np.concatenate([p[0] for p in parts]),
-        train_labels=np.concatenate([p[1] for p in parts]),
-        test_images=test_images,
-        test_labels=test_labels,
-        classes=classes,
-    )
-
-
-def read_cifar100(root: Path) -> Splits:
-    """Read `train`, `test` and `meta` (fine labels) from a cifar-100-python folder."""
-    train_images, train_labels = _read_batch(root / "train", "fine_labels")
-    test_images, test_labels = _read_batch(root / "test", "fine_labels")
-    meta = root / "meta"
-    classes = _names(_field(load_pickle(meta), "fine_label_names", meta))
-    return Splits(train_images, train_labels, test_images, test_labels, classes)

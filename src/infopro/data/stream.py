@@ -1,0 +1,145 @@
+"""The stream path: images decoded per sample in `torch.utils.data.DataLoader` worker processes.
+
+For sets that do not fit in memory (ImageNet: 150 GB of JPEG). The order of
+epoch e is a permutation seeded from (seed, e) alone, and each sample's
+augmentation from (seed, e, position in the epoch), so the batches do not
+depend on the number of workers and a run resumed at epoch e sees exactly the
+batches an uninterrupted run would. With `shard=(rank, world)` each rank
+decodes only its slice (`tensor_split`) of every global batch, as
+DistributedSampler would, and `global_batch_size(step)` gives the whole
+batch's size for weighting.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import Iterator, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from ..errors import InfoProError
+from .items import Items, convert, to_array
+from .loader import epoch_generator, normalise
+from .transforms import Size, eval_view, train_view
+
+
+def default_workers() -> int:
+    """The cores this process may use, shared among the ranks of this machine under torchrun."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cores // int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+
+
+class StreamDataset(Dataset):
+    """dataset[(i, epoch, position)] -> (uint8 (C, H, W) tensor, label): image i, converted to `channels`
+    and transformed to `size` (train: random-resized crop + flip seeded by (seed, epoch, position);
+    eval: resize + centre crop)."""
+
+    def __init__(self, items: Items, size: Size, channels: int, train: bool, seed: int) -> None:
+        self.items, self.size, self.channels, self.train, self.seed = items, size, channels, train, seed
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, key: tuple[int, int, int]) -> tuple[torch.Tensor, int]:
+        i, epoch, position = key
+        img = convert(self.items.image(i), self.channels)
+        if self.train:
+            img = train_view(img, self.size, np.random.default_rng([self.seed, epoch, position]))
+        else:
+            img = eval_view(img, self.size)
+        # CHW in numpy: a torch op per sample would start its thread pool per image (slow under load).
+        return torch.from_numpy(np.ascontiguousarray(to_array(img).transpose(2, 0, 1))), int(self.items.labels[i])
+
+
+class _EpochBatches:
+    """The batch sampler: lists of (index, epoch, position) for the loader's current epoch."""
+
+    def __init__(self, loader: "StreamLoader") -> None:
+        self.loader = loader
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self) -> Iterator[list[tuple[int, int, int]]]:
+        loader = self.loader
+        epoch = loader.current_epoch
+        n, b = loader.num_samples, loader.batch_size
+        if loader.train:
+            order = torch.randperm(n, generator=epoch_generator(loader.seed, epoch)).tolist()
+        else:
+            order = list(range(n))
+        for step in range(len(loader)):
+            positions = torch.arange(step * b, min((step + 1) * b, n))
+            if loader.shard is not None:
+                rank, world = loader.shard
+                positions = positions.tensor_split(world)[rank]
+            yield [(order[p], epoch, p) for p in positions.tolist()]
+
+
+class StreamLoader:
+    """Batches `(x, y)` decoded by `workers` processes: x float32 (B, C, H, W) normalised on `device`, y int64.
+
+    The interface of `DeviceLoader` (`set_epoch`, `len`, `num_samples`, iteration = one epoch).
+    """
+
+    def __init__(self, items: Items, size: Size, channels: int, device: torch.device | str, batch_size: int,
+                 mean: Sequence[float], std: Sequence[float], train: bool, seed: int = 0,
+                 workers: int | None = None, drop_last: bool = False, shard: tuple[int, int] | None = None) -> None:
+        if len(items) == 0:
+            raise InfoProError("the image set is empty; load a data set with at least one image")
+        if batch_size < 1:
+            raise InfoProError(f"batch size must be at least 1, got {batch_size}")
+        workers = default_workers() if workers is None else workers
+        if workers < 0:
+            raise InfoProError(f"--workers must be >= 0, got {workers}")
+        self.device = torch.device(device)
+        self.batch_size, self.train, self.seed, self.drop_last, self.shard = batch_size, train, seed, drop_last, shard
+        self.num_samples = len(items)
+        self.mean = torch.tensor(mean, dtype=torch.float32, device=self.device).view(1, -1, 1, 1)
+        self.std = torch.tensor(std, dtype=torch.float32, device=self.device).view(1, -1, 1, 1)
+        self.epoch = 0
+        self.current_epoch = 0
+        self.workers = workers
+        self._loader = DataLoader(
+            StreamDataset(items, size, channels, train, seed),
+            batch_sampler=_EpochBatches(self),
+            num_workers=workers,
+            pin_memory=self.device.type == "cuda",
+            persistent_workers=workers > 0 and train,  # eval loaders run once an epoch: no idle workers
+            worker_init_fn=_one_thread,
+            prefetch_factor=4 if workers > 0 else None,
+        )
+
+    def __len__(self) -> int:
+        n, b = self.num_samples, self.batch_size
+        return n // b if self.drop_last else math.ceil(n / b)
+
+    def global_batch_size(self, step: int) -> int:
+        """Images in global batch `step` of an epoch (all ranks' slices together)."""
+        return min(self.batch_size, self.num_samples - step * self.batch_size)
+
+    def set_epoch(self, epoch: int) -> None:
+        if epoch < 0:
+            raise InfoProError(f"epoch must be >= 0, got {epoch}")
+        self.epoch = epoch
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        self.current_epoch, self.epoch = self.epoch, self.epoch + 1
+        return self._batches()
+
+    def _batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        try:
+            for x, y in self._loader:
+                x = x.to(self.device, non_blocking=True)
+                yield normalise(x, self.mean, self.std), y.to(self.device, non_blocking=True)
+        except InfoProError as error:
+            # Raised in a worker, it arrives with the worker's traceback in its message: keep the last line.
+            lines = [line for line in str(error).splitlines() if line.strip()]
+            raise InfoProError(lines[-1].split("InfoProError: ", 1)[-1]) from None
+
+
+def _one_thread(_: int) -> None:
+    torch.set_num_threads(1)  # each worker decodes one image at a time; threads would only contend
