@@ -1,12 +1,5 @@
 """Fast by default: channels-last for convolutional networks, `--compile` per piece, and the loop's layering.
 
-(Named to run after tests/test_faults.py. As tests/test_fast.py, ahead of it in the same process, the
-full suite failed test_faults' in-process SIGINT test 3 times out of 3: the run finished instead of
-stopping at the signal. Without this file it passed, and so did this file + test_faults alone; test_archs
-+ this file + test_faults failed until the module-end garbage collection below was added, the full suite
-still failed after. Cause not found: a finalizer or weak-reference callback of compiled state that runs
-when the signal arrives would swallow the KeyboardInterrupt, but that is unconfirmed.)
-
 The compile tests use the "aot_eager" backend: it runs the same Dynamo capture and AOTAutograd forward/
 backward split as the default inductor backend, which is what decides gradient isolation and when each
 piece's graph is freed, but skips inductor's C++ code generation (minutes per network on two shared CPU
