@@ -3,7 +3,7 @@
 - Imagenette (../shared/datasets/imagenette-224) at 128 px through the stream
   path (random-resized crop + flip; decoded in the training process): the
   ImageNet-style ResNet-18, E2E, Greedy SL and InfoPro softmax at K=2 and K=4
-  (`even` cuts, lambdas (5, 1)), a stratified 1,000-image training subset,
+  (`even` cuts, lambdas (5, 1)), channels-first, a stratified 1,000-image training subset,
   4 epochs, batch 32, lr 0.025 cosine, seed 0; tested on a stratified
   500-image subset of Imagenette's val/.
 - CIFAR-10 (../shared/datasets/cifar10-jpeg): DeiT-T with 4x4 patches
@@ -31,9 +31,9 @@ from small_runs import ROOT, SHARED_CIFAR10_JPEG, train_run
 SHARED_IMAGENETTE = str(ROOT.parent / "shared" / "datasets" / "imagenette-224")
 IMAGENETTE = ["--dataset", "folder", "--image-size", "128", "--data-path", "stream", "--workers", "0",
               "--arch", "resnet18", "--train-subset", "1000", "--test-subset", "500", "--epochs", "4",
-              "--batch-size", "32", "--lr", "0.025", "--seed", "0"]
+              "--batch-size", "32", "--lr", "0.025", "--seed", "0", "--no-channels-last"]
 VIT_CIFAR = ["--arch", "vit_tiny_p4", "--train-subset", "2000", "--test-subset", "500", "--epochs", "3",
-             "--batch-size", "64", "--lr", "0.05", "--seed", "0"]
+             "--batch-size", "64", "--lr", "0.05", "--seed", "0", "--no-channels-last"]
 # (group, run name, method, K): the order is the order of importance, should the budget run out
 RUNS = [("imagenette", "resnet18-e2e", "e2e", 1), ("imagenette", "resnet18-infopro-K2", "infopro-softmax", 2),
         ("imagenette", "resnet18-greedy-K2", "greedy", 2), ("imagenette", "resnet18-infopro-K4", "infopro-softmax", 4),
