@@ -19,6 +19,7 @@ def _subcommands() -> dict[str, Subcommand]:
     from .bench.cli import add_bench_arguments, bench_main
     from .analysis import add_probe_arguments, probe_main
     from .describe import add_describe_arguments, describe_main
+    from .model_file import add_export_arguments, export_main
     from .train import add_train_arguments, train_main
 
     return {
@@ -27,6 +28,8 @@ def _subcommands() -> dict[str, Subcommand]:
         "bench": ("measure peak memory, FLOPs and time of a training step: E2E, checkpointing, local methods",
                   add_bench_arguments, bench_main),
         "probe": ("estimate I(h, x) and I(h, y) along the depth of trained runs", add_probe_arguments, probe_main),
+        "export": ("write a run's trained network as one file (pt, safetensors or torchscript)",
+                   add_export_arguments, export_main),
     }
 
 

@@ -22,6 +22,7 @@ from .checkpoint import load_checkpoint, save_checkpoint
 from .data_setup import Loaders, check_image_size, make_loaders, open_training_data
 from .finite import CHECK_EVERY, LossWatch, check_finite_state
 from .parts import build_learner, build_schedule, count_correct, evaluate, make_optimizer, replan_schedule
+from ..model_file import backbone_of, model_payload
 from .run_dir import RunDir, checkpoint_to_read, fault_point
 
 if TYPE_CHECKING:
@@ -217,6 +218,10 @@ def _run_epochs(args: argparse.Namespace, run: RunDir, state: dict[str, Any] | N
     history = run.read_metrics(start_epoch) if writer else []
     if writer:
         run.write_config(config)
+        run.drop_best_model_after(start_epoch)
+    model_info = {"arch": args.arch, "num_classes": data.num_classes, "classes": list(data.classes),
+                  "input_shape": list(data.image_shape), "mean": list(data.mean), "std": list(data.std),
+                  "method": args.method, "K": args.K}
     if verbose:
         val = f" / {len(data.val)} val" if data.val is not None else ""
         print(f"{data.name} ({len(data.train)} train{val} / {len(data.test)} test, {data.size[1]}x{data.size[0]}x"
@@ -233,8 +238,10 @@ def _run_epochs(args: argparse.Namespace, run: RunDir, state: dict[str, Any] | N
         check_finite_state(state["model"], f"after epoch {epoch + 1}: not written to {run.checkpoint.name}")
         for split, accuracy in accuracies.items():
             record.update({f"{split}_accuracy": accuracy, f"{split}_error": 1 - accuracy})
+        best = "val_error" in record and all(record["val_error"] < r["val_error"] for r in history)
         history.append(record)
         run.append_metrics(record)
+        run.write_models(model_payload(backbone_of(learner, state["model"]), {**model_info, "epoch": epoch + 1}), best)
         save_checkpoint({**state, "scheduler": schedule.state_dict(), "epoch": epoch + 1, "args": config}, run.checkpoint)
         run.saved_epoch = epoch + 1
         fault_point("checkpoint", epoch + 1)
