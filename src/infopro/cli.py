@@ -33,6 +33,18 @@ def _subcommands() -> dict[str, Subcommand]:
     }
 
 
+class DefaultsHelpFormatter(argparse.HelpFormatter):
+    """Every option's help ends with its default, unless the help already says what the default is."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        help_text = (action.help or "").strip()
+        if "default" in help_text or not action.option_strings or action.required \
+                or action.default is argparse.SUPPRESS or action.nargs == 0 and action.default is False:
+            return action.help
+        default = "none" if action.default is None else "%(default)s"
+        return f"{help_text} (default: {default})".lstrip()
+
+
 def get_args_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     """The parser; with `argv`, a `-c FILE` given to a subcommand becomes that subcommand's defaults."""
     from . import __version__
@@ -47,7 +59,8 @@ def get_args_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParse
     command = next((a for a in argv or [] if not a.startswith("-")), None)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, (help_text, add_arguments, main_fn) in _subcommands().items():
-        p = sub.add_parser(name, help=help_text, description=help_text[0].upper() + help_text[1:] + ".")
+        p = sub.add_parser(name, help=help_text, description=help_text[0].upper() + help_text[1:] + ".",
+                           formatter_class=DefaultsHelpFormatter)
         add_arguments(p)
         p.set_defaults(main=main_fn)
         if name == command and any(a.dest == "config" for a in p._actions):

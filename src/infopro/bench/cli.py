@@ -41,7 +41,7 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--channels-last", action="store_true")
     parser.add_argument("--aux-decoder-chunk", type=int, default=0, metavar="C",
                         help="decoder upsampling + first conv over chunks of C channels (default: 0, off)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="random seed")
     parser.add_argument("--out", required=True, help="directory for bench.json, bench.md and bench.png")
     parser.add_argument("--quiet", action="store_true")
 

@@ -66,12 +66,12 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
                    help="initial learning rate; default 0.1 per 128 images (the paper: batch 128 lr 0.1, batch 1024 lr 0.8)")
     o.add_argument("--schedule", choices=["cosine", "step"], default="cosine",
                    help="cosine to 0, or step: x0.1 at 50%% and 75%% of the epochs (default: %(default)s)")
-    o.add_argument("--momentum", type=float, default=0.9)
-    o.add_argument("--nesterov", action=argparse.BooleanOptionalAction, default=True)
-    o.add_argument("--weight-decay", type=float, default=1e-4)
+    o.add_argument("--momentum", type=float, default=0.9, help="SGD momentum")
+    o.add_argument("--nesterov", action=argparse.BooleanOptionalAction, default=True, help="Nesterov momentum")
+    o.add_argument("--weight-decay", type=float, default=1e-4, help="L2 weight decay")
 
     r = parser.add_argument_group("run")
-    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--seed", type=int, default=0, help="seed of the weights, the subsets, the split and the batches")
     r.add_argument("--device", default="auto", help="auto (cuda when available), cpu, cuda, cuda:1, ...")
     r.add_argument("--amp", choices=["none", "bf16"], default="none", help="autocast the forward passes to bfloat16")
     r.add_argument("--channels-last", action="store_true", help="channels-last memory format (faster convs on GPUs)")

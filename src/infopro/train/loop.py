@@ -17,6 +17,7 @@ from ..device import peak_memory_bytes, pick_device
 from ..errors import InfoProError, Interrupted
 from ..files import error_reason
 from ..local import LocalLearner
+from ..local.cuts import cuts_label
 from .args import check_args, resolved_config
 from .checkpoint import load_checkpoint, save_checkpoint
 from .data_setup import Loaders, check_image_size, make_loaders, open_training_data
@@ -226,7 +227,7 @@ def _run_epochs(args: argparse.Namespace, run: RunDir, state: dict[str, Any] | N
         val = f" / {len(data.val)} val" if data.val is not None else ""
         print(f"{data.name} ({len(data.train)} train{val} / {len(data.test)} test, {data.size[1]}x{data.size[0]}x"
               f"{data.channels}, {data.path} path, {data.source}) · {args.arch} · "
-              f"{args.method} K={args.K} cuts {learner.cuts} · {trainer.where} · run dir {run.path}")
+              f"{args.method} K={args.K} cuts {learner.cuts} ({cuts_label(args.cuts, args.arch, args.K)}) · {trainer.where} · run dir {run.path}")
 
     for epoch in range(start_epoch, args.epochs):
         record = trainer.train_epoch(loaders.train, epoch, args)
