@@ -14,9 +14,10 @@ from ..data import DATASETS
 from ..describe import add_learner_arguments, check_learner_arguments
 from ..errors import InfoProError
 from .run_dir import read_run_settings, read_yaml_mapping, run_to_continue
+from .run_log import tensorboard_writer
 
 # Arguments that say how to run, not what the run is: kept out of config.yaml.
-RUNTIME_KEYS = {"config", "resume", "test_only", "quiet", "main", "command"}
+RUNTIME_KEYS = {"config", "resume", "test_only", "quiet", "tensorboard", "main", "command"}
 # How the work is spread over processes: also kept out of config.yaml, so a run trained on several
 # processes resumes or is evaluated in one and the other way round. Micro-batches change BatchNorm's
 # batch statistics (and a contrastive loss's pairs), not what the run is.
@@ -81,6 +82,9 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     r.add_argument("--test-only", nargs="?", const="auto", default=None, metavar="RUN",
                    help="evaluate a run (its directory or checkpoint; default: --resume's or OUT) on its own data and exit")
     r.add_argument("--quiet", action="store_true", help="no progress bars, no per-epoch lines")
+    r.add_argument("--tensorboard", choices=["auto", "on", "off"], default="auto",
+                   help="TensorBoard event files in RUN/tensorboard: auto = when the tensorboard package is "
+                        "installed (default: %(default)s)")
 
     p = parser.add_argument_group("several processes (launch with torchrun; see README)")
     p.add_argument("--parallel", choices=["none", "pieces", "data"], default="none",
@@ -191,6 +195,7 @@ def check_args(args: argparse.Namespace) -> None:
         if not math.isfinite(value):
             raise InfoProError(f"{flag} must be a finite number, got {value}")
     check_learner_arguments(args)
+    tensorboard_writer(args.tensorboard)  # --tensorboard on without the package: said before anything runs
     checks = [
         (args.epochs >= 1, f"--epochs must be >= 1, got {args.epochs}"),
         (args.batch_size >= 1, f"--batch-size must be >= 1, got {args.batch_size}"),

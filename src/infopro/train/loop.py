@@ -22,7 +22,9 @@ from .args import check_args, resolved_config
 from .checkpoint import load_checkpoint, save_checkpoint
 from .data_setup import Loaders, check_image_size, make_loaders, open_training_data
 from .finite import CHECK_EVERY, LossWatch, check_finite_state
-from .parts import build_learner, build_schedule, count_correct, evaluate, make_optimizer, replan_schedule
+from .parts import (build_learner, build_schedule, count_correct, evaluate, evaluate_metrics, make_optimizer,
+                    replan_schedule)
+from .run_log import EpochProgress, PieceTerms, RunLog, evaluation_record
 from ..model_file import backbone_of, model_payload
 from .run_dir import RunDir, checkpoint_to_read, fault_point
 
@@ -65,7 +67,9 @@ class SingleProcessTrainer:
                      ) -> tuple[dict[str, Any], dict[str, float], dict[str, Any]] | None:
         """Evaluate on each of `eval_loaders` ({"val": ..., "test": ...}); return (record, accuracy per
         split, {model, optimizer} state), or None on a non-writing rank."""
-        accuracies = {name: evaluate(self.learner, loader, args, self.device) for name, loader in eval_loaders.items()}
+        results = {name: evaluate_metrics(self.learner, loader, args, self.device) for name, loader in eval_loaders.items()}
+        accuracies = {name: result["accuracy"] for name, result in results.items()}
+        record.update(evaluation_record(results))
         record["peak_memory_bytes"], record["memory_kind"] = peak_memory_bytes(self.device)
         return record, accuracies, {"model": self.learner.state_dict(), "optimizer": self.optimizer.state_dict()}
 
@@ -197,6 +201,19 @@ def _load_model(learner: LocalLearner, state: dict[str, Any], path: Path) -> Non
 
 def _run_epochs(args: argparse.Namespace, run: RunDir, state: dict[str, Any] | None, notice: str | None,
                 learner: LocalLearner, trainer: Any, schedule: Any, data: Any, loaders: Loaders, writer: bool) -> int:
+    if not writer:
+        return _epochs(args, run, state, notice, learner, trainer, schedule, data, loaders, writer, None)
+    log = RunLog(run, args.tensorboard, f"{args.arch} · {args.method} K={args.K} · {run.path.name}")
+    try:
+        with log.tee():
+            return _epochs(args, run, state, notice, learner, trainer, schedule, data, loaders, writer, log)
+    finally:
+        log.close()
+
+
+def _epochs(args: argparse.Namespace, run: RunDir, state: dict[str, Any] | None, notice: str | None,
+            learner: LocalLearner, trainer: Any, schedule: Any, data: Any, loaders: Loaders, writer: bool,
+            log: RunLog | None) -> int:
     verbose = writer and not args.quiet
     start_epoch = 0
     if notice and writer:
@@ -246,6 +263,8 @@ def _run_epochs(args: argparse.Namespace, run: RunDir, state: dict[str, Any] | N
         save_checkpoint({**state, "scheduler": schedule.state_dict(), "epoch": epoch + 1, "args": config}, run.checkpoint)
         run.saved_epoch = epoch + 1
         fault_point("checkpoint", epoch + 1)
+        if log is not None:
+            log.epoch(history)
         if verbose:
             losses = " ".join(f"{v:.3f}" for v in record["train_losses"])
             print(f"epoch {epoch + 1:>3}/{args.epochs}  lr {record['lr']:.4f}  losses [{losses}]  "
@@ -281,6 +300,8 @@ def train_one_epoch(learner: LocalLearner, optimizer: torch.optim.Optimizer, loa
     start = time.perf_counter()
     bar = tqdm(loader, desc=f"epoch {epoch + 1}/{args.epochs}", leave=False, dynamic_ncols=True,
                disable=args.quiet or not sys.stderr.isatty())
+    progress = EpochProgress(epoch, args.epochs, len(loader), enabled=not args.quiet and bar.disable)
+    terms = PieceTerms(learner.aux)
     watch = LossWatch()
     for i, (x, y) in enumerate(bar):
         fault_point("step", f"{epoch + 1}.{i + 1}")
@@ -297,7 +318,9 @@ def train_one_epoch(learner: LocalLearner, optimizer: torch.optim.Optimizer, loa
             loss_sums[k] += value * len(y)
         correct += (step["logits"].argmax(1) == y).sum()
         seen += len(y)
+        terms.add(len(y))
         bar.set_postfix(loss=f"{step['losses'][-1]:.3f}")
+        progress.step(i + 1, step["losses"][-1], seen)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     seconds = time.perf_counter() - start
@@ -307,6 +330,7 @@ def train_one_epoch(learner: LocalLearner, optimizer: torch.optim.Optimizer, loa
         "epoch": epoch + 1,
         "lr": lr,
         "train_losses": losses,
+        **terms.record(seen),
         "train_accuracy": correct.item() / seen,
         "epoch_seconds": seconds,
         "images_per_second": seen / seconds,

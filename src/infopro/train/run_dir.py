@@ -8,6 +8,8 @@
     RUN/summary.json    written after the last epoch
     RUN/model.pt        the plain backbone of the last epoch done, with what rebuilds it (`infopro.load_model`)
     RUN/model-best.pt   the same at the best validation epoch so far (runs with a validation split)
+    RUN/metrics.csv     metrics.jsonl as a table, RUN/curves.png the curves, RUN/train.log what was printed,
+                        RUN/tensorboard/ event files (when the tensorboard package is there): see run_log.py
     RUN/.lock           `fcntl.flock`ed by the one process writing the run, and holding its pid; the OS
                         drops the lock when that process ends, however it ends (kill -9 included)
 
@@ -37,7 +39,8 @@ from ..files import WriteError, atomic_write_text, error_reason
 from ..model_file import BEST_MODEL_NAME, MODEL_NAME, save_model
 from .checkpoint import RESUME_KEYS, load_checkpoint
 
-RUN_FILES = ("config.yaml", "metrics.jsonl", "summary.json", "checkpoint.pt", MODEL_NAME, BEST_MODEL_NAME)
+RUN_FILES = ("config.yaml", "metrics.jsonl", "summary.json", "checkpoint.pt", MODEL_NAME, BEST_MODEL_NAME,
+             "metrics.csv", "curves.png", "train.log")
 LOCK_NAME = ".lock"
 # Test hook: INFOPRO_TEST_SIGNAL_AT="KILL@step 1.2" makes `infopro train` send itself SIGKILL at that
 # point (see `fault_point`), so that tests can kill or stop a run at an exact moment.
@@ -126,6 +129,10 @@ class RunDir:
         self.checkpoint = self.path / "checkpoint.pt"
         self.model = self.path / MODEL_NAME
         self.best_model = self.path / BEST_MODEL_NAME
+        self.metrics_csv = self.path / "metrics.csv"
+        self.curves = self.path / "curves.png"
+        self.log = self.path / "train.log"
+        self.tensorboard = self.path / "tensorboard"
         self.lock_file = self.path / LOCK_NAME
         self._lock_fd: int | None = None
         self._created = False
