@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -17,3 +19,9 @@ def _seed():
 def cache_in_tmp(tmp_path, monkeypatch):
     """Decoded data sets are cached per test, never in the user's cache."""
     monkeypatch.setenv("INFOPRO_CACHE", str(tmp_path / "cache"))
+
+
+def snapshot(folder: Path) -> dict:
+    """Every file under `folder` (sub-folders too, e.g. tensorboard/) and its bytes."""
+    files = sorted(p for p in folder.rglob("*") if p.is_file()) if folder.exists() else []
+    return {str(p.relative_to(folder)): p.read_bytes() for p in files}

@@ -34,7 +34,7 @@ from infopro.errors import InfoProError
 from infopro.files import atomic_write_text
 from infopro.train import load_checkpoint
 from infopro.train.run_dir import TEST_SIGNAL_ENV
-from conftest import FAST
+from conftest import FAST, snapshot
 
 SRC = Path(infopro.__file__).resolve().parents[1]
 TINY = [*FAST, "--train-subset", "100", "--test-subset", "20"]  # FAST is 2 epochs of batches of 50
@@ -47,11 +47,6 @@ def train(*args) -> int:
 def resume(run: Path) -> int:
     """The one command that continues a run: every setting comes from the run itself."""
     return main(["train", "--resume", str(run)])
-
-
-def snapshot(folder: Path) -> dict:
-    files = sorted(p for p in folder.rglob("*") if p.is_file()) if folder.exists() else []
-    return {str(p.relative_to(folder)): p.read_bytes() for p in files}
 
 
 def assert_same_run(a: Path, b: Path) -> None:

@@ -7,6 +7,7 @@ import json
 
 import pytest
 import torch
+import yaml
 
 import infopro
 from infopro.cli import main
@@ -38,6 +39,17 @@ def test_run_directory_holds_table_curves_log_and_term_losses(tmp_path, capsys):
     assert log == printed and "done: final test error" in log
     # stderr is not a terminal here: progress lines replace the bar (4 steps per epoch: one line per step)
     assert "  epoch 1/2  step 2/4 (50%)" in printed
+    # provenance: in summary.json, and as comments above config.yaml's settings
+    summary = json.loads((run / "summary.json").read_text())
+    made = summary["provenance"]
+    assert made["command"].startswith("infopro train --arch resnet20 --K 2 --cuts even")
+    assert made["torch"] == torch.__version__ and made["infopro"] == infopro.__version__ and made["host"]
+    assert made["resolved"]["cuts"] == summary["cuts"] and made["resolved"]["device"] == "cpu"
+    assert made["resolved"]["lambdas"] == [5.0, 1.0, 5.0, 1.0]  # infopro-contrast's defaults, resolved
+    assert made["started"] <= made["ended"]
+    config_text = (run / "config.yaml").read_text()
+    assert config_text.startswith("# how this run was made") and f"# command: {made['command']}" in config_text
+    assert "command" not in yaml.safe_load(config_text)
 
 
 def test_top5_is_measured_above_ten_classes():

@@ -76,6 +76,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"infopro: error: {error}", file=sys.stderr)
         return 2
     args = parser.parse_args(argv)
+    args.command_line = ["infopro", *argv]  # for a run's provenance
     try:
         with _sigterm_interrupts():
             return int(args.main(args) or 0)

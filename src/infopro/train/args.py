@@ -17,7 +17,7 @@ from .run_dir import read_run_settings, read_yaml_mapping, run_to_continue
 from .run_log import tensorboard_writer
 
 # Arguments that say how to run, not what the run is: kept out of config.yaml.
-RUNTIME_KEYS = {"config", "resume", "test_only", "quiet", "tensorboard", "main", "command"}
+RUNTIME_KEYS = {"config", "resume", "test_only", "quiet", "tensorboard", "main", "command", "command_line"}
 # How the work is spread over processes: also kept out of config.yaml, so a run trained on several
 # processes resumes or is evaluated in one and the other way round. Micro-batches change BatchNorm's
 # batch statistics (and a contrastive loss's pairs), not what the run is.

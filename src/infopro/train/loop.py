@@ -24,6 +24,7 @@ from .data_setup import Loaders, check_image_size, make_loaders, open_training_d
 from .finite import CHECK_EVERY, LossWatch, check_finite_state
 from .parts import (build_learner, build_schedule, count_correct, evaluate, evaluate_metrics, make_optimizer,
                     replan_schedule)
+from .provenance import as_comment, now, provenance
 from .run_log import EpochProgress, PieceTerms, RunLog, evaluation_record
 from ..model_file import backbone_of, model_payload
 from .run_dir import RunDir, checkpoint_to_read, fault_point
@@ -235,7 +236,9 @@ def _epochs(args: argparse.Namespace, run: RunDir, state: dict[str, Any] | None,
     config = resolved_config(args)
     history = run.read_metrics(start_epoch) if writer else []
     if writer:
-        run.write_config(config)
+        made = provenance(args, learner, trainer.device, now())
+        made["resumed_from_epoch"] = start_epoch if args.resume is not None else None
+        run.write_config(config, as_comment(made))
         run.drop_best_model_after(start_epoch)
     model_info = {"arch": args.arch, "num_classes": data.num_classes, "classes": list(data.classes),
                   "input_shape": list(data.image_shape), "mean": list(data.mean), "std": list(data.std),
@@ -281,6 +284,7 @@ def _epochs(args: argparse.Namespace, run: RunDir, state: dict[str, Any] | None,
         print(f"{run.path} had finished its {args.epochs} epochs but not its summary: writing summary.json")
     summary = summarize(history, learner, args)
     summary["splits"] = data.splits  # where the train/val/test numbers come from
+    summary["provenance"] = {**made, "ended": now()}
     run.write_summary(summary)
     if verbose:
         print(f"done: final test error {100 * summary['final_test_error']:.2f}%, best epoch {summary['best_epoch']} "

@@ -258,8 +258,9 @@ class RunDir:
 
     # -- writing -------------------------------------------------------------------------------------
 
-    def write_config(self, config: dict[str, Any]) -> None:
-        atomic_write_text(self.config, yaml.safe_dump(config, sort_keys=True))
+    def write_config(self, config: dict[str, Any], header: str = "") -> None:
+        """The settings; `header` (comment lines: how the run was made) goes above them."""
+        atomic_write_text(self.config, header + yaml.safe_dump(config, sort_keys=True))
 
     def append_metrics(self, record: dict[str, Any]) -> None:
         """One whole line per epoch (a kill can tear at most the last one; `read_metrics` drops it)."""
