@@ -15,6 +15,15 @@ def _seed():
     torch.manual_seed(0)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _cache_in_session_tmp(tmp_path_factory):
+    """Module- and session-scoped fixtures that train (set up before the per-test fixture below) cache in a
+    temporary directory too: the suite never writes into the checkout or the user's cache."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("INFOPRO_CACHE", str(tmp_path_factory.mktemp("session-cache")))
+        yield
+
+
 @pytest.fixture(autouse=True)
 def cache_in_tmp(tmp_path, monkeypatch):
     """Decoded data sets are cached per test, never in the user's cache."""
