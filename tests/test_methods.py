@@ -1,5 +1,6 @@
 """The method interface: existing methods unchanged bitwise, the rivals' isolation, hooks and training."""
 
+from types import SimpleNamespace
 import copy
 
 import pytest
@@ -12,7 +13,7 @@ from infopro.local import METHODS, Decoder, build_head, reconstruction_loss, spl
 from infopro.local.aux_nets import AuxOptions
 from infopro.local.methods.auglocal import augmented_net, pyramid_depth, sampled_layers
 from infopro.local.methods.predsim import similarity_matrix
-from infopro.parallel import PiecesTrainer
+from infopro.parallel import MeshTrainer
 
 RIVALS = ["predsim", "auglocal", "man", "man++", "hpff"]
 
@@ -234,8 +235,9 @@ def test_a_method_flag_for_another_method_is_one_clear_line(tmp_path, capsys):
 
 def test_pieces_parallel_refuses_a_loss_that_crosses_ranks():
     learner = LocalLearner(build_backbone("resnet20"), 2, "hpff", cuts="even")
-    with pytest.raises(InfoProError, match=r"--parallel pieces cannot run method 'hpff'.*--parallel data"):
-        PiecesTrainer(learner, None, None)
+    for mode in ("pieces", "data", "pieces,data"):  # every piece in its own process or its own DDP
+        with pytest.raises(InfoProError, match=rf"--parallel {mode} cannot run method 'hpff'.*one process"):
+            MeshTrainer(learner, None, SimpleNamespace(mode=mode), None)
 
 
 def test_pieces_parallel_sends_the_followed_weights_back(tmp_path):

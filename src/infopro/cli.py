@@ -94,12 +94,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 class _sigterm_interrupts:
     """SIGTERM (what a cluster scheduler or `kill` sends) raises `Interrupted` where the program is, as Ctrl-C
-    raises KeyboardInterrupt: the same clean stop, the same message, exit status 143."""
+    raises KeyboardInterrupt: the same clean stop, the same message, exit status 143. Ctrl-C gets Python's
+    own handler back for the command, whatever a library loaded earlier in the process set it to."""
 
     def __enter__(self) -> None:
         self.previous = None
         if threading.current_thread() is threading.main_thread():
-            self.previous = signal.signal(signal.SIGTERM, self._raise)
+            self.previous = (signal.signal(signal.SIGTERM, self._raise),
+                             signal.signal(signal.SIGINT, signal.default_int_handler))
 
     @staticmethod
     def _raise(signum: int, frame: object) -> None:
@@ -107,7 +109,8 @@ class _sigterm_interrupts:
 
     def __exit__(self, *exc: object) -> None:
         if self.previous is not None:
-            signal.signal(signal.SIGTERM, self.previous)
+            signal.signal(signal.SIGTERM, self.previous[0])
+            signal.signal(signal.SIGINT, self.previous[1])
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""Which device to compute on (checked against what this PyTorch build can use), and its peak memory."""
+"""Which device to compute on (checked against what this PyTorch build can use), its peak memory, and the
+fast settings for it (channels-last default, cudnn.benchmark, TF32)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import resource
 import sys
 
 import torch
+from torch import nn
 
 from .errors import InfoProError
 
@@ -46,3 +48,25 @@ def peak_memory_bytes(device: torch.device) -> tuple[int, str]:
         return torch.cuda.max_memory_allocated(device), "cuda_max_memory_allocated"
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return rss * (1 if sys.platform == "darwin" else 1024), "cpu_max_rss"
+
+
+def is_convolutional(module: nn.Module) -> bool:
+    """Whether 2-D convolutions, the layers channels-last memory format speeds up, hold most of `module`'s
+    weights (a ResNet or DenseNet: yes; a ViT, whose only convolution embeds the patches: no)."""
+    conv = sum(m.weight.numel() for m in module.modules() if isinstance(m, nn.Conv2d))
+    return conv > sum(p.numel() for p in module.parameters()) / 2
+
+
+def use_fast_settings(device: torch.device, tf32: bool = True) -> dict[str, bool]:
+    """The process-wide settings that make training fastest on `device`; returns what was set.
+
+    CUDA: cuDNN picks the fastest convolution algorithm for each shape (`cudnn.benchmark`; the shapes of
+    a run repeat every step), and on Ampere or newer float32 matmuls and convolutions run in TF32
+    (`tf32=False` keeps full float32). The CPU has neither setting.
+    """
+    if device.type != "cuda":
+        return {}
+    torch.backends.cudnn.benchmark = True
+    ampere = torch.cuda.get_device_capability(device)[0] >= 8
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = tf32 and ampere
+    return {"cudnn_benchmark": True, "tf32": tf32 and ampere}

@@ -12,6 +12,7 @@ total alive at one time: a device-independent count, not a timing.
 
 from __future__ import annotations
 
+import sys
 from typing import Iterable
 
 import torch
@@ -42,7 +43,10 @@ class SavedActivationMeter:
         self._bytes: dict[tuple, int] = {}
         self.current_bytes = 0
         self.peak_bytes = 0
-        self._hooks = torch.autograd.graph.saved_tensors_hooks(self._pack, self._unpack)
+        pack, unpack = self._pack, self._unpack
+        if "torch._dynamo" in sys.modules:  # something may be compiled: keep the bookkeeping out of its graphs
+            pack, unpack = torch.compiler.disable(pack), torch.compiler.disable(unpack)
+        self._hooks = torch.autograd.graph.saved_tensors_hooks(pack, unpack)
 
     def __enter__(self) -> "SavedActivationMeter":
         self._hooks.__enter__()

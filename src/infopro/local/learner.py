@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import functools
+import sys
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
@@ -35,6 +36,41 @@ class PieceInfo:
     task_weight: float
 
 
+class LocalPair(nn.Module):
+    """A piece and its objective as one module, `forward(h, labels, image) -> (h_out, loss)`: the unit a
+    data-parallel wrapper (one `DistributedDataParallel` per pair) sees. Holds no state of its own, so
+    the learner's keys stay those of its pieces and objectives."""
+
+    def __init__(self, piece: nn.Module, objective: nn.Module) -> None:
+        super().__init__()
+        self.piece, self.objective = piece, objective
+
+    def forward(self, h_in: torch.Tensor, labels: torch.Tensor,
+                image: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        h_out = self.piece(h_in)
+        return h_out, self.objective(h_out, labels, image)
+
+
+def pair_step(
+    pair: nn.Module,
+    h_in: torch.Tensor,
+    labels: torch.Tensor,
+    image: torch.Tensor | None = None,
+    amp_dtype: torch.dtype | None = None,
+    loss_scale: float = 1.0,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """`local_step` of a `LocalPair` (or of a wrapper around one): forward, `loss_scale * loss` backward.
+
+    `loss_scale` weighs this batch's gradients when several batches make one step (micro-batches, data
+    slices); the returned loss is unscaled.
+    """
+    with torch.autocast(h_in.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+        h_out, loss = pair(h_in, labels, image)
+    if loss.requires_grad:  # a piece trained only through a later piece's loss (HPFF's first) has none
+        (loss if loss_scale == 1 else loss * loss_scale).backward()
+    return h_out.detach(), loss.detach()
+
+
 def local_step(
     piece: nn.Module,
     objective: nn.Module,
@@ -54,12 +90,7 @@ def local_step(
     crosses the cut. This is the whole unit of work of a piece, whether it
     runs in this process or on its own device.
     """
-    with torch.autocast(h_in.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-        h_out = piece(h_in)
-        loss = objective(h_out, labels, image)
-    if loss.requires_grad:  # a piece trained only through a later piece's loss (HPFF's first) has none
-        loss.backward()
-    return h_out.detach(), loss.detach()
+    return pair_step(LocalPair(piece, objective), h_in, labels, image, amp_dtype)
 
 
 class LocalLearner(nn.Module):
@@ -220,6 +251,15 @@ class LocalLearner(nn.Module):
         # One host sync per step, not one per piece.
         return {"logits": h, "losses": torch.stack(losses).tolist()}
 
+    def compile_pieces(self, backend: str = "inductor", mode: str | None = None) -> None:
+        """`torch.compile` each piece and each objective on its own, in place (same modules, same state
+        dict keys). Each compiled graph spans one piece or one objective, so `train_step` still frees a
+        piece's graph before the next piece runs and no gradient crosses a cut; the whole learner is
+        never one graph. Raises `InfoProError` where the compiler cannot run."""
+        check_compiler(backend, self.mean.device)
+        for module in (*self.pieces, *self.aux):
+            module.compile(backend=backend, mode=mode)
+
     def after_optimizer_step(self) -> None:
         """Run the objectives' post-step hooks (e.g. MAN's EMA update); call it after every optimiser step."""
         for objective in self.aux:
@@ -259,6 +299,24 @@ class LocalLearner(nn.Module):
             )
             for k in range(self.K)
         ]
+
+
+def check_compiler(backend: str, device: torch.device) -> None:
+    """Compile and run a one-line function with `backend` on `device`: an `InfoProError` that says why,
+    rather than a compiler traceback at the first training step, where torch.compile cannot work."""
+    import torch._dynamo
+
+    if not torch._dynamo.is_dynamo_supported():
+        raise InfoProError(f"--compile: torch.compile does not support this Python ({sys.version.split()[0]}) "
+                           f"or platform; run without --compile")
+    try:
+        torch._dynamo.reset()  # a fresh trial, not a cached one
+        probe = torch.compile(lambda t: t * 2 + 1, backend=backend)
+        probe(torch.ones(2, device=device))
+    except Exception as error:  # any failure of the compiler stack means the same to the user
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
+        raise InfoProError(f"--compile: torch.compile (backend {backend!r}) cannot run on {device}: {reason}; "
+                           f"run without --compile (inductor on the CPU needs a C++ compiler)") from None
 
 
 def _count(module: nn.Module) -> int:

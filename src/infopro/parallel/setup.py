@@ -9,21 +9,62 @@ from datetime import timedelta
 
 import torch
 import torch.distributed as dist
+from torch.distributed.device_mesh import DeviceMesh, init_device_mesh
 
 from ..errors import InfoProError
 
 
 @dataclass(frozen=True)
 class ParallelRuntime:
-    """Where this process stands in the torchrun world."""
+    """Where this process stands in the torchrun world: position (piece_rank, data_rank) on a
+    `pieces x data` `DeviceMesh`. `--parallel pieces` is the mesh K x 1, `data` 1 x D (every process holds
+    all K pieces), `pieces,data` K x D."""
 
-    mode: str  # "pieces" or "data"
+    mode: str  # "pieces", "data" or "pieces,data"
     rank: int
     world_size: int
     local_rank: int
     device: torch.device
     backend: str  # "gloo" on CPU, "nccl" on CUDA
     timeout: timedelta
+    mesh: DeviceMesh  # dimensions ("pieces", "data"); rank of (p, d) is mesh.mesh[p, d]
+
+    @property
+    def pieces(self) -> int:
+        return self.mesh.size(0)
+
+    @property
+    def data(self) -> int:
+        return self.mesh.size(1)
+
+    @property
+    def piece_rank(self) -> int:
+        return self.mesh.get_local_rank("pieces")
+
+    @property
+    def data_rank(self) -> int:
+        return self.mesh.get_local_rank("data")
+
+    @property
+    def data_group(self) -> dist.ProcessGroup:
+        """The D processes that hold the same pieces: gradients and BatchNorm statistics meet here only."""
+        return self.mesh.get_group("data")
+
+    def rank_of(self, piece_rank: int, data_rank: int) -> int:
+        return int(self.mesh.mesh[piece_rank, data_rank])
+
+    def name(self, rank: int) -> str:
+        """How a message names another process: 'rank 3 (piece 2 of 2, data slice 2 of 2)'."""
+        p, d = divmod(rank, self.data)  # init_device_mesh lays the ranks out row by row
+        where = ([f"piece {p + 1} of {self.pieces}"] if self.pieces > 1 else []) + \
+                ([f"data slice {d + 1} of {self.data}"] if self.data > 1 else [])
+        return f"rank {rank} ({', '.join(where)})"
+
+    @property
+    def build_device(self) -> torch.device:
+        """Where every rank builds the whole learner (same seed, same initial weights): the CPU when it
+        holds one piece of it (only that piece moves to the device), else its device."""
+        return torch.device("cpu") if self.pieces > 1 else self.device
 
     def finish(self) -> None:
         """Wait until every rank has finished its work (rank 0 writes last)."""
@@ -54,16 +95,21 @@ def rank_device(requested: str, local_rank: int) -> torch.device:
     return torch.device("cuda", local_rank)
 
 
+PIECES_ONLY = "--micro-batches and --sync-pieces only apply to --parallel pieces or pieces,data"
+
+
 def start_parallel(args: argparse.Namespace) -> ParallelRuntime | None:
-    """None for `--parallel none`; else join the process group torchrun describes in the environment."""
+    """None for `--parallel none`; else join the process group torchrun describes in the environment and
+    lay the ranks out on the pieces x data mesh."""
+    has_pieces = "pieces" in args.parallel.split(",")
+    if not has_pieces and (args.micro_batches != 1 or args.sync_pieces):
+        raise InfoProError(PIECES_ONLY)
     if args.parallel == "none":
-        if args.micro_batches != 1 or args.sync_pieces:
-            raise InfoProError("--micro-batches and --sync-pieces only apply to --parallel pieces")
+        if args.sync_batchnorm:
+            raise InfoProError("--sync-batchnorm only applies to --parallel data or pieces,data")
         return None
-    if args.parallel == "data" and (args.micro_batches != 1 or args.sync_pieces):
-        raise InfoProError("--micro-batches and --sync-pieces only apply to --parallel pieces")
-    launch = (f"torchrun --nproc-per-node {args.K if args.parallel == 'pieces' else 'N'} -m infopro train "
-              f"--parallel {args.parallel} ...")
+    nproc = {"pieces": str(args.K), "data": "D", "pieces,data": f"{args.K}xD"}[args.parallel]
+    launch = f"torchrun --nproc-per-node {nproc} -m infopro train --parallel {args.parallel} ..."
     if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
         raise InfoProError(f"--parallel {args.parallel} runs one process per rank, started by torchrun "
                            f"(RANK and WORLD_SIZE are not set): {launch}")
@@ -72,10 +118,22 @@ def start_parallel(args: argparse.Namespace) -> ParallelRuntime | None:
     if args.parallel == "pieces" and world_size != args.K:
         raise InfoProError(f"--parallel pieces puts one piece on each rank: the world has {world_size} processes "
                            f"but --K is {args.K}; {launch}")
-    if args.parallel == "data" and args.batch_size < 2 * world_size:
-        raise InfoProError(f"--parallel data splits each batch of {args.batch_size} over {world_size} ranks; "
-                           f"BatchNorm needs at least 2 images per rank: use --batch-size {2 * world_size} or more")
+    if args.parallel == "pieces,data" and world_size % args.K:
+        raise InfoProError(f"--parallel pieces,data lays {world_size} processes out as --K {args.K} pieces x D data "
+                           f"slices, but {world_size} is not a multiple of {args.K}; start K x D processes")
+    shape = {"pieces": (args.K, 1), "data": (1, world_size), "pieces,data": (args.K, world_size // args.K)}[args.parallel]
+    data = shape[1]
+    if data > 1 and args.batch_size < 2 * data * args.micro_batches:
+        raise InfoProError(f"--parallel {args.parallel} splits each batch of {args.batch_size} over {data} data slices"
+                           f"{f' of {args.micro_batches} micro-batches' if args.micro_batches > 1 else ''}; BatchNorm "
+                           f"needs at least 2 images in each: use --batch-size {2 * data * args.micro_batches} or more")
+    if args.sync_batchnorm and data == 1:
+        raise InfoProError(f"--sync-batchnorm needs a data dimension (--parallel data or pieces,data); "
+                           f"--parallel {args.parallel} has one data slice")
     device = rank_device(args.device, local_rank)
+    if args.sync_batchnorm and device.type != "cuda":
+        raise InfoProError("--sync-batchnorm needs CUDA devices (PyTorch's SyncBatchNorm runs on GPUs only); "
+                           "drop it on the CPU (each rank then normalises with its own slice's statistics)")
     backend = "nccl" if device.type == "cuda" else "gloo"
     timeout = timedelta(seconds=args.dist_timeout)
     if device.type == "cuda":
@@ -85,4 +143,5 @@ def start_parallel(args: argparse.Namespace) -> ParallelRuntime | None:
         os.environ.setdefault("TORCH_NCCL_BLOCKING_WAIT", "1")
     # The same timeout bounds the rendezvous and every collective; point-to-point waits pass it explicitly.
     dist.init_process_group(backend, rank=rank, world_size=world_size, timeout=timeout)
-    return ParallelRuntime(args.parallel, rank, world_size, local_rank, device, backend, timeout)
+    mesh = init_device_mesh(device.type, shape, mesh_dim_names=("pieces", "data"))
+    return ParallelRuntime(args.parallel, rank, world_size, local_rank, device, backend, timeout, mesh)

@@ -21,7 +21,7 @@ RUNTIME_KEYS = {"config", "resume", "test_only", "quiet", "tensorboard", "main",
 # How the work is spread over processes: also kept out of config.yaml, so a run trained on several
 # processes resumes or is evaluated in one and the other way round. Micro-batches change BatchNorm's
 # batch statistics (and a contrastive loss's pairs), not what the run is.
-RUNTIME_KEYS |= {"parallel", "micro_batches", "sync_pieces", "dist_timeout"}
+RUNTIME_KEYS |= {"parallel", "micro_batches", "sync_pieces", "dist_timeout", "sync_batchnorm"}
 # Decoding processes change the speed, never the batches.
 RUNTIME_KEYS |= {"workers"}
 
@@ -75,7 +75,14 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     r.add_argument("--seed", type=int, default=0, help="seed of the weights, the subsets, the split and the batches")
     r.add_argument("--device", default="auto", help="auto (cuda when available), cpu, cuda, cuda:1, ...")
     r.add_argument("--amp", choices=["none", "bf16"], default="none", help="autocast the forward passes to bfloat16")
-    r.add_argument("--channels-last", action="store_true", help="channels-last memory format (faster convs on GPUs)")
+    r.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
+                   help="channels-last memory format; default: on for convolutional networks (faster on CPUs and GPUs, "
+                        "see README); --no-channels-last turns it off")
+    r.add_argument("--compile", action="store_true",
+                   help="torch.compile each piece and each objective on its own (gradient isolation and the "
+                        "one-piece-at-a-time memory are kept); the first steps are slow while it compiles")
+    r.add_argument("--tf32", action=argparse.BooleanOptionalAction, default=True,
+                   help="CUDA on Ampere or newer: float32 matmuls and convolutions in TF32 (default: on)")
     r.add_argument("--out", default=None, help="run directory (default: runs/<arch>-<method>-K<K>-<time>)")
     r.add_argument("--resume", nargs="?", const="auto", default=None, metavar="RUN",
                    help="continue a run (its directory, or a checkpoint file; default: OUT) with its own settings")
@@ -87,14 +94,18 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
                         "installed (default: %(default)s)")
 
     p = parser.add_argument_group("several processes (launch with torchrun; see README)")
-    p.add_argument("--parallel", choices=["none", "pieces", "data"], default="none",
+    p.add_argument("--parallel", choices=["none", "pieces", "data", "pieces,data"], default="none",
                    help="pieces: rank k trains piece k (torchrun --nproc-per-node K); data: every rank a full copy "
-                        "on a slice of each batch (default: %(default)s)")
+                        "on a slice of each batch, one DistributedDataParallel per piece; pieces,data: a K x D mesh, "
+                        "process (k, d) trains piece k on slice d (torchrun --nproc-per-node K*D) (default: %(default)s)")
     p.add_argument("--micro-batches", type=int, default=1, metavar="M",
                    help="--parallel pieces: split each batch into M micro-batches so all ranks work at once; "
                         "the optimiser still steps once per batch (default: %(default)s)")
     p.add_argument("--sync-pieces", action="store_true",
                    help="--parallel pieces: every rank finishes a step before any starts the next (no overlap)")
+    p.add_argument("--sync-batchnorm", action="store_true",
+                   help="--parallel data or pieces,data on CUDA: BatchNorm statistics of the whole batch "
+                        "(SyncBatchNorm over the data dimension) instead of each slice's own")
     p.add_argument("--dist-timeout", type=float, default=60.0, metavar="SECONDS",
                    help="longest wait for a message from another rank before giving up (default: %(default)s)")
 
@@ -158,11 +169,13 @@ def _coerce(action: argparse.Action, value: Any, path: Path) -> Any:
     """Give a YAML value the type and choices its flag would enforce."""
     if value is None:
         return None
-    if isinstance(action.default, bool) and not isinstance(value, bool):
+    # A true/false flag, also one whose default is None ("decide for me", e.g. --channels-last)
+    switch = isinstance(action.default, bool) or isinstance(action, argparse.BooleanOptionalAction)
+    if switch and not isinstance(value, bool):
         raise InfoProError(f"config file {path}: {action.dest} must be true or false, got {value!r}")
     if action.dest == "cuts" and isinstance(value, list) and all(isinstance(v, int) and not isinstance(v, bool) for v in value):
         value = ",".join(map(str, value))  # a YAML list of block indices is the flag's comma list
-    kind = action.type or (str if not isinstance(action.default, bool) else None)
+    kind = action.type or (str if not switch else None)
     expected = {int: "an integer", float: "a number"}.get(kind, "a string")  # type: ignore[call-overload]
     try:
         if action.nargs is not None and action.nargs not in ("?",) and action.type is not None:

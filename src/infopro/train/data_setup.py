@@ -66,8 +66,8 @@ class Loaders:
 
 def make_loaders(data: Data, args: argparse.Namespace, device: torch.device, drop_last: bool,
                  shard: tuple[int, int] | None) -> Loaders:
-    """train (shuffled, augmented), val and test loaders on the data's path; `shard` = (rank, world)
-    under --parallel data, so that each rank decodes only its slice of each batch."""
+    """train (shuffled, augmented), val and test loaders on the data's path; `shard` = (slice, slices) along
+    the data dimension of --parallel data or pieces,data, so that each process decodes only its slice."""
     eval_batch = EVAL_BATCH_MEMORY if data.path == "memory" else args.batch_size
 
     def loader(items: Any, train: bool) -> Any:

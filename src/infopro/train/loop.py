@@ -6,18 +6,20 @@ import argparse
 import sys
 import time
 from datetime import datetime
+from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from tqdm import tqdm
 
 from ..data import DeviceLoader
-from ..device import peak_memory_bytes, pick_device
+from ..device import peak_memory_bytes, pick_device, use_fast_settings
 from ..errors import InfoProError, Interrupted
 from ..files import error_reason
 from ..local import LocalLearner
 from ..local.cuts import cuts_label
+from ..parallel import MeshTrainer, ParallelRuntime, PeerLost, start_parallel
 from .args import check_args, resolved_config
 from .checkpoint import load_checkpoint, save_checkpoint
 from .data_setup import Loaders, check_image_size, make_loaders, open_training_data
@@ -29,9 +31,6 @@ from .run_log import EpochProgress, PieceTerms, RunLog, evaluation_record
 from ..model_file import backbone_of, model_payload
 from .run_dir import RunDir, checkpoint_to_read, fault_point
 
-if TYPE_CHECKING:
-    from ..parallel import ParallelRuntime
-
 __all__ = ["build_learner", "count_correct", "evaluate", "make_optimizer", "peak_memory_bytes", "pick_device",
            "train_main"]
 
@@ -40,11 +39,12 @@ STRUCTURE_KEYS = ("arch", "dataset", "image_size", "channels", "method", "K", "c
                   "aux_widen", "aux_feature_dim")
 # Settings a resumed run may change; every other one must equal the checkpoint's, so that the
 # resumed run ends where the uninterrupted one would. `epochs` may change too: the schedule is re-planned.
-FREE_ON_RESUME = ("out", "device", "data_dir", "cache_dir", "epochs")
+# The speed settings change how, not what, the run computes.
+FREE_ON_RESUME = ("out", "device", "data_dir", "cache_dir", "epochs", "channels_last", "compile", "tf32")
 
 
 class SingleProcessTrainer:
-    """Every piece in this process. `infopro.parallel`'s trainers have the same four methods, so
+    """Every piece in this process. `infopro.parallel.MeshTrainer` has the same four methods, so
     `train_main` runs one epoch/metrics/checkpoint path whatever the mode."""
 
     is_writer = True  # the process that writes the run directory and prints
@@ -82,15 +82,13 @@ def check_resumable(saved: dict[str, Any], args: argparse.Namespace, path: Path)
         if key in saved and saved[key] != getattr(args, key):
             raise InfoProError(
                 f"{path} was trained with {key}={saved[key]!r}, this run has {key}={getattr(args, key)!r}; "
-                f"continue a run with its own settings (only --device, --data-dir, --cache-dir, --out and --epochs "
-                f"may change), or start a new run with another --out"
+                f"continue a run with its own settings (only --device, --data-dir, --cache-dir, --out, --epochs "
+                f"and the speed settings may change), or start a new run with another --out"
             )
 
 
 def train_main(args: argparse.Namespace) -> int:
     check_args(args)
-    from ..parallel import PeerLost, start_parallel  # imports loop.py's pieces itself
-
     runtime = start_parallel(args)  # None unless --parallel (then one process per rank under torchrun)
     try:
         code = _train(args, runtime)
@@ -113,6 +111,7 @@ def train_main(args: argparse.Namespace) -> int:
 
 def _train(args: argparse.Namespace, runtime: ParallelRuntime | None) -> int:
     device = runtime.device if runtime is not None else pick_device(args.device)
+    use_fast_settings(device, args.tf32)
     data = open_training_data(args, device)
     check_image_size(args, data)
     if args.batch_size > len(data.train):
@@ -120,15 +119,17 @@ def _train(args: argparse.Namespace, runtime: ParallelRuntime | None) -> int:
             f"--batch-size {args.batch_size} is larger than the training set ({len(data.train)} images); "
             f"use a smaller batch or a larger --train-subset"
         )
+    build_on = device if runtime is None else runtime.build_device
+    learner = build_learner(args, data.image_shape, data.num_classes, data.mean, data.std, build_on)
     if runtime is None:
-        learner = build_learner(args, data.image_shape, data.num_classes, data.mean, data.std, device)
         trainer = SingleProcessTrainer(learner, args, device)
     else:
-        from ..parallel import build_parallel_trainer
-
-        learner, trainer = build_parallel_trainer(args, runtime, data)
+        trainer = MeshTrainer(learner, args, runtime, partial(make_optimizer, args=args))
+    if args.compile:
+        learner.compile_pieces()  # after the pieces reached their device
     schedule = build_schedule(trainer.optimizer, args)
-    shard = (runtime.rank, runtime.world_size) if runtime is not None and runtime.mode == "data" else None
+    # Each process of the data dimension decodes only its slice of each batch (streaming path).
+    shard = (runtime.data_rank, runtime.data) if runtime is not None and runtime.data > 1 else None
     loaders = make_loaders(data, args, trainer.device, trainer.drop_last(len(data.train), args.batch_size), shard)
     writer = trainer.is_writer
 

@@ -1,5 +1,5 @@
-"""What the single-process loop and `infopro.parallel`'s trainers share: the learner, its optimiser and
-learning-rate schedule, and evaluation of the whole network."""
+"""What the loop builds for any mode: the learner, its optimiser and learning-rate schedule, and evaluation
+of the whole network (`infopro.parallel.MeshTrainer` gets the learner and an optimiser factory from it)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import torch
 
 from ..data import DeviceLoader
 from ..describe import method_options
+from ..device import is_convolutional
 from ..local import LocalLearner
 from ..models import build_backbone
 
@@ -22,6 +23,8 @@ def build_learner(args: argparse.Namespace, image_shape: tuple[int, int, int], n
                   mean: tuple[float, ...], std: tuple[float, ...], device: torch.device) -> LocalLearner:
     torch.manual_seed(args.seed)
     backbone = build_backbone(args.arch, num_classes, image_shape[0]).to(device)
+    if args.channels_last is None:  # the default: on for convolutional networks, where it is faster (README)
+        args.channels_last = is_convolutional(backbone)
     if args.channels_last:
         backbone = backbone.to(memory_format=torch.channels_last)
     learner = LocalLearner(
