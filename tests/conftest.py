@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -13,7 +15,22 @@ def _seed():
     torch.manual_seed(0)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _cache_in_session_tmp(tmp_path_factory):
+    """Module- and session-scoped fixtures that train (set up before the per-test fixture below) cache in a
+    temporary directory too: the suite never writes into the checkout or the user's cache."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("INFOPRO_CACHE", str(tmp_path_factory.mktemp("session-cache")))
+        yield
+
+
 @pytest.fixture(autouse=True)
 def cache_in_tmp(tmp_path, monkeypatch):
     """Decoded data sets are cached per test, never in the user's cache."""
     monkeypatch.setenv("INFOPRO_CACHE", str(tmp_path / "cache"))
+
+
+def snapshot(folder: Path) -> dict:
+    """Every file under `folder` (sub-folders too, e.g. tensorboard/) and its bytes."""
+    files = sorted(p for p in folder.rglob("*") if p.is_file()) if folder.exists() else []
+    return {str(p.relative_to(folder)): p.read_bytes() for p in files}

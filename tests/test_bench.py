@@ -112,6 +112,9 @@ def test_bench_cli_writes_json_table_and_plot(tmp_path, capsys):
         for key in ("method", "K", "cuts", "peak_bytes", "flops", "step_seconds", "memory_ratio"):
             assert key in r, key
         assert r["peak_bytes"] > 0 and r["flops"] > 0 and r["step_seconds"] > 0
+        assert r["step_seconds_min"] <= r["step_seconds"] <= r["step_seconds_max"]
+        assert [r["step_seconds_min"], r["step_seconds_max"]] == [min(r["step_seconds_all"]), max(r["step_seconds_all"])]
+    assert "--steps 5 or more" in report["warning"] and "warning: only 1 timed step" in capsys.readouterr().err
     # resnet20 has no paper cuts: skipped with a note, not an error.
     assert any("paper" in s for s in report["skipped"])
     e2e = next(r for r in rows if r["method"] == "e2e")
@@ -120,6 +123,7 @@ def test_bench_cli_writes_json_table_and_plot(tmp_path, capsys):
     ckpt = next(r for r in rows if r["method"] == "checkpoint" and r["K"] == 4)
     assert ckpt["peak_bytes"] < e2e["peak_bytes"] and ckpt["flops"] > e2e["flops"]  # recomputation costs FLOPs
     assert (out / "bench.md").read_text().count("\n| ") == len(rows) + 1
+    assert "s/step median (min-max)" in (out / "bench.md").read_text()
     assert (out / "bench.png").read_bytes()[:4] == b"\x89PNG"
 
 

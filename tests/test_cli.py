@@ -7,7 +7,7 @@ def test_describe_prints_one_row_per_piece(capsys):
     assert main(["describe", "--arch", "resnet32", "--method", "infopro-contrast", "--K", "4",
                  "--lambdas", "6", "0", "1", "2"]) == 0
     out = capsys.readouterr().out
-    assert "cuts [3, 7, 11] (paper)" in out
+    assert "cuts [3, 7, 11] (auto: paper)" in out
     rows = [line.split() for line in out.splitlines() if line.strip()[:1].isdigit()]
     assert [r[0] for r in rows] == ["1", "2", "3", "4"]
     assert [r[1] for r in rows] == ["0-3", "4-7", "8-11", "12-15"]

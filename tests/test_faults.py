@@ -34,7 +34,7 @@ from infopro.errors import InfoProError
 from infopro.files import atomic_write_text
 from infopro.train import load_checkpoint
 from infopro.train.run_dir import TEST_SIGNAL_ENV
-from conftest import FAST
+from conftest import FAST, snapshot
 
 SRC = Path(infopro.__file__).resolve().parents[1]
 TINY = [*FAST, "--train-subset", "100", "--test-subset", "20"]  # FAST is 2 epochs of batches of 50
@@ -49,16 +49,14 @@ def resume(run: Path) -> int:
     return main(["train", "--resume", str(run)])
 
 
-def snapshot(folder: Path) -> dict:
-    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())} if folder.exists() else {}
-
-
 def assert_same_run(a: Path, b: Path) -> None:
     """Bitwise the same weights, optimiser state and test accuracies."""
     sa, sb = load_checkpoint(a / "checkpoint.pt"), load_checkpoint(b / "checkpoint.pt")
     assert sa["epoch"] == sb["epoch"]
     assert sa["model"].keys() == sb["model"].keys()
     assert all(torch.equal(sa["model"][k], sb["model"][k]) for k in sa["model"])
+    wa, wb = (torch.load(d / "model.pt", weights_only=True) for d in (a, b))  # the exported model follows
+    assert wa["epoch"] == sa["epoch"] and all(torch.equal(wa["state_dict"][k], wb["state_dict"][k]) for k in wa["state_dict"])
     ma, mb = sa["optimizer"]["state"], sb["optimizer"]["state"]
     assert all(torch.equal(ma[i]["momentum_buffer"], mb[i]["momentum_buffer"]) for i in ma)
     accuracy = lambda d: [json.loads(line)["test_accuracy"] for line in (d / "metrics.jsonl").read_text().splitlines()]
@@ -144,7 +142,9 @@ def test_killed_run_resumes_with_one_command_bitwise(runs, moment, capsys):
     else:
         assert "writing summary.json" in out
     assert_same_run(root / "straight", run)
-    assert sorted(p.name for p in run.iterdir()) == ["checkpoint.pt", "config.yaml", "metrics.jsonl", "summary.json"]
+    assert sorted(p.name for p in run.iterdir() if p.name != "tensorboard") == [
+        "checkpoint.pt", "config.yaml", "curves.png", "metrics.csv", "metrics.jsonl", "model.pt", "summary.json",
+        "train.log"]
 
 
 # -- 2. two writers, one directory -------------------------------------------------------------------------
@@ -287,7 +287,7 @@ def test_run_directory_made_read_only_mid_run(runs, tmp_path, monkeypatch, capsy
         monkeypatch.setattr(loop.RunDir, "append_metrics", append_then_read_only)
         assert train("--out", run) == 2
     line = last_line(capsys.readouterr().err)
-    assert f"cannot write {run / 'checkpoint.pt'}" in line
+    assert f"cannot write {run / 'model.pt'}" in line  # the first file written after the metrics line
     assert "checkpoint.pt keeps epoch 1" in line and f"continue with: infopro train --resume {run}" in line
     assert load_checkpoint(run / "checkpoint.pt")["epoch"] == 1 and not list(run.glob(".*.tmp"))
 
@@ -307,8 +307,10 @@ def tiny_tmpfs(path: Path, size: str):
 
 
 def test_disk_full_while_writing_a_checkpoint_keeps_the_previous_one(runs, tmp_path, capsys):
-    size = (runs[0] / "straight" / "checkpoint.pt").stat().st_size
-    with tiny_tmpfs(tmp_path / "small", f"{size * 3 // 2 // 4096 * 4096}") as small:  # room for one checkpoint, not two
+    checkpoint, model = ((runs[0] / "straight" / name).stat().st_size for name in ("checkpoint.pt", "model.pt"))
+    # Room for epoch 1's files and a second model.pt being written (then renamed), not a second checkpoint.
+    size = checkpoint + 2 * model + (checkpoint - model) // 2
+    with tiny_tmpfs(tmp_path / "small", f"{size // 4096 * 4096}") as small:
         run = small / "run"
         assert train("--out", run) == 2
         line = last_line(capsys.readouterr().err)
@@ -439,7 +441,7 @@ def test_yaml_values_are_type_checked_like_flags(tmp_path, capsys):
     config = tmp_path / "c.yaml"
     for text, message in (("epochs: 1.7\n", "bad value 1.7 for epochs: expected an integer"),
                           ("lr: true\n", "bad value True for lr: expected a number"),
-                          ("lambdas: [1, 2]\n", "expected 4 values")):
+                          ("lambdas: [1, 2, 3]\n", "--lambdas takes 2 numbers")):
         config.write_text(text)
         assert main(["train", "-c", str(config), "--out", str(tmp_path / "run")]) == 2
         assert message in last_line(capsys.readouterr().err)

@@ -8,15 +8,11 @@ import yaml
 from infopro.cli import main
 from infopro.train import load_checkpoint
 import infopro.train.loop as loop
-from conftest import FAST
+from conftest import FAST, snapshot
 
 
 def train(*args):
     return main(["train", *FAST, *map(str, args)])
-
-
-def snapshot(folder: Path) -> dict:
-    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())} if folder.exists() else {}
 
 
 def test_run_directory_holds_config_metrics_summary_checkpoint(tmp_path):

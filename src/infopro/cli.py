@@ -19,6 +19,7 @@ def _subcommands() -> dict[str, Subcommand]:
     from .bench.cli import add_bench_arguments, bench_main
     from .analysis import add_probe_arguments, probe_main
     from .describe import add_describe_arguments, describe_main
+    from .model_file import add_export_arguments, export_main
     from .train import add_train_arguments, train_main
 
     return {
@@ -27,7 +28,21 @@ def _subcommands() -> dict[str, Subcommand]:
         "bench": ("measure peak memory, FLOPs and time of a training step: E2E, checkpointing, local methods",
                   add_bench_arguments, bench_main),
         "probe": ("estimate I(h, x) and I(h, y) along the depth of trained runs", add_probe_arguments, probe_main),
+        "export": ("write a run's trained network as one file (pt, safetensors or torchscript)",
+                   add_export_arguments, export_main),
     }
+
+
+class DefaultsHelpFormatter(argparse.HelpFormatter):
+    """Every option's help ends with its default, unless the help already says what the default is."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        help_text = (action.help or "").strip()
+        if "default" in help_text or not action.option_strings or action.required \
+                or action.default is argparse.SUPPRESS or action.nargs == 0 and action.default is False:
+            return action.help
+        default = "none" if action.default is None else "%(default)s"
+        return f"{help_text} (default: {default})".lstrip()
 
 
 def get_args_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
@@ -44,7 +59,8 @@ def get_args_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParse
     command = next((a for a in argv or [] if not a.startswith("-")), None)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, (help_text, add_arguments, main_fn) in _subcommands().items():
-        p = sub.add_parser(name, help=help_text, description=help_text[0].upper() + help_text[1:] + ".")
+        p = sub.add_parser(name, help=help_text, description=help_text[0].upper() + help_text[1:] + ".",
+                           formatter_class=DefaultsHelpFormatter)
         add_arguments(p)
         p.set_defaults(main=main_fn)
         if name == command and any(a.dest == "config" for a in p._actions):
@@ -60,6 +76,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"infopro: error: {error}", file=sys.stderr)
         return 2
     args = parser.parse_args(argv)
+    args.command_line = ["infopro", *argv]  # for a run's provenance
     try:
         with _sigterm_interrupts():
             return int(args.main(args) or 0)

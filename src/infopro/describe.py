@@ -8,6 +8,7 @@ from typing import Any
 
 from .errors import InfoProError
 from .local import CUT_PRESETS, HEADS, METHODS, LocalLearner
+from .local.cuts import cuts_label
 from .models import ARCHITECTURES, build_backbone, native_input_shape
 
 
@@ -17,13 +18,15 @@ def add_learner_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--arch", default="resnet32",
                    help=f"architecture, one of {', '.join(ARCHITECTURES.names())} (default: %(default)s)")
     g.add_argument("--method", default="infopro-contrast", help=f"one of {', '.join(METHODS.names())} (default: %(default)s)")
-    g.add_argument("--K", type=int, default=4, help="number of gradient-isolated pieces; 1 = end-to-end (default: %(default)s)")
-    g.add_argument("--cuts", default="paper",
-                   help=f"preset ({', '.join(CUT_PRESETS.names())}) or comma list of block indices "
-                        "after which a piece ends (default: %(default)s)")
-    g.add_argument("--lambdas", type=float, nargs=4, metavar=("L1_FIRST", "L2_FIRST", "L1_LAST", "L2_LAST"),
-                   help="reconstruction and task weights of the first piece and of piece K-1 "
-                        "(default: the method's)")
+    g.add_argument("--K", type=int, default=None,
+                   help=f"number of gradient-isolated pieces; 1 = end-to-end (default: {DEFAULT_K}; 1 for e2e)")
+    g.add_argument("--cuts", default="auto",
+                   help=f"preset ({', '.join(CUT_PRESETS.names())}) or comma list of block indices after which a "
+                        "piece ends; auto: the paper's cuts where they exist for this arch and K, else balanced "
+                        "(default: %(default)s)")
+    g.add_argument("--lambdas", type=float, nargs="+", metavar="L",
+                   help="the second term's and the task's weights: 2 numbers (every local piece) or 4 (the first "
+                        "piece's, then piece K-1's; those in between move linearly) (default: the method's)")
     g.add_argument("--aux-head", default=None, help=f"auxiliary head, one of {', '.join(HEADS.names())} (default: the method's)")
     g.add_argument("--aux-widen", type=int, default=1, help="width multiplier of the auxiliary nets (default: %(default)s)")
     g.add_argument("--aux-feature-dim", type=int, default=128, help="hidden width of the heads' fc layers (default: %(default)s)")
@@ -40,6 +43,8 @@ def add_learner_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--hpff-weights", type=float, nargs=2, default=None, metavar=("OWN", "CASCADE"),
                    help="hpff: weights of the own path and of the cascade path (default: 0.001 0.999)")
 
+
+DEFAULT_K = 4  # pieces when --K is not given (e2e: 1)
 
 # flag (argparse dest) -> the method option it sets
 METHOD_OPTION_FLAGS = {"aux_depth": "depth", "aux_pyramid": "pyramid", "ema_momentum": "momentum"}
@@ -63,7 +68,12 @@ def method_options(args: argparse.Namespace) -> dict[str, Any]:
 
 def check_learner_arguments(args: argparse.Namespace) -> None:
     """Refuse learner settings no network can use (nan and inf included), before anything is built."""
+    if args.K is None:
+        args.K = 1 if args.method in METHODS and METHODS.get(args.method).end_to_end else DEFAULT_K
     lambdas = list(args.lambdas or [])
+    if len(lambdas) not in (0, 2, 4):
+        raise InfoProError(f"--lambdas takes 2 numbers (lambda1 lambda2 of every local piece) or 4 (the first "
+                           f"piece's, then piece K-1's), got {len(lambdas)}: {lambdas}")
     if not all(math.isfinite(v) and v >= 0 for v in lambdas):
         raise InfoProError(f"--lambdas must be finite and >= 0, got {lambdas}")
     if not (math.isfinite(args.temperature) and args.temperature > 0):
@@ -107,7 +117,7 @@ def describe_main(args: argparse.Namespace) -> int:
         decoder_chunk_channels=args.aux_decoder_chunk, method_options=method_options(args),
     )
     memory = learner.piece_memory(args.batch_size)
-    print(f"{args.arch} · {args.method} · K={args.K} · cuts {learner.cuts} ({args.cuts})")
+    print(f"{args.arch} · {args.method} · K={args.K} · cuts {learner.cuts} ({cuts_label(args.cuts, args.arch, args.K)})")
     header = (f"{'piece':>5}  {'blocks':>9}  {'output':>10}  {'params':>9}  {'aux params':>10}  {'lambda1':>7}  "
               f"{'lambda2':>7}  {'saved MiB (aux)':>15}")
     print(header)

@@ -44,7 +44,7 @@ def add_probe_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--test-subset", type=int, default=None, metavar="N",
                         help=f"measure on a stratified subset of N test images (default: {DEFAULT_TEST_SUBSET} or all)")
     parser.add_argument("--data-dir", default=None, help="data to probe on (default: the data the runs were trained on)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="random seed")
     parser.add_argument("--device", default="auto", help="auto (cuda when available), cpu, cuda, cuda:1, ...")
     parser.add_argument("--out", default="probe", help="output directory for probe.json and probe.png (default: %(default)s)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars, no table")

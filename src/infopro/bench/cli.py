@@ -17,7 +17,7 @@ from ..local import CUT_PRESETS, METHODS
 from ..device import pick_device
 from ..files import atomic_write_text, check_output_dir
 from ..models import ARCHITECTURES, native_input_shape
-from .report import MiB, add_ratios, markdown_table, plot_memory
+from .report import MiB, add_ratios, markdown_table, plot_memory, step_spread
 from .step import build_step, measure_step
 
 BASELINES = ("e2e", "checkpoint")
@@ -41,7 +41,7 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--channels-last", action="store_true")
     parser.add_argument("--aux-decoder-chunk", type=int, default=0, metavar="C",
                         help="decoder upsampling + first conv over chunks of C channels (default: 0, off)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="random seed")
     parser.add_argument("--out", required=True, help="directory for bench.json, bench.md and bench.png")
     parser.add_argument("--quiet", action="store_true")
 
@@ -68,12 +68,20 @@ def _plan(args: argparse.Namespace) -> list[tuple[str, int, str]]:
     return plan
 
 
+FEW_STEPS = 5  # fewer timed steps than this: the spread says little, and bench says so
+
+
 def bench_main(args: argparse.Namespace) -> int:
     if args.batch_size < 2:
         raise InfoProError(f"--batch-size must be >= 2 (BatchNorm needs two samples in training mode), got {args.batch_size}")
     if args.steps < 1 or args.warmup < 1:
         raise InfoProError(f"--steps and --warmup must be >= 1, got {args.steps} and {args.warmup}")
     plan = _plan(args)
+    warning = None
+    if args.steps < FEW_STEPS:
+        warning = (f"only {args.steps} timed step(s) per row: the times and their spread are rough; "
+                   f"use --steps {FEW_STEPS} or more for figures to quote")
+        print(f"infopro bench: warning: {warning}", file=sys.stderr)
     device = pick_device(args.device)
     out = check_output_dir(args.out)
     shape = tuple(args.input_shape or native_input_shape(args.arch))
@@ -83,7 +91,8 @@ def bench_main(args: argparse.Namespace) -> int:
     skipped: list[str] = []
     report = {"arch": args.arch, "batch_size": args.batch_size, "input_shape": list(shape), "device": str(device),
               "channels_last": args.channels_last, "torch": torch.__version__, "machine": platform.processor() or platform.machine(),
-              "threads": torch.get_num_threads(), "steps": args.steps, "rows": rows, "skipped": skipped}
+              "threads": torch.get_num_threads(), "steps": args.steps, "rows": rows, "skipped": skipped,
+              "warning": warning}
     bar = tqdm(plan, desc="bench", disable=args.quiet or not sys.stderr.isatty(), dynamic_ncols=True)
     for method, K, preset in bar:
         bar.set_postfix_str(f"{method} K={K} {preset}")
@@ -102,7 +111,7 @@ def bench_main(args: argparse.Namespace) -> int:
         gc.collect()
         if not args.quiet:
             tqdm.write(f"{method:>16} K={K:<2} {row['cuts_preset']:>14} {str(row['cuts']):<24} peak {row['peak_bytes'] / MiB:8.0f} MiB  "
-                       f"{row['flops'] / 1e9:8.1f} GFLOP  {row['step_seconds']:.3f} s/step")
+                       f"{row['flops'] / 1e9:8.1f} GFLOP  {step_spread(row)} s/step")
         add_ratios(rows)
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_text(out / "bench.json", json.dumps(report, indent=2) + "\n")

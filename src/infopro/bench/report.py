@@ -28,17 +28,24 @@ def _pct(value: float | None, signed: bool = False) -> str:
     return f"{100 * value:+.1f} %" if signed else f"{100 * value:.1f} %"
 
 
+def step_spread(row: dict[str, Any]) -> str:
+    """"0.123 (0.120-0.131)": the median step time and the spread over the timed steps."""
+    low, high = row.get("step_seconds_min", row["step_seconds"]), row.get("step_seconds_max", row["step_seconds"])
+    return f"{row['step_seconds']:.3f} ({low:.3f}-{high:.3f})"
+
+
 def markdown_table(rows: list[dict[str, Any]], title: str) -> str:
     """Method | K | cuts | peak memory | vs E2E | FLOP overhead | time overhead | s/step (+ saved-activation column on CPU)."""
     cpu = any(r["memory_kind"] == "cpu_live_tensors" for r in rows)
-    head = ["method", "K", "cuts", "peak MiB", "memory vs E2E", "FLOPs overhead", "time overhead", "s/step"]
+    head = ["method", "K", "cuts", "peak MiB", "memory vs E2E", "FLOPs overhead", "time overhead",
+            "s/step median (min-max)"]
     if cpu:
         head.append("saved act. + state MiB")
     lines = [title, "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         cuts = r["cuts_preset"] if r["method"] in ("e2e", "checkpoint") else f"{r['cuts_preset']} {r['cuts']}"
         cells = [r["method"], str(r["K"]), cuts, f"{r['peak_bytes'] / MiB:.0f}", _pct(r["memory_ratio"]),
-                 _pct(r["flops_overhead"], True), _pct(r["time_overhead"], True), f"{r['step_seconds']:.3f}"]
+                 _pct(r["flops_overhead"], True), _pct(r["time_overhead"], True), step_spread(r)]
         if cpu:
             saved = r.get("saved_activation_bytes")
             cells.append("–" if saved is None else f"{(saved + r['state_bytes']) / MiB:.0f}")
@@ -61,10 +68,15 @@ def plot_memory(rows: list[dict[str, Any]], path: Path, title: str) -> None:
             continue
         label = "checkpoint (K segments)" if r["method"] == "checkpoint" else f"{r['method']} · {r['cuts_preset']}"
         lines.setdefault(label, []).append((r["K"], r["peak_bytes"] / MiB))
-    for label, points in lines.items():
+    markers = "osD^vP*Xh<>"
+    for i, (label, points) in enumerate(lines.items()):
         points.sort()
         style = "--" if label.startswith("checkpoint") else "-"
-        ax.plot([k for k, _ in points], [m for _, m in points], style, marker="o", label=label)
+        # Lines that coincide (e.g. two presets giving the same cuts) stay visible: each its own marker,
+        # and a small horizontal offset on the log axis.
+        shift = 2 ** (0.04 * (i - (len(lines) - 1) / 2))
+        ax.plot([k * shift for k, _ in points], [m for _, m in points], style, marker=markers[i % len(markers)],
+                markerfacecolor="none", alpha=0.85, label=label)
     ax.set_xscale("log", base=2)
     ks = sorted({r["K"] for r in rows if r["method"] != "e2e"})
     ax.set_xticks(ks, [str(k) for k in ks])

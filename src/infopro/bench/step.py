@@ -143,5 +143,6 @@ def measure_step(step: TrainingStep, batch_size: int, device: torch.device, time
         one_step()
         _sync(device)
         seconds.append(time.perf_counter() - start)
-    row.update(step_seconds=statistics.median(seconds), step_seconds_all=seconds)
+    row.update(step_seconds=statistics.median(seconds), step_seconds_min=min(seconds), step_seconds_max=max(seconds),
+               step_seconds_all=seconds)
     return row

@@ -98,6 +98,26 @@ def _balanced(backbone: SequentialBackbone, K: int, context: CutContext | None =
 CUT_PRESETS.add("balanced", _balanced)
 
 
+def auto_preset(arch: str | None, K: int) -> str:
+    """What `auto` stands for: the paper's cuts where they exist for this arch and K, else balanced ones."""
+    return "paper" if K == 1 or K in PAPER_CUTS.get(arch or "", {}) else "balanced"
+
+
+def cuts_label(spec: object, arch: str | None, K: int) -> str:
+    """How a cut setting is shown beside the cuts it gave: "paper", "auto: balanced", "3,7,11"."""
+    return f"auto: {auto_preset(arch, K)}" if spec == "auto" else str(spec)
+
+
+def _auto(backbone: SequentialBackbone, K: int, context: CutContext | None = None) -> list[int]:
+    preset = auto_preset(backbone.arch, K)
+    if preset == "balanced" and context is None:
+        preset = "even"  # balanced profiles with the pieces' auxiliary nets: only LocalLearner has them
+    return CUT_PRESETS.get(preset)(backbone, K, context)
+
+
+CUT_PRESETS.add("auto", _auto)
+
+
 def check_K(K: int, num_blocks: int) -> None:
     if not isinstance(K, int) or isinstance(K, bool):
         raise InfoProError(f"K must be an integer number of pieces, got {K!r}")

@@ -24,6 +24,9 @@ class Objective(nn.Module):
     recon_weight: float = 0.0
     task_weight: float = 1.0
     needs_cascade: bool = False
+    # The unweighted terms of the last loss computed ({"recon": ..., "task": ...}, detached), for the
+    # per-epoch metrics; objectives that do not split their loss leave it empty.
+    last_terms: dict[str, torch.Tensor] = {}
 
     @property
     def needs_image(self) -> bool:
@@ -67,13 +70,17 @@ class LocalObjective(Objective):
 
     def forward(self, h: torch.Tensor, labels: torch.Tensor, image: torch.Tensor | None = None) -> torch.Tensor:
         loss = h.new_zeros((), dtype=torch.float32)
+        terms = {}
         if self.decoder is not None:
             if image is None:
                 raise ValueError("this objective reconstructs the image: pass image=")
-            loss = loss + self.recon_weight * reconstruction_loss(self.decoder(h), image)
+            terms["recon"] = reconstruction_loss(self.decoder(h), image)
+            loss = loss + self.recon_weight * terms["recon"]
         if self.task_loss is not None:
             out = self.head(h) if self.head is not None else h
-            loss = loss + self.task_weight * self.task_loss(out, labels)
+            terms["task"] = self.task_loss(out, labels)
+            loss = loss + self.task_weight * terms["task"]
+        self.last_terms = {name: value.detach() for name, value in terms.items()}
         return loss
 
     def extra_repr(self) -> str:

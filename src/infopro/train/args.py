@@ -14,9 +14,10 @@ from ..data import DATASETS
 from ..describe import add_learner_arguments, check_learner_arguments
 from ..errors import InfoProError
 from .run_dir import read_run_settings, read_yaml_mapping, run_to_continue
+from .run_log import tensorboard_writer
 
 # Arguments that say how to run, not what the run is: kept out of config.yaml.
-RUNTIME_KEYS = {"config", "resume", "test_only", "quiet", "main", "command"}
+RUNTIME_KEYS = {"config", "resume", "test_only", "quiet", "tensorboard", "main", "command", "command_line"}
 # How the work is spread over processes: also kept out of config.yaml, so a run trained on several
 # processes resumes or is evaluated in one and the other way round. Micro-batches change BatchNorm's
 # batch statistics (and a contrastive loss's pairs), not what the run is.
@@ -66,12 +67,12 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
                    help="initial learning rate; default 0.1 per 128 images (the paper: batch 128 lr 0.1, batch 1024 lr 0.8)")
     o.add_argument("--schedule", choices=["cosine", "step"], default="cosine",
                    help="cosine to 0, or step: x0.1 at 50%% and 75%% of the epochs (default: %(default)s)")
-    o.add_argument("--momentum", type=float, default=0.9)
-    o.add_argument("--nesterov", action=argparse.BooleanOptionalAction, default=True)
-    o.add_argument("--weight-decay", type=float, default=1e-4)
+    o.add_argument("--momentum", type=float, default=0.9, help="SGD momentum")
+    o.add_argument("--nesterov", action=argparse.BooleanOptionalAction, default=True, help="Nesterov momentum")
+    o.add_argument("--weight-decay", type=float, default=1e-4, help="L2 weight decay")
 
     r = parser.add_argument_group("run")
-    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--seed", type=int, default=0, help="seed of the weights, the subsets, the split and the batches")
     r.add_argument("--device", default="auto", help="auto (cuda when available), cpu, cuda, cuda:1, ...")
     r.add_argument("--amp", choices=["none", "bf16"], default="none", help="autocast the forward passes to bfloat16")
     r.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
@@ -88,6 +89,9 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     r.add_argument("--test-only", nargs="?", const="auto", default=None, metavar="RUN",
                    help="evaluate a run (its directory or checkpoint; default: --resume's or OUT) on its own data and exit")
     r.add_argument("--quiet", action="store_true", help="no progress bars, no per-epoch lines")
+    r.add_argument("--tensorboard", choices=["auto", "on", "off"], default="auto",
+                   help="TensorBoard event files in RUN/tensorboard: auto = when the tensorboard package is "
+                        "installed (default: %(default)s)")
 
     p = parser.add_argument_group("several processes (launch with torchrun; see README)")
     p.add_argument("--parallel", choices=["none", "pieces", "data", "pieces,data"], default="none",
@@ -204,6 +208,7 @@ def check_args(args: argparse.Namespace) -> None:
         if not math.isfinite(value):
             raise InfoProError(f"{flag} must be a finite number, got {value}")
     check_learner_arguments(args)
+    tensorboard_writer(args.tensorboard)  # --tensorboard on without the package: said before anything runs
     checks = [
         (args.epochs >= 1, f"--epochs must be >= 1, got {args.epochs}"),
         (args.batch_size >= 1, f"--batch-size must be >= 1, got {args.batch_size}"),

@@ -18,12 +18,17 @@ from ..device import peak_memory_bytes, pick_device, use_fast_settings
 from ..errors import InfoProError, Interrupted
 from ..files import error_reason
 from ..local import LocalLearner
+from ..local.cuts import cuts_label
 from ..parallel import MeshTrainer, ParallelRuntime, PeerLost, start_parallel
 from .args import check_args, resolved_config
 from .checkpoint import load_checkpoint, save_checkpoint
 from .data_setup import Loaders, check_image_size, make_loaders, open_training_data
 from .finite import CHECK_EVERY, LossWatch, check_finite_state
-from .parts import build_learner, build_schedule, count_correct, evaluate, make_optimizer, replan_schedule
+from .parts import (build_learner, build_schedule, count_correct, evaluate, evaluate_metrics, make_optimizer,
+                    replan_schedule)
+from .provenance import as_comment, now, provenance
+from .run_log import EpochProgress, PieceTerms, RunLog, evaluation_record
+from ..model_file import backbone_of, model_payload
 from .run_dir import RunDir, checkpoint_to_read, fault_point
 
 __all__ = ["build_learner", "count_correct", "evaluate", "make_optimizer", "peak_memory_bytes", "pick_device",
@@ -63,7 +68,9 @@ class SingleProcessTrainer:
                      ) -> tuple[dict[str, Any], dict[str, float], dict[str, Any]] | None:
         """Evaluate on each of `eval_loaders` ({"val": ..., "test": ...}); return (record, accuracy per
         split, {model, optimizer} state), or None on a non-writing rank."""
-        accuracies = {name: evaluate(self.learner, loader, args, self.device) for name, loader in eval_loaders.items()}
+        results = {name: evaluate_metrics(self.learner, loader, args, self.device) for name, loader in eval_loaders.items()}
+        accuracies = {name: result["accuracy"] for name, result in results.items()}
+        record.update(evaluation_record(results))
         record["peak_memory_bytes"], record["memory_kind"] = peak_memory_bytes(self.device)
         return record, accuracies, {"model": self.learner.state_dict(), "optimizer": self.optimizer.state_dict()}
 
@@ -196,6 +203,19 @@ def _load_model(learner: LocalLearner, state: dict[str, Any], path: Path) -> Non
 
 def _run_epochs(args: argparse.Namespace, run: RunDir, state: dict[str, Any] | None, notice: str | None,
                 learner: LocalLearner, trainer: Any, schedule: Any, data: Any, loaders: Loaders, writer: bool) -> int:
+    if not writer:
+        return _epochs(args, run, state, notice, learner, trainer, schedule, data, loaders, writer, None)
+    log = RunLog(run, args.tensorboard, f"{args.arch} · {args.method} K={args.K} · {run.path.name}")
+    try:
+        with log.tee():
+            return _epochs(args, run, state, notice, learner, trainer, schedule, data, loaders, writer, log)
+    finally:
+        log.close()
+
+
+def _epochs(args: argparse.Namespace, run: RunDir, state: dict[str, Any] | None, notice: str | None,
+            learner: LocalLearner, trainer: Any, schedule: Any, data: Any, loaders: Loaders, writer: bool,
+            log: RunLog | None) -> int:
     verbose = writer and not args.quiet
     start_epoch = 0
     if notice and writer:
@@ -217,12 +237,18 @@ def _run_epochs(args: argparse.Namespace, run: RunDir, state: dict[str, Any] | N
     config = resolved_config(args)
     history = run.read_metrics(start_epoch) if writer else []
     if writer:
-        run.write_config(config)
+        made = provenance(args, learner, trainer.device, now())
+        made["resumed_from_epoch"] = start_epoch if args.resume is not None else None
+        run.write_config(config, as_comment(made))
+        run.drop_best_model_after(start_epoch)
+    model_info = {"arch": args.arch, "num_classes": data.num_classes, "classes": list(data.classes),
+                  "input_shape": list(data.image_shape), "mean": list(data.mean), "std": list(data.std),
+                  "method": args.method, "K": args.K}
     if verbose:
         val = f" / {len(data.val)} val" if data.val is not None else ""
         print(f"{data.name} ({len(data.train)} train{val} / {len(data.test)} test, {data.size[1]}x{data.size[0]}x"
               f"{data.channels}, {data.path} path, {data.source}) · {args.arch} · "
-              f"{args.method} K={args.K} cuts {learner.cuts} · {trainer.where} · run dir {run.path}")
+              f"{args.method} K={args.K} cuts {learner.cuts} ({cuts_label(args.cuts, args.arch, args.K)}) · {trainer.where} · run dir {run.path}")
 
     for epoch in range(start_epoch, args.epochs):
         record = trainer.train_epoch(loaders.train, epoch, args)
@@ -234,11 +260,15 @@ def _run_epochs(args: argparse.Namespace, run: RunDir, state: dict[str, Any] | N
         check_finite_state(state["model"], f"after epoch {epoch + 1}: not written to {run.checkpoint.name}")
         for split, accuracy in accuracies.items():
             record.update({f"{split}_accuracy": accuracy, f"{split}_error": 1 - accuracy})
+        best = "val_error" in record and all(record["val_error"] < r["val_error"] for r in history)
         history.append(record)
         run.append_metrics(record)
+        run.write_models(model_payload(backbone_of(learner, state["model"]), {**model_info, "epoch": epoch + 1}), best)
         save_checkpoint({**state, "scheduler": schedule.state_dict(), "epoch": epoch + 1, "args": config}, run.checkpoint)
         run.saved_epoch = epoch + 1
         fault_point("checkpoint", epoch + 1)
+        if log is not None:
+            log.epoch(history)
         if verbose:
             losses = " ".join(f"{v:.3f}" for v in record["train_losses"])
             print(f"epoch {epoch + 1:>3}/{args.epochs}  lr {record['lr']:.4f}  losses [{losses}]  "
@@ -255,6 +285,7 @@ def _run_epochs(args: argparse.Namespace, run: RunDir, state: dict[str, Any] | N
         print(f"{run.path} had finished its {args.epochs} epochs but not its summary: writing summary.json")
     summary = summarize(history, learner, args)
     summary["splits"] = data.splits  # where the train/val/test numbers come from
+    summary["provenance"] = {**made, "ended": now()}
     run.write_summary(summary)
     if verbose:
         print(f"done: final test error {100 * summary['final_test_error']:.2f}%, best epoch {summary['best_epoch']} "
@@ -274,6 +305,8 @@ def train_one_epoch(learner: LocalLearner, optimizer: torch.optim.Optimizer, loa
     start = time.perf_counter()
     bar = tqdm(loader, desc=f"epoch {epoch + 1}/{args.epochs}", leave=False, dynamic_ncols=True,
                disable=args.quiet or not sys.stderr.isatty())
+    progress = EpochProgress(epoch, args.epochs, len(loader), enabled=not args.quiet and bar.disable)
+    terms = PieceTerms(learner.aux)
     watch = LossWatch()
     for i, (x, y) in enumerate(bar):
         fault_point("step", f"{epoch + 1}.{i + 1}")
@@ -290,7 +323,9 @@ def train_one_epoch(learner: LocalLearner, optimizer: torch.optim.Optimizer, loa
             loss_sums[k] += value * len(y)
         correct += (step["logits"].argmax(1) == y).sum()
         seen += len(y)
+        terms.add(len(y))
         bar.set_postfix(loss=f"{step['losses'][-1]:.3f}")
+        progress.step(i + 1, step["losses"][-1], seen)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     seconds = time.perf_counter() - start
@@ -300,6 +335,7 @@ def train_one_epoch(learner: LocalLearner, optimizer: torch.optim.Optimizer, loa
         "epoch": epoch + 1,
         "lr": lr,
         "train_losses": losses,
+        **terms.record(seen),
         "train_accuracy": correct.item() / seen,
         "epoch_seconds": seconds,
         "images_per_second": seen / seconds,

@@ -6,6 +6,10 @@
                         (so a resume drops the lines after its checkpoint, and a torn last line)
     RUN/checkpoint.pt   {model, optimizer, scheduler, epoch, args}, replaced atomically after each epoch
     RUN/summary.json    written after the last epoch
+    RUN/model.pt        the plain backbone of the last epoch done, with what rebuilds it (`infopro.load_model`)
+    RUN/model-best.pt   the same at the best validation epoch so far (runs with a validation split)
+    RUN/metrics.csv     metrics.jsonl as a table, RUN/curves.png the curves, RUN/train.log what was printed,
+                        RUN/tensorboard/ event files (when the tensorboard package is there): see run_log.py
     RUN/.lock           `fcntl.flock`ed by the one process writing the run, and holding its pid; the OS
                         drops the lock when that process ends, however it ends (kill -9 included)
 
@@ -32,9 +36,11 @@ import yaml
 
 from ..errors import InfoProError
 from ..files import WriteError, atomic_write_text, error_reason
+from ..model_file import BEST_MODEL_NAME, MODEL_NAME, save_model
 from .checkpoint import RESUME_KEYS, load_checkpoint
 
-RUN_FILES = ("config.yaml", "metrics.jsonl", "summary.json", "checkpoint.pt")
+RUN_FILES = ("config.yaml", "metrics.jsonl", "summary.json", "checkpoint.pt", MODEL_NAME, BEST_MODEL_NAME,
+             "metrics.csv", "curves.png", "train.log")
 LOCK_NAME = ".lock"
 # Test hook: INFOPRO_TEST_SIGNAL_AT="KILL@step 1.2" makes `infopro train` send itself SIGKILL at that
 # point (see `fault_point`), so that tests can kill or stop a run at an exact moment.
@@ -121,6 +127,12 @@ class RunDir:
         self.metrics = self.path / "metrics.jsonl"
         self.summary = self.path / "summary.json"
         self.checkpoint = self.path / "checkpoint.pt"
+        self.model = self.path / MODEL_NAME
+        self.best_model = self.path / BEST_MODEL_NAME
+        self.metrics_csv = self.path / "metrics.csv"
+        self.curves = self.path / "curves.png"
+        self.log = self.path / "train.log"
+        self.tensorboard = self.path / "tensorboard"
         self.lock_file = self.path / LOCK_NAME
         self._lock_fd: int | None = None
         self._created = False
@@ -246,8 +258,9 @@ class RunDir:
 
     # -- writing -------------------------------------------------------------------------------------
 
-    def write_config(self, config: dict[str, Any]) -> None:
-        atomic_write_text(self.config, yaml.safe_dump(config, sort_keys=True))
+    def write_config(self, config: dict[str, Any], header: str = "") -> None:
+        """The settings; `header` (comment lines: how the run was made) goes above them."""
+        atomic_write_text(self.config, header + yaml.safe_dump(config, sort_keys=True))
 
     def append_metrics(self, record: dict[str, Any]) -> None:
         """One whole line per epoch (a kill can tear at most the last one; `read_metrics` drops it)."""
@@ -284,6 +297,24 @@ class RunDir:
         if new_text != text:
             atomic_write_text(self.metrics, new_text)
         return kept
+
+    def write_models(self, payload: dict[str, Any], best: bool) -> None:
+        """model.pt of this epoch, and model-best.pt too when it is the best validation epoch so far.
+        Written before the epoch's checkpoint, so a resume never lacks the model of an epoch it keeps."""
+        save_model(payload, self.model)
+        if best:
+            save_model(payload, self.best_model)
+
+    def drop_best_model_after(self, epoch: int) -> None:
+        """A model-best.pt of an epoch later than the checkpoint being continued (written before a kill)
+        describes an epoch that is trained again: remove it; the next best epoch writes it again."""
+        if self.best_model.is_file():
+            try:
+                saved = torch.load(self.best_model, map_location="cpu", weights_only=True).get("epoch", 0)
+            except Exception:  # torn or foreign: it cannot be trusted either
+                saved = epoch + 1
+            if saved > epoch:
+                self.best_model.unlink(missing_ok=True)
 
     def write_summary(self, summary: dict[str, Any]) -> None:
         atomic_write_text(self.summary, json.dumps(summary, indent=2) + "\n")
