@@ -48,10 +48,14 @@ def torchrun(*flags, nproc: int = 2) -> subprocess.CompletedProcess:
     return subprocess.run(command, env=child_env(), capture_output=True, text=True, timeout=60 + 60 * nproc, check=False)
 
 
-def start_ranks(*flags, world: int = 2) -> list[subprocess.Popen]:
-    """The processes torchrun would start, without its agent (which would itself stop the survivors)."""
+def start_ranks(*flags, world: int = 2, check_every: int | None = None) -> list[subprocess.Popen]:
+    """The processes torchrun would start, without its agent (which would itself stop the survivors);
+    `check_every` replaces `infopro.finite.CHECK_EVERY` in them."""
     port = str(free_port())
-    return [subprocess.Popen([sys.executable, "-m", "infopro", "train", *map(str, flags)],
+    program = ["-m", "infopro"] if check_every is None else \
+        ["-c", f"import sys, infopro.finite, infopro.cli; infopro.finite.CHECK_EVERY = {check_every}; "
+               "sys.exit(infopro.cli.main(sys.argv[1:]))"]
+    return [subprocess.Popen([sys.executable, *program, "train", *map(str, flags)],
                              env=child_env(RANK=str(r), LOCAL_RANK=str(r), WORLD_SIZE=str(world),
                                            MASTER_ADDR="127.0.0.1", MASTER_PORT=port),
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -143,6 +147,23 @@ def test_a_silent_rank_is_given_up_after_the_timeout(tmp_path):
     finally:
         ranks[0].kill()
         ranks[0].wait()
+
+
+@pytest.mark.parametrize("parallel, check_every", [(["pieces", "--micro-batches", "2"], 1), (["data"], 50)])
+def test_diverging_loss_stops_every_rank_with_one_line_naming_the_piece(tmp_path, parallel, check_every):
+    """--lr 1e30: the loss flags of both pieces are combined over the ranks at the same check points, so
+    both ranks stop there: rank 0 with the single-process line, rank 1 quietly (no lost peer, no hang),
+    and nothing is checkpointed."""
+    out = tmp_path / "run"
+    ranks = start_ranks(*FAST, "--lr", "1e30", "--epochs", "1", "--parallel", *parallel, "--dist-timeout", "30",
+                        "--out", out, check_every=check_every)  # checked at step 1 (pipelined), at the epoch's end
+    errs = [rank.communicate(timeout=120)[1] for rank in ranks]
+    assert [rank.returncode for rank in ranks] == [2, 2], errs
+    line = errs[0].strip().splitlines()[-1]
+    where = "by step 2 of epoch 1" if check_every == 1 else "during epoch 1"  # step 1 is still finite
+    assert f"local loss became nan {where}; no checkpoint was written yet" in line, errs
+    assert line.split("piece ")[1][0] in "12" and errs[1].strip() == "", errs
+    assert not (out / "checkpoint.pt").exists() and not (out / "summary.json").exists()
 
 
 def test_pipelined_pieces_parallel_learns(tmp_path):

@@ -37,6 +37,7 @@ from torch import nn
 from ..data import DeviceLoader
 from ..device import peak_memory_bytes
 from ..errors import InfoProError
+from .. import finite
 from ..local import LocalLearner, LocalPair, pair_step
 from .ddp import DeferredMean, to_sync_batchnorm, wrap_pair
 from .merge import (
@@ -125,6 +126,20 @@ class MeshTrainer:
     def _output(self, h: torch.Tensor, what: str) -> None:
         self.link.isend(h.to(self.wire_dtype), self._neighbour(+1), what)
 
+    def _all_reduce(self, tensor: torch.Tensor, group: Any, what: str, op: Any = dist.ReduceOp.SUM) -> torch.Tensor:
+        """An all-reduce in place that names a lost process or a timeout, like every message of `Link`."""
+        try:
+            work = dist.all_reduce(tensor, op=op, group=group, async_op=True)
+        except RuntimeError as error:
+            raise self.link._fail(None, what, error) from None
+        self.link.wait(work, None, what)
+        return tensor
+
+    def _check_losses(self, watch: finite.LossWatch, where: str) -> None:
+        """Every process reads the flags of every piece at the same step (one max all-reduce), so all stop
+        there with the same line naming the first non-finite piece, and none waits for a stopped peer."""
+        watch.check(where, lambda flags: self._all_reduce(flags, None, f"checking the losses {where}", dist.ReduceOp.MAX))
+
     def _slices(self, loader: Any) -> Any:
         """(this process's data slice of each global batch, the global batch size). A streaming loader built
         with shard=(d, D) decodes only this slice; the device-resident one yields whole batches."""
@@ -152,6 +167,8 @@ class MeshTrainer:
         loss_sums = torch.zeros(len(self.stage), dtype=torch.float64, device=self.device)
         correct = torch.zeros((), dtype=torch.long, device=self.device)
         seen = 0
+        watch = finite.LossWatch()  # flags per piece: this process's pieces, zeros for the others
+        step_losses = torch.zeros(self.K, dtype=torch.float64, device=self.device)
         start = time.perf_counter()
         for step, (x, y, batch) in enumerate(self._slices(loader)):
             if args.channels_last:
@@ -169,6 +186,8 @@ class MeshTrainer:
                     with contextlib.nullcontext() if reduce_now or self.D == 1 else pair.no_sync():
                         h, loss = pair_step(pair, h, y_m, image, amp, scale)
                     loss_sums[i] += loss.double() * len(y_m)
+                    step_losses[self.stage[i]] = loss.detach()
+                watch.add(step_losses)
                 if not self.last:
                     self._output(h, what)
                     if self.sync:
@@ -177,6 +196,8 @@ class MeshTrainer:
                     correct += (h.argmax(1) == y_m).sum()
             if self.reduction is not None:
                 self.reduction.wait(f"averaging gradients (epoch {epoch + 1}, step {step + 1})")
+            if (step + 1) % finite.CHECK_EVERY == 0:
+                self._check_losses(watch, f"by step {step + 1} of epoch {epoch + 1}")
             self.optimizer.step()
             if self.P == 1:
                 self.learner.after_optimizer_step()  # e.g. MAN's EMA copies follow the next piece
@@ -193,6 +214,7 @@ class MeshTrainer:
         self.link.flush()
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
+        self._check_losses(watch, f"during epoch {epoch + 1}")
         return {"epoch": epoch + 1, "lr": self.optimizer.param_groups[0]["lr"], "loss_sums": loss_sums.tolist(),
                 "correct": int(correct.item()), "seen": seen, "seconds": time.perf_counter() - start}
 
@@ -224,12 +246,7 @@ class MeshTrainer:
             for module in (*self.learner.pieces[k].modules(), *self.learner.aux[k].modules()):
                 if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.track_running_stats:
                     for buffer in (module.running_mean, module.running_var):
-                        try:
-                            work = dist.all_reduce(buffer, group=self.runtime.data_group, async_op=True)
-                        except RuntimeError as error:
-                            raise self.link._fail(None, "averaging BatchNorm statistics", error) from None
-                        self.link.wait(work, None, "averaging BatchNorm statistics")
-                        buffer.div_(self.D)
+                        self._all_reduce(buffer, self.runtime.data_group, "averaging BatchNorm statistics").div_(self.D)
 
     def finish_epoch(self, record: dict[str, Any], eval_loaders: dict[str, DeviceLoader],
                      args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, float], dict[str, Any]] | None:
@@ -254,8 +271,6 @@ class MeshTrainer:
         for r in reports:
             for k, loss_sum in zip(r["stage"], r["loss_sums"]):
                 losses[k] += loss_sum / seen
-        if not all(math.isfinite(v) for v in losses):
-            raise InfoProError(f"the training loss diverged at epoch {record['epoch']} (losses {losses}); lower --lr")
         seconds = max(r["seconds"] for r in reports)  # the epoch ends when the slowest process is done
         model = self.learner.state_dict()  # every key; each piece's own come from its process
         for r in reports:

@@ -17,13 +17,13 @@ from ..data import DeviceLoader
 from ..device import peak_memory_bytes, pick_device, use_fast_settings
 from ..errors import InfoProError, Interrupted
 from ..files import error_reason
+from ..finite import CHECK_EVERY, LossWatch, check_finite_state
 from ..local import LocalLearner
 from ..local.cuts import cuts_label
 from ..parallel import MeshTrainer, ParallelRuntime, PeerLost, start_parallel
 from .args import check_args, resolved_config
 from .checkpoint import load_checkpoint, save_checkpoint
 from .data_setup import Loaders, check_image_size, make_loaders, open_training_data
-from .finite import CHECK_EVERY, LossWatch, check_finite_state
 from .parts import (build_learner, build_schedule, count_correct, evaluate, evaluate_metrics, make_optimizer,
                     replan_schedule)
 from .provenance import as_comment, now, provenance

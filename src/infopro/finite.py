@@ -2,17 +2,19 @@
 
 Losses are checked every step without a host sync per step: each step ORs "is nan" and "is inf"
 flags into small tensors on the losses' device, and the flags are read only at the logging points
-(every `CHECK_EVERY` steps and at the end of the epoch). Every parameter and buffer (BatchNorm
+(every `CHECK_EVERY` steps and at the end of the epoch). On a mesh of processes each process flags the
+losses of the pieces it computes and the flags are combined over the processes at those same points, so
+every process stops there with the same line. Every parameter and buffer (BatchNorm
 statistics included) is checked before each checkpoint write.
 """
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 import torch
 
-from ..errors import InfoProError
+from .errors import InfoProError
 
 CHECK_EVERY = 50  # steps between two reads of the loss flags (each read is one host sync)
 
@@ -39,11 +41,15 @@ class LossWatch:
         self.nan = nan if self.nan is None else self.nan | nan
         self.inf = inf if self.inf is None else self.inf | inf
 
-    def check(self, where: str) -> None:
-        """Raise `NonFiniteError` naming the first piece whose loss was non-finite at some step so far."""
+    def check(self, where: str, combine: Callable[[torch.Tensor], torch.Tensor] | None = None) -> None:
+        """Raise `NonFiniteError` naming the first piece whose loss was non-finite at some step so far.
+        `combine` (e.g. a max all-reduce over processes) merges the 2 x pieces int flags of all processes."""
         if self.nan is None:
             return
-        flags = torch.stack([self.nan, self.inf]).tolist()  # the one host sync
+        flags = torch.stack([self.nan, self.inf]).int()
+        if combine is not None:
+            flags = combine(flags)
+        flags = flags.tolist()  # the one host sync
         for k, (nan, inf) in enumerate(zip(*flags)):
             if nan or inf:
                 raise NonFiniteError(f"piece {k + 1}'s local loss became {_kind(nan, inf)} {where}")
