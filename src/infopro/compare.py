@@ -212,6 +212,7 @@ def plot(cells: dict[tuple[str, str], Cell], rows: str, cols: str, runs: Sequenc
                      yerr=[100 * cells[r, col_values[x]].std for x in xs], marker="o", capsize=3,
                      color=colours[r], label=r)
     err.set_xticks(range(len(col_values)), col_values)
+    err.set_xlim(-0.5, len(col_values) - 0.5)
     err.set(xlabel=cols, ylabel="test error (%)", title=f"test error against {cols}")
     err.legend(title=rows, fontsize="small")
     for run in runs:
