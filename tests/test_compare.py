@@ -82,3 +82,19 @@ def test_bad_input_is_one_line(runs, tmp_path, capsys, case):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("infopro compare: error:")
     assert not (tmp_path / "o").exists()
+
+
+def test_a_diverged_run_is_marked_not_averaged(runs, tmp_path):
+    paths, _ = runs
+    diverged = tmp_path / "greedy-nan"
+    shutil.copytree(paths["greedy", 0], diverged)
+    record = json.loads((diverged / "metrics.jsonl").read_text().splitlines()[0])
+    record["train_losses"][0] = float("nan")
+    (diverged / "metrics.jsonl").write_text(json.dumps(record) + "\n")
+    out = tmp_path / "cmp"
+    assert main(["compare", str(paths["greedy", 1]), str(diverged), "--out", str(out)]) == 0
+    cell = next(csv.DictReader(open(out / "compare.csv")))
+    assert (cell["runs"], cell["marked_runs"]) == ("1", "1")
+    error = json.loads((paths["greedy", 1] / "summary.json").read_text())["final_test_error"]
+    assert float(cell["test_error_mean"]) == pytest.approx(error)
+    assert f"{diverged}: diverged" in (out / "compare.md").read_text()
