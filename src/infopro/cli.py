@@ -18,6 +18,7 @@ Subcommand = tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[arg
 def _subcommands() -> dict[str, Subcommand]:
     from .bench.cli import add_bench_arguments, bench_main
     from .analysis import add_probe_arguments, probe_main
+    from .compare import add_compare_arguments, compare_main
     from .describe import add_describe_arguments, describe_main
     from .model_file import add_export_arguments, export_main
     from .train import add_train_arguments, train_main
@@ -30,6 +31,8 @@ def _subcommands() -> dict[str, Subcommand]:
         "probe": ("estimate I(h, x) and I(h, y) along the depth of trained runs", add_probe_arguments, probe_main),
         "export": ("write a run's trained network as one file (pt, safetensors or torchscript)",
                    add_export_arguments, export_main),
+        "compare": ("one table and one figure for several runs: test error by method and K, mean +- std over seeds",
+                    add_compare_arguments, compare_main),
     }
 
 

@@ -273,8 +273,32 @@ class RunDir:
     def read_metrics(self, epochs_done: int) -> list[dict[str, Any]]:
         """The records of epochs 1..`epochs_done` (those of the checkpoint being continued). Lines of later
         epochs (written before a kill, after the checkpoint) and a torn last line are dropped, in the file too."""
+        text, records = self._parse_metrics()
+        kept = [r for r in records if r["epoch"] <= epochs_done]
+        new_text = "".join(json.dumps(r) + "\n" for r in kept)
+        if new_text != text:
+            atomic_write_text(self.metrics, new_text)
+        return kept
+
+    def metric_records(self) -> list[dict[str, Any]]:
+        """Every whole epoch record, read only (a torn last line is skipped): for tools that read runs."""
+        return self._parse_metrics()[1]
+
+    def read_summary(self) -> dict[str, Any] | None:
+        """summary.json, or None when the run has not written it (unfinished, or stopped by an error)."""
+        if not self.summary.exists():
+            return None
+        try:
+            summary = json.loads(self.summary.read_text())
+        except (OSError, UnicodeDecodeError, ValueError) as error:
+            raise InfoProError(f"cannot read {self.summary}: {error_reason(error)}") from None
+        if not isinstance(summary, dict):
+            raise InfoProError(f"{self.summary} is not a JSON object")
+        return summary
+
+    def _parse_metrics(self) -> tuple[str, list[dict[str, Any]]]:
         if not self.metrics.exists():
-            return []
+            return "", []
         try:
             text = self.metrics.read_text()
         except (OSError, UnicodeDecodeError) as error:
@@ -292,11 +316,7 @@ class RunDir:
                 raise InfoProError(f"{self.metrics} line {number} is damaged ({error_reason(error)}); "
                                    f"delete that line to continue the run") from None
             records.append(record)
-        kept = [r for r in records if r["epoch"] <= epochs_done]
-        new_text = "".join(json.dumps(r) + "\n" for r in kept)
-        if new_text != text:
-            atomic_write_text(self.metrics, new_text)
-        return kept
+        return text, records
 
     def write_models(self, payload: dict[str, Any], best: bool) -> None:
         """model.pt of this epoch, and model-best.pt too when it is the best validation epoch so far.

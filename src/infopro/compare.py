@@ -1,0 +1,247 @@
+"""`infopro compare RUN...`: several run directories side by side, as the papers of this field show them.
+
+Rows by one setting (method), columns by another (K); each cell is the test error of the runs that differ
+only in their seed, as mean +- std, with peak memory and seconds per epoch beside. The error is the final
+one, or the one at the best validation epoch when the runs selected on a validation split. Runs without a
+summary (unfinished) or with a non-finite loss or error (diverged) are listed and marked, never averaged.
+Writes compare.md, compare.csv (one line per cell), runs.csv (one line per run) and compare.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import math
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+from .errors import InfoProError
+from .files import atomic_write, atomic_write_text, check_output_dir
+from .train.run_dir import RunDir
+
+# Settings that do not make two runs different experiments: the seed is what is averaged over.
+NOT_AN_EXPERIMENT = frozenset({"seed", "out"})
+
+
+@dataclass
+class Run:
+    path: Path
+    config: dict[str, Any]
+    history: list[dict[str, Any]]
+    status: str  # "finished", "unfinished" or "diverged"
+    test_error: float | None = None
+    peak_memory_bytes: int | None = None
+    seconds_per_epoch: float | None = None
+
+
+@dataclass
+class Cell:
+    runs: list[Run] = field(default_factory=list)  # the finished ones, averaged
+    marked: list[Run] = field(default_factory=list)  # unfinished or diverged, listed only
+
+    @property
+    def errors(self) -> list[float]:
+        return [r.test_error for r in self.runs]
+
+    @property
+    def mean(self) -> float:
+        return statistics.fmean(self.errors)
+
+    @property
+    def std(self) -> float:
+        """Sample standard deviation over seeds (0 for a single run)."""
+        return statistics.stdev(self.errors) if len(self.errors) > 1 else 0.0
+
+
+def add_compare_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("runs", nargs="+", metavar="RUN", help="run directories written by `infopro train`")
+    parser.add_argument("--out", default="compare", help="output directory for compare.md, compare.csv, runs.csv "
+                        "and compare.png (default: %(default)s)")
+    parser.add_argument("--rows", default="method", help="config.yaml key whose values make the rows (default: %(default)s)")
+    parser.add_argument("--cols", default="K", help="config.yaml key whose values make the columns (default: %(default)s)")
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value)
+
+
+def _diverged(history: Sequence[dict[str, Any]]) -> bool:
+    for record in history:
+        values = list(record.get("train_losses", [])) + [record[k] for k in ("test_error", "test_loss") if k in record]
+        if not all(_finite(v) for v in values):
+            return True
+    return False
+
+
+def read_run(path: str | Path) -> Run:
+    """One run directory as compare sees it; one InfoProError line if `path` is not a run directory."""
+    run_dir = RunDir(path)
+    if not run_dir.path.is_dir() or not run_dir.config.is_file():
+        raise InfoProError(f"{path} is not a run directory (no config.yaml); give directories written by "
+                           f"`infopro train --out DIR`")
+    config = run_dir.read_config()
+    history = run_dir.metric_records()
+    summary = run_dir.read_summary()
+    if _diverged(history):
+        return Run(run_dir.path, config, history, "diverged")
+    if summary is None:
+        return Run(run_dir.path, config, history, "unfinished")
+    selected_on_val = summary.get("best_selected_on") == "val"
+    error = summary.get("test_error_at_best_epoch" if selected_on_val else "final_test_error")
+    if not _finite(error):
+        return Run(run_dir.path, config, history, "diverged")
+    seconds = [r["epoch_seconds"] for r in history if _finite(r.get("epoch_seconds"))]
+    return Run(run_dir.path, config, history, "finished", float(error), summary.get("peak_memory_bytes"),
+               statistics.fmean(seconds) if seconds else None)
+
+
+def _label(value: Any) -> str:
+    return str(value)
+
+
+def tabulate(runs: Sequence[Run], rows: str, cols: str) -> dict[tuple[str, str], Cell]:
+    """(row value, column value) -> Cell. Two finished runs in one cell must differ only in their seed."""
+    for key in (rows, cols):
+        for run in runs:
+            if key not in run.config:
+                raise InfoProError(f"unknown key {key!r}: {run.path}/config.yaml has no such setting; "
+                                   f"choose among {', '.join(sorted(run.config))}")
+    cells: dict[tuple[str, str], Cell] = {}
+    for run in runs:
+        cell = cells.setdefault((_label(run.config[rows]), _label(run.config[cols])), Cell())
+        if run.status != "finished":
+            cell.marked.append(run)
+            continue
+        if cell.runs:
+            first = cell.runs[0]
+            differ = sorted(k for k in set(first.config) | set(run.config) if k not in NOT_AN_EXPERIMENT
+                            and first.config.get(k) != run.config.get(k))
+            if differ:
+                raise InfoProError(f"{first.path} and {run.path} share the cell {rows}={run.config[rows]}, "
+                                   f"{cols}={run.config[cols]} but differ in {', '.join(differ)}, not only the seed; "
+                                   f"compare them with --rows/--cols set to that key, or separately")
+        cell.runs.append(run)
+    return cells
+
+
+def _sorted_values(values: set[str]) -> list[str]:
+    def key(v: str) -> tuple[int, float, str]:
+        try:
+            return (0, float(v), v)
+        except ValueError:
+            return (1, 0.0, v)
+    return sorted(values, key=key)
+
+
+def _cell_text(cell: Cell) -> str:
+    if not cell.runs:
+        return "-" + (f" ({len(cell.marked)} not finished)" if cell.marked else "")
+    text = f"{100 * cell.mean:.2f} ± {100 * cell.std:.2f} (n={len(cell.runs)})"
+    memories = [r.peak_memory_bytes for r in cell.runs if r.peak_memory_bytes is not None]
+    seconds = [r.seconds_per_epoch for r in cell.runs if r.seconds_per_epoch is not None]
+    if memories:
+        text += f", {max(memories) / 2**20:.0f} MiB"
+    if seconds:
+        text += f", {statistics.fmean(seconds):.2f} s/epoch"
+    if cell.marked:
+        text += f", +{len(cell.marked)} marked"
+    return text
+
+
+def markdown(cells: dict[tuple[str, str], Cell], rows: str, cols: str, runs: Sequence[Run]) -> str:
+    row_values = _sorted_values({r for r, _ in cells})
+    col_values = _sorted_values({c for _, c in cells})
+    lines = [f"Test error (%) as mean ± std over seeds, peak memory, seconds per epoch; rows: {rows}, columns: {cols}.",
+             "", "| " + " | ".join([f"{rows} \\ {cols}", *col_values]) + " |",
+             "|" + "---|" * (len(col_values) + 1)]
+    for r in row_values:
+        lines.append("| " + " | ".join([r, *(_cell_text(cells[r, c]) if (r, c) in cells else "" for c in col_values)]) + " |")
+    marked = [run for run in runs if run.status != "finished"]
+    if marked:
+        lines += ["", "Not averaged:"] + [f"- {run.path}: {run.status} ({len(run.history)} epoch(s) recorded)"
+                                          for run in marked]
+    return "\n".join(lines) + "\n"
+
+
+def _csv(header: Sequence[str], lines: Sequence[Sequence[Any]]) -> str:
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(lines)
+    return out.getvalue()
+
+
+def cells_csv(cells: dict[tuple[str, str], Cell], rows: str, cols: str) -> str:
+    lines = []
+    for (r, c), cell in sorted(cells.items()):
+        memories = [x.peak_memory_bytes for x in cell.runs if x.peak_memory_bytes is not None]
+        seconds = [x.seconds_per_epoch for x in cell.runs if x.seconds_per_epoch is not None]
+        lines.append([r, c, len(cell.runs), cell.mean if cell.runs else "", cell.std if cell.runs else "",
+                      max(memories) if memories else "", statistics.fmean(seconds) if seconds else "",
+                      len(cell.marked)])
+    return _csv([rows, cols, "runs", "test_error_mean", "test_error_std", "peak_memory_bytes",
+                 "seconds_per_epoch", "marked_runs"], lines)
+
+
+def runs_csv(runs: Sequence[Run], rows: str, cols: str) -> str:
+    return _csv(["run", rows, cols, "seed", "status", "test_error", "peak_memory_bytes", "seconds_per_epoch"],
+                [[r.path, r.config[rows], r.config[cols], r.config.get("seed"), r.status,
+                  "" if r.test_error is None else r.test_error, r.peak_memory_bytes or "",
+                  "" if r.seconds_per_epoch is None else r.seconds_per_epoch] for r in runs])
+
+
+def plot(cells: dict[tuple[str, str], Cell], rows: str, cols: str, runs: Sequence[Run]) -> bytes:
+    """Left: test error against the column key, one line per row value (error bars: std over seeds).
+    Right: every run's test accuracy against the epoch, coloured by row value (dashed: not averaged)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    row_values = _sorted_values({r for r, _ in cells})
+    col_values = _sorted_values({c for _, c in cells})
+    colours = {r: f"C{i % 10}" for i, r in enumerate(row_values)}
+    fig, (err, acc) = plt.subplots(1, 2, figsize=(11, 4))
+    for i, r in enumerate(row_values):
+        xs = [j for j, c in enumerate(col_values) if (r, c) in cells and cells[r, c].runs]
+        offset = 0.03 * (i - (len(row_values) - 1) / 2)  # so that equal values do not hide each other
+        err.errorbar([x + offset for x in xs], [100 * cells[r, col_values[x]].mean for x in xs],
+                     yerr=[100 * cells[r, col_values[x]].std for x in xs], marker="o", capsize=3,
+                     color=colours[r], label=r)
+    err.set_xticks(range(len(col_values)), col_values)
+    err.set_xlim(-0.5, len(col_values) - 0.5)
+    err.set(xlabel=cols, ylabel="test error (%)", title=f"test error against {cols}")
+    err.legend(title=rows, fontsize="small")
+    for run in runs:
+        points = [(h["epoch"], 100 * h["test_accuracy"]) for h in run.history if "test_accuracy" in h]
+        if points:
+            acc.plot(*zip(*points), "-" if run.status == "finished" else "--", marker="o", markersize=3,
+                     color=colours[_label(run.config[rows])], alpha=0.7)
+    acc.set(xlabel="epoch", ylabel="test accuracy (%)", title="test accuracy of each run")
+    fig.tight_layout()
+    out = io.BytesIO()
+    fig.savefig(out, format="png", dpi=100)
+    plt.close(fig)
+    return out.getvalue()
+
+
+def compare_main(args: argparse.Namespace) -> int:
+    out = check_output_dir(args.out)
+    paths = list(dict.fromkeys(args.runs))
+    if not paths:
+        raise InfoProError("no runs given; pass one or more run directories")
+    runs = [read_run(p) for p in paths]
+    cells = tabulate(runs, args.rows, args.cols)
+    out.mkdir(parents=True, exist_ok=True)
+    table = markdown(cells, args.rows, args.cols, runs)
+    atomic_write_text(out / "compare.md", table)
+    atomic_write_text(out / "compare.csv", cells_csv(cells, args.rows, args.cols))
+    atomic_write_text(out / "runs.csv", runs_csv(runs, args.rows, args.cols))
+    figure = plot(cells, args.rows, args.cols, runs)
+    atomic_write(out / "compare.png", lambda f: f.write(figure))
+    print(table, end="")
+    print(f"Wrote {out / 'compare.md'}, compare.csv, runs.csv and compare.png")
+    return 0

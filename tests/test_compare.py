@@ -1,0 +1,100 @@
+"""`infopro compare`: the table's numbers are those of the runs' summaries, averaged over seeds only."""
+
+import csv
+import json
+import shutil
+import statistics
+
+import pytest
+
+from conftest import FAST
+from infopro.cli import main
+
+# 1 epoch instead of FAST's 2; the method comes from each run.
+ONE_EPOCH = [a for a in FAST if a not in ("--method", "infopro-contrast")]
+ONE_EPOCH[ONE_EPOCH.index("--epochs") + 1] = "1"
+METHODS = ("greedy", "infopro-contrast")
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """2 methods x 2 seeds, finished, and one copy whose summary is gone (an unfinished run)."""
+    root = tmp_path_factory.mktemp("runs")
+    paths = {}
+    for method in METHODS:
+        for seed in (0, 1):
+            out = root / f"{method}-s{seed}"
+            assert main(["train", *ONE_EPOCH, "--method", method, "--seed", str(seed), "--out", str(out)]) == 0
+            paths[method, seed] = out
+    unfinished = root / "greedy-s2"
+    shutil.copytree(paths["greedy", 0], unfinished)
+    (unfinished / "summary.json").unlink()
+    return paths, unfinished
+
+
+def test_table_numbers_are_the_summaries_mean_and_std(runs, tmp_path):
+    paths, unfinished = runs
+    out = tmp_path / "cmp"
+    assert main(["compare", *map(str, paths.values()), str(unfinished), "--out", str(out)]) == 0
+    cells = {(r["method"], r["K"]): r for r in csv.DictReader(open(out / "compare.csv"))}
+    assert set(cells) == {(m, "2") for m in METHODS}
+    for method in METHODS:
+        summaries = [json.loads((paths[method, s] / "summary.json").read_text()) for s in (0, 1)]
+        errors = [s["final_test_error"] for s in summaries]
+        cell = cells[method, "2"]
+        assert int(cell["runs"]) == 2
+        assert float(cell["test_error_mean"]) == pytest.approx(sum(errors) / 2)
+        assert float(cell["test_error_std"]) == pytest.approx(abs(errors[0] - errors[1]) / 2 ** 0.5)
+        assert int(cell["peak_memory_bytes"]) == max(s["peak_memory_bytes"] for s in summaries)
+        assert int(cell["marked_runs"]) == (1 if method == "greedy" else 0)
+    table = (out / "compare.md").read_text()
+    greedy = [json.loads((paths["greedy", s] / "summary.json").read_text())["final_test_error"] for s in (0, 1)]
+    assert f"{100 * statistics.fmean(greedy):.2f} ± {100 * statistics.stdev(greedy):.2f} (n=2)" in table
+    assert f"{unfinished}: unfinished" in table
+    by_run = {r["run"]: r for r in csv.DictReader(open(out / "runs.csv"))}
+    assert by_run[str(unfinished)]["status"] == "unfinished" and by_run[str(unfinished)]["test_error"] == ""
+    assert (out / "compare.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_other_keys_and_runs_that_differ_in_more_than_the_seed(runs, tmp_path, capsys):
+    paths, _ = runs
+    out = tmp_path / "cmp"
+    # Rows by seed, columns by method: each cell holds one run, its own error.
+    assert main(["compare", *map(str, paths.values()), "--rows", "seed", "--cols", "method", "--out", str(out)]) == 0
+    cells = {(r["seed"], r["method"]): r for r in csv.DictReader(open(out / "compare.csv"))}
+    for (method, seed), path in paths.items():
+        error = json.loads((path / "summary.json").read_text())["final_test_error"]
+        assert float(cells[str(seed), method]["test_error_mean"]) == pytest.approx(error)
+    # Rows by K and columns by seed put both methods in one cell: refused, not averaged.
+    assert main(["compare", *map(str, paths.values()), "--rows", "K", "--cols", "seed", "--out", str(out)]) == 2
+    assert "differ in method" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("case", ["not a run", "unknown key", "out is a file"])
+def test_bad_input_is_one_line(runs, tmp_path, capsys, case):
+    paths, _ = runs
+    run = str(paths["greedy", 0])
+    (tmp_path / "file").write_text("x")
+    argv = {"not a run": [str(tmp_path), "--out", str(tmp_path / "o")],
+            "unknown key": [run, "--cols", "nope", "--out", str(tmp_path / "o")],
+            "out is a file": [run, "--out", str(tmp_path / "file")]}[case]
+    assert main(["compare", *argv]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("infopro compare: error:")
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_diverged_run_is_marked_not_averaged(runs, tmp_path):
+    paths, _ = runs
+    diverged = tmp_path / "greedy-nan"
+    shutil.copytree(paths["greedy", 0], diverged)
+    record = json.loads((diverged / "metrics.jsonl").read_text().splitlines()[0])
+    record["train_losses"][0] = float("nan")
+    (diverged / "metrics.jsonl").write_text(json.dumps(record) + "\n")
+    out = tmp_path / "cmp"
+    assert main(["compare", str(paths["greedy", 1]), str(diverged), "--out", str(out)]) == 0
+    cell = next(csv.DictReader(open(out / "compare.csv")))
+    assert (cell["runs"], cell["marked_runs"]) == ("1", "1")
+    error = json.loads((paths["greedy", 1] / "summary.json").read_text())["final_test_error"]
+    assert float(cell["test_error_mean"]) == pytest.approx(error)
+    assert f"{diverged}: diverged" in (out / "compare.md").read_text()
