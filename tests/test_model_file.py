@@ -77,3 +77,15 @@ def test_export_and_load_say_what_is_wrong(run, tmp_path, monkeypatch, capsys):
     assert main(["export", str(run), "--format", "safetensors", "--out", str(tmp_path / "m.safetensors")]) == 2
     assert "pip install 'infopro[safetensors]'" in capsys.readouterr().err
     assert not (tmp_path / "m.safetensors").exists()
+
+
+def test_export_without_out_writes_beside_the_model_and_keeps_it(run, tmp_path):
+    import shutil
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    before = (copy / "model.pt").read_bytes()
+    assert main(["export", str(copy), "--format", "pt"]) == 0
+    assert (copy / "model.pt").read_bytes() == before
+    exported = infopro.load_model(copy / "model-export.pt")
+    x = torch.rand(2, *exported.input_shape)
+    assert torch.equal(exported(x), infopro.load_model(copy)(x))

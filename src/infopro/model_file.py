@@ -134,7 +134,8 @@ def export_model(source: str | Path, fmt: str, out: str | Path | None = None, be
     path = model_file(source, best)
     payload = read_model_file(path)
     if out is None:
-        out = path.with_name(path.name.removesuffix(".pt") + EXPORT_FORMATS[fmt])
+        # "-export" keeps a pt export from landing on the run's own model.pt
+        out = path.with_name(path.name.removesuffix(".pt") + ("-export" if fmt == "pt" else "") + EXPORT_FORMATS[fmt])
     out = Path(out)
     if out.resolve() == path.resolve():
         raise InfoProError(f"--out {out} is the model file itself; choose another name")
@@ -184,7 +185,7 @@ def add_export_arguments(parser: argparse.ArgumentParser) -> None:
                              "(default: %(default)s)")
     parser.add_argument("--best", action="store_true", help="the best validation epoch's model (model-best.pt)")
     parser.add_argument("--out", default=None, metavar="FILE",
-                        help="output file (default: beside the model, e.g. RUN/model.safetensors)")
+                        help="output file (default: beside the model, e.g. RUN/model.safetensors, RUN/model-export.pt)")
 
 
 def export_main(args: argparse.Namespace) -> int:
