@@ -5,6 +5,7 @@ would, or directly with torchrun's environment variables (RANK, WORLD_SIZE, MAST
 so that a killed rank is noticed by the other process itself, not by torchrun's agent.
 """
 
+import argparse
 import contextlib
 import functools
 import json
@@ -25,6 +26,7 @@ from infopro.data import DataOptions, make_loader, open_data
 from infopro.train import load_checkpoint
 from infopro.train.args import check_args
 from infopro.train.loop import build_learner, make_optimizer
+from infopro.train.parts import evaluate_metrics
 from conftest import FAST
 
 SRC = Path(infopro.__file__).resolve().parents[1]
@@ -88,9 +90,13 @@ def single_process_run(tmp_path_factory):
     return out
 
 
+def read_metrics(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
 def test_synchronous_pieces_parallel_gives_the_single_process_weights(tmp_path, single_process_run, capsys):
     out = tmp_path / "pieces"
-    done = torchrun(*FAST, "--parallel", "pieces", "--sync-pieces", "--out", out)
+    done = torchrun(*[f for f in FAST if f != "--quiet"], "--parallel", "pieces", "--sync-pieces", "--out", out)
     assert done.returncode == 0, done.stderr
     reference, merged = load_checkpoint(single_process_run / "checkpoint.pt"), load_checkpoint(out / "checkpoint.pt")
     # One checkpoint in the single-process format: every piece's weights and optimiser state merged.
@@ -101,9 +107,23 @@ def test_synchronous_pieces_parallel_gives_the_single_process_weights(tmp_path, 
     for i, s in reference["optimizer"]["state"].items():
         assert torch.allclose(s["momentum_buffer"], merged["optimizer"]["state"][i]["momentum_buffer"], atol=1e-7)
     assert reference["scheduler"] == merged["scheduler"]
-    metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    metrics = read_metrics(out)
     assert [r["epoch"] for r in metrics] == [1, 2] and len(metrics[0]["train_losses"]) == 2
     assert json.loads((out / "summary.json").read_text())["epochs"] == 2
+    # The per-epoch record is the single-process one (gathered from both ranks), plus each rank's peak memory.
+    for record, single in zip(metrics, read_metrics(single_process_run)):
+        assert record.keys() - single.keys() == {"rank_peak_memory_bytes"} and single.keys() <= record.keys()
+        assert record["train_losses"] == pytest.approx(single["train_losses"], rel=1e-5)
+        assert [t.keys() for t in record["train_piece_terms"]] == [{"recon", "task"}, {"task"}]
+        for terms, reference in zip(record["train_piece_terms"], single["train_piece_terms"]):
+            assert terms == pytest.approx(reference, rel=1e-5)
+        assert record["test_loss"] == pytest.approx(single["test_loss"], rel=1e-5)
+        assert record["test_accuracy"] == single["test_accuracy"] and record["eval_seconds"] > 0
+    # Rank 0 prints progress lines (stdout is not a terminal) and keeps train.log, metrics.csv and curves.png.
+    assert "  epoch 1/2  step 2/4 (50%)  piece 1 loss " in done.stdout, done.stdout
+    assert "  epoch 1/2  step 2/4 (50%)" in (out / "train.log").read_text()
+    assert "piece_1_recon" in (out / "metrics.csv").read_text().splitlines()[0]
+    assert (out / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # The merged checkpoint evaluates in one process to the accuracy the pipelined evaluation measured.
     capsys.readouterr()
     with one_thread():
@@ -235,6 +255,17 @@ def test_data_parallel_averages_the_ranks_gradients(tmp_path, parallel, nproc, b
     assert saved["optimizer"]["state"].keys() == reference["state"].keys()
     for i, s in reference["state"].items():
         assert torch.allclose(s["momentum_buffer"], saved["optimizer"]["state"][i]["momentum_buffer"], atol=1e-6)
+    # The record adds up the ranks' shares: each slice's loss terms (greedy: the loss is its task term)
+    # and each slice of the test set, evaluated as the merged model evaluates in one process.
+    record = read_metrics(out)[-1]
+    assert [terms["task"] for terms in record["train_piece_terms"]] == pytest.approx(record["train_losses"], rel=1e-5)
+    learner.load_state_dict(saved["model"])
+    data = open_data("cifar10", None, DataOptions(test_subset=100, path=data_path, progress=False))
+    test = make_loader(data, data.test, "cpu", batch_size, train=False, seed=0, workers=0)
+    with one_thread():
+        result = evaluate_metrics(learner, test, argparse.Namespace(channels_last=True), torch.device("cpu"))
+    assert record["test_loss"] == pytest.approx(result["loss"], rel=1e-5)
+    assert record["test_accuracy"] == result["accuracy"]
 
 
 @pytest.mark.parametrize(

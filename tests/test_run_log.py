@@ -11,6 +11,7 @@ import yaml
 
 import infopro
 from infopro.cli import main
+from infopro.epoch_metrics import EvalSums, evaluation_result
 from infopro.train.parts import evaluate_metrics
 from conftest import FAST
 
@@ -62,6 +63,13 @@ def test_top5_is_measured_above_ten_classes():
     assert result["top5_accuracy"] == (logits.topk(5, 1).indices == y[:, None]).any(1).float().mean().item()
     assert result["accuracy"] == (logits.argmax(1) == y).float().mean().item()
     assert result["loss"] == pytest.approx(torch.nn.functional.cross_entropy(logits, y).item(), rel=1e-5)
+    # Under --parallel each process of the last stage sums its slice; the writer adds the shares up.
+    shares = [EvalSums(torch.device("cpu")) for _ in range(2)]
+    for share, part in zip(shares, torch.arange(16).tensor_split(2)):
+        share.add(logits[part], y[part])
+    combined = evaluation_result([share.totals() for share in shares], seconds=0.0)
+    assert combined["top5_accuracy"] == result["top5_accuracy"] and combined["accuracy"] == result["accuracy"]
+    assert combined["loss"] == pytest.approx(result["loss"], rel=1e-6)
 
 
 def test_tensorboard_is_optional(tmp_path, monkeypatch, capsys):

@@ -36,6 +36,14 @@ from torch import nn
 
 from ..data import DeviceLoader
 from ..device import peak_memory_bytes
+from ..epoch_metrics import (
+    EvalSums,
+    PieceTerms,
+    epoch_progress,
+    evaluation_record,
+    evaluation_result,
+    piece_terms_record,
+)
 from ..errors import InfoProError
 from .. import finite
 from ..local import LocalLearner, LocalPair, pair_step
@@ -169,8 +177,12 @@ class MeshTrainer:
         seen = 0
         watch = finite.LossWatch()  # flags per piece: this process's pieces, zeros for the others
         step_losses = torch.zeros(self.K, dtype=torch.float64, device=self.device)
+        terms = PieceTerms([self.learner.aux[k] for k in self.stage])
+        bar, progress = epoch_progress(self._slices(loader), len(loader), epoch, args.epochs,
+                                       show=self.is_writer and not args.quiet, loss_label=self._progress_label())
+        images = 0  # of the whole batches, for the progress lines' rate
         start = time.perf_counter()
-        for step, (x, y, batch) in enumerate(self._slices(loader)):
+        for step, (x, y, batch) in enumerate(bar):
             if args.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             what = f"training (epoch {epoch + 1}, step {step + 1})"
@@ -187,6 +199,7 @@ class MeshTrainer:
                         h, loss = pair_step(pair, h, y_m, image, amp, scale)
                     loss_sums[i] += loss.double() * len(y_m)
                     step_losses[self.stage[i]] = loss.detach()
+                terms.add(len(y_m))
                 watch.add(step_losses)
                 if not self.last:
                     self._output(h, what)
@@ -207,6 +220,8 @@ class MeshTrainer:
             if self.followed is not None and step > 0:
                 self._follow(f"receiving weights of step {step} (epoch {epoch + 1})")
             seen += len(y)
+            images += batch
+            progress.step(step + 1, step_losses[self.stage[-1]], images)
             if self.sync:
                 self.link.barrier(f"finishing step {step + 1} of epoch {epoch + 1}")
         if self.followed is not None and seen:
@@ -216,16 +231,24 @@ class MeshTrainer:
             torch.cuda.synchronize(self.device)
         self._check_losses(watch, f"during epoch {epoch + 1}")
         return {"epoch": epoch + 1, "lr": self.optimizer.param_groups[0]["lr"], "loss_sums": loss_sums.tolist(),
-                "correct": int(correct.item()), "seen": seen, "seconds": time.perf_counter() - start}
+                "term_sums": terms.totals(), "correct": int(correct.item()), "seen": seen,
+                "seconds": time.perf_counter() - start}
+
+    def _progress_label(self) -> str:
+        """Whose loss rank 0's progress lines show: the last piece it holds, on its data slice."""
+        label = "loss" if self.last else f"piece {self.stage[-1] + 1} loss"
+        return label + (f" on data slice {self.d + 1} of {self.D}" if self.D > 1 else "")
 
     @torch.no_grad()
-    def _evaluate(self, loader: DeviceLoader, args: argparse.Namespace) -> tuple[int, int]:
-        """The whole network on this slice of the test set as a pipeline (the merged model's predictions,
-        since eval-mode BatchNorm treats each image alone); (correct, total) is counted on the last stage."""
+    def _evaluate(self, loader: DeviceLoader, args: argparse.Namespace) -> tuple[dict[str, float], float]:
+        """The whole network on this slice of the split as a pipeline (the merged model's predictions, since
+        eval-mode BatchNorm treats each image alone): (this slice's `EvalSums` totals, counted on the last
+        stage; seconds)."""
+        start = time.perf_counter()
         pieces = [self.learner.pieces[k].eval() for k in self.stage]
         amp = self.learner.amp_dtype
         size = math.ceil(args.batch_size / (self.D * self.micro_batches))
-        correct, total = torch.zeros((), dtype=torch.long, device=self.device), 0
+        sums = EvalSums(self.device)
         for x, y, _ in self._slices(loader):
             for x_m, y_m in zip(x.split(size), y.split(size)):
                 h = self._input(x_m, len(y_m), args, "evaluating")
@@ -235,10 +258,9 @@ class MeshTrainer:
                 if not self.last:
                     self._output(h, "evaluating")
                 else:
-                    correct += (h.argmax(1) == y_m).sum()
-                total += len(y_m)
+                    sums.add(h, y_m)
         self.link.flush()
-        return int(correct.item()), total
+        return sums.totals(), time.perf_counter() - start
 
     def _average_batchnorm_statistics(self) -> None:
         """Each process of a row saw its own slices: their running statistics are averaged over the row."""
@@ -251,12 +273,13 @@ class MeshTrainer:
     def finish_epoch(self, record: dict[str, Any], eval_loaders: dict[str, DeviceLoader],
                      args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, float], dict[str, Any]] | None:
         """Average BatchNorm statistics over each row, evaluate as a pipeline, then every process sends its
-        share (numbers; its pieces and optimiser from the first column) to rank 0, which merges them into
-        one single-process checkpoint. Only point-to-point messages, so a lost process is always named."""
+        share (sums of losses, loss terms and evaluation counts; its pieces and optimiser from the first
+        column) to rank 0, which adds them up into the single-process record and merges one single-process
+        checkpoint. Only point-to-point messages, so a lost process is always named."""
         if self.D > 1:
             self._average_batchnorm_statistics()
-        counts = {name: self._evaluate(loader, args) for name, loader in eval_loaders.items()}
-        report = {**record, "stage": self.stage, "last": self.last, "eval_counts": counts,
+        evaluations = {name: self._evaluate(loader, args) for name, loader in eval_loaders.items()}
+        report = {**record, "stage": self.stage, "last": self.last, "evaluations": evaluations,
                   "peak_memory_bytes": peak_memory_bytes(self.device)[0]}
         if self.d == 0:  # the other columns hold the same weights
             report["model"] = {key: value for k in self.stage for key, value in piece_state_dict(self.learner, k).items()}
@@ -268,23 +291,28 @@ class MeshTrainer:
         ends = [r for r in reports if r["last"]]
         seen = sum(r["seen"] for r in ends)
         losses = [0.0] * self.K
+        terms: list[dict[str, float]] = [{} for _ in range(self.K)]  # each piece's, over its row of the mesh
         for r in reports:
-            for k, loss_sum in zip(r["stage"], r["loss_sums"]):
+            for k, loss_sum, term_sums in zip(r["stage"], r["loss_sums"], r["term_sums"]):
                 losses[k] += loss_sum / seen
+                for name, value in term_sums.items():
+                    terms[k][name] = terms[k].get(name, 0.0) + value
         seconds = max(r["seconds"] for r in reports)  # the epoch ends when the slowest process is done
         model = self.learner.state_dict()  # every key; each piece's own come from its process
         for r in reports:
             model.update(r.get("model", {}))
+        # Each split's shares are those of the last stage's processes; it took as long as the slowest process.
+        results = {name: evaluation_result([r["evaluations"][name][0] for r in ends],
+                                           max(r["evaluations"][name][1] for r in reports))
+                   for name in evaluations}
         merged = {
-            "epoch": record["epoch"], "lr": record["lr"], "train_losses": losses,
+            "epoch": record["epoch"], "lr": record["lr"], "train_losses": losses, **piece_terms_record(terms, seen),
             "train_accuracy": sum(r["correct"] for r in ends) / seen, "epoch_seconds": seconds,
-            "images_per_second": seen / seconds,
+            "images_per_second": seen / seconds, **evaluation_record(results),
             "peak_memory_bytes": max(r["peak_memory_bytes"] for r in reports),
             "memory_kind": peak_memory_bytes(self.device)[1],
             "rank_peak_memory_bytes": [r["peak_memory_bytes"] for r in reports],
         }
         state = {"model": {k: v.cpu() for k, v in model.items()},
                  "optimizer": merge_optimizer_states([r["optimizer"] for r in reports if "optimizer" in r])}
-        accuracies = {name: sum(r["eval_counts"][name][0] for r in ends) / max(sum(r["eval_counts"][name][1] for r in ends), 1)
-                      for name in counts}
-        return merged, accuracies, state
+        return merged, {name: result["accuracy"] for name, result in results.items()}, state

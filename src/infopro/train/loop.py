@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from datetime import datetime
 from functools import partial
@@ -11,10 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm import tqdm
 
 from ..data import DeviceLoader
 from ..device import peak_memory_bytes, pick_device, use_fast_settings
+from ..epoch_metrics import PieceTerms, epoch_progress, evaluation_record
 from ..errors import InfoProError, Interrupted
 from ..files import error_reason
 from ..finite import CHECK_EVERY, LossWatch, check_finite_state
@@ -27,7 +26,7 @@ from .data_setup import Loaders, check_image_size, make_loaders, open_training_d
 from .parts import (build_learner, build_schedule, count_correct, evaluate, evaluate_metrics, make_optimizer,
                     replan_schedule)
 from .provenance import as_comment, now, provenance
-from .run_log import EpochProgress, PieceTerms, RunLog, evaluation_record
+from .run_log import RunLog
 from ..model_file import backbone_of, model_payload
 from .run_dir import RunDir, checkpoint_to_read, fault_point
 
@@ -303,9 +302,7 @@ def train_one_epoch(learner: LocalLearner, optimizer: torch.optim.Optimizer, loa
     correct = torch.zeros((), dtype=torch.long, device=device)
     seen = 0
     start = time.perf_counter()
-    bar = tqdm(loader, desc=f"epoch {epoch + 1}/{args.epochs}", leave=False, dynamic_ncols=True,
-               disable=args.quiet or not sys.stderr.isatty())
-    progress = EpochProgress(epoch, args.epochs, len(loader), enabled=not args.quiet and bar.disable)
+    bar, progress = epoch_progress(loader, len(loader), epoch, args.epochs, show=not args.quiet)
     terms = PieceTerms(learner.aux)
     watch = LossWatch()
     for i, (x, y) in enumerate(bar):

@@ -13,6 +13,7 @@ import torch
 from ..data import DeviceLoader
 from ..describe import method_options
 from ..device import is_convolutional
+from ..epoch_metrics import EvalSums, evaluation_result
 from ..local import LocalLearner
 from ..models import build_backbone
 
@@ -89,9 +90,6 @@ def evaluate(learner: LocalLearner, loader: DeviceLoader, args: argparse.Namespa
     return correct.item() / max(total, 1)
 
 
-TOP5_ABOVE_CLASSES = 10  # top-5 accuracy is recorded for data sets with more classes than this
-
-
 @torch.no_grad()
 def evaluate_metrics(learner: LocalLearner, loader: DeviceLoader, args: argparse.Namespace,
                      device: torch.device) -> dict[str, float]:
@@ -99,25 +97,10 @@ def evaluate_metrics(learner: LocalLearner, loader: DeviceLoader, args: argparse
     network in eval mode: `evaluate`'s accuracy, with what the per-epoch metrics add."""
     start = time.perf_counter()
     learner.eval()
-    correct = torch.zeros((), dtype=torch.long, device=device)
-    top5 = torch.zeros((), dtype=torch.long, device=device)
-    loss = torch.zeros((), dtype=torch.float64, device=device)
-    total, classes = 0, 0
+    sums = EvalSums(device)
     for x, y in loader:
         if args.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with torch.autocast(device.type, dtype=learner.amp_dtype, enabled=learner.amp_dtype is not None):
-            logits = learner(x)
-        logits = logits.float()
-        classes = logits.shape[1]
-        correct += (logits.argmax(1) == y).sum()
-        loss += torch.nn.functional.cross_entropy(logits, y, reduction="sum").double()
-        if classes > TOP5_ABOVE_CLASSES:
-            top5 += (logits.topk(5, dim=1).indices == y[:, None]).any(1).sum()
-        total += len(y)
-    total = max(total, 1)
-    result = {"accuracy": correct.item() / total, "loss": loss.item() / total}
-    if classes > TOP5_ABOVE_CLASSES:
-        result["top5_accuracy"] = top5.item() / total
-    result["seconds"] = time.perf_counter() - start
-    return result
+            sums.add(learner(x), y)
+    return evaluation_result([sums.totals()], time.perf_counter() - start)

@@ -1,6 +1,6 @@
 """What a run shows a person, beside `run_dir.py`'s files: metrics.csv, curves.png, train.log, TensorBoard
-events (all rebuilt from metrics.jsonl, so a resumed run's are whole), per-term piece losses, evaluation
-metrics, and progress lines when stderr is not a terminal."""
+events (all rebuilt from metrics.jsonl, so a resumed run's are whole). The per-epoch numbers themselves
+(per-term piece losses, evaluation metrics, progress lines) are measured in `infopro.epoch_metrics`."""
 
 from __future__ import annotations
 
@@ -8,65 +8,11 @@ import contextlib
 import csv
 import io
 import sys
-import time
 from typing import Any, Iterator, Sequence, TextIO
-
-import torch
 
 from ..errors import InfoProError
 from ..files import WriteError, atomic_write, atomic_write_text, error_reason
 from .run_dir import RunDir
-
-PROGRESS_LINES = 10  # lines per epoch when the bar cannot be drawn (about every 10 %)
-
-
-class PieceTerms:
-    """Sums of each piece's unweighted loss terms (reconstruction, task) over an epoch, from the objectives'
-    `last_terms` after each step (device tensors: no host sync per step)."""
-
-    def __init__(self, objectives: Sequence[Any]) -> None:
-        self.objectives = list(objectives)
-        self.sums: list[dict[str, torch.Tensor]] = [{} for _ in self.objectives]
-
-    def add(self, batch: int) -> None:
-        for sums, objective in zip(self.sums, self.objectives):
-            for name, value in getattr(objective, "last_terms", {}).items():
-                sums[name] = sums.get(name, 0) + value.float() * batch
-
-    def record(self, seen: int) -> dict[str, Any]:
-        """{"train_piece_terms": [{"recon": mean, "task": mean}, ...]} (empty dicts for pieces whose method
-        does not split its loss), or nothing when no piece does."""
-        if not any(self.sums):
-            return {}
-        return {"train_piece_terms": [{name: (value / seen).item() for name, value in sums.items()}
-                                      for sums in self.sums]}
-
-
-class EpochProgress:
-    """When stderr is not a terminal (a cluster log), a line about every 10 % of an epoch instead of a bar."""
-
-    def __init__(self, epoch: int, epochs: int, steps: int, enabled: bool) -> None:
-        self.epoch, self.epochs, self.steps = epoch, epochs, steps
-        self.every = max(1, -(-steps // PROGRESS_LINES))
-        self.enabled = enabled and steps > 1
-        self.start = time.perf_counter()
-
-    def step(self, done: int, loss: float, seen: int) -> None:
-        if self.enabled and (done % self.every == 0) and done < self.steps:
-            rate = seen / max(time.perf_counter() - self.start, 1e-9)
-            print(f"  epoch {self.epoch + 1}/{self.epochs}  step {done}/{self.steps} ({100 * done // self.steps}%)  "
-                  f"loss {loss:.3f}  {rate:.0f} img/s", flush=True)
-
-
-def evaluation_record(results: dict[str, dict[str, float]]) -> dict[str, Any]:
-    """Per split: {split}_loss and {split}_top5_accuracy (when measured); eval_seconds over all splits."""
-    record: dict[str, Any] = {}
-    for split, result in results.items():
-        record[f"{split}_loss"] = result["loss"]
-        if "top5_accuracy" in result:
-            record[f"{split}_top5_accuracy"] = result["top5_accuracy"]
-    record["eval_seconds"] = sum(r["seconds"] for r in results.values())
-    return record
 
 
 def flat_record(record: dict[str, Any]) -> dict[str, Any]:
