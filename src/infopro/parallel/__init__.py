@@ -3,7 +3,8 @@
 per (piece, objective) pair along the data dimension.
 
 Depends on `local` (the learner's pieces and `pair_step`), `data` (the loader), `device` and
-`epoch_metrics` (the per-epoch numbers), never on the training loop: the loop builds the learner and hands it, with an optimiser factory, to `MeshTrainer`.
+`epoch_metrics` (the per-epoch numbers), never on the training loop: the loop builds the learner and
+hands it, with an optimiser factory, to `MeshTrainer`.
 """
 
 from .merge import (
