@@ -237,7 +237,7 @@ class MeshTrainer:
     def _progress_label(self) -> str:
         """Whose loss rank 0's progress lines show: the last piece it holds, on its data slice."""
         label = "loss" if self.last else f"piece {self.stage[-1] + 1} loss"
-        return label + (f" on data slice {self.d + 1} of {self.D}" if self.D > 1 else "")
+        return label + (f" (data slice {self.d + 1} of {self.D})" if self.D > 1 else "")
 
     @torch.no_grad()
     def _evaluate(self, loader: DeviceLoader, args: argparse.Namespace) -> tuple[dict[str, float], float]:
