@@ -48,6 +48,7 @@ def test_table_numbers_are_the_summaries_mean_and_std(runs, tmp_path):
         assert int(cell["peak_memory_bytes"]) == max(s["peak_memory_bytes"] for s in summaries)
         assert int(cell["marked_runs"]) == (1 if method == "greedy" else 0)
     table = (out / "compare.md").read_text()
+    assert table.startswith("Final test error")
     greedy = [json.loads((paths["greedy", s] / "summary.json").read_text())["final_test_error"] for s in (0, 1)]
     assert f"{100 * statistics.fmean(greedy):.2f} ± {100 * statistics.stdev(greedy):.2f} (n=2)" in table
     assert f"{unfinished}: unfinished" in table
@@ -98,3 +99,22 @@ def test_a_diverged_run_is_marked_not_averaged(runs, tmp_path):
     error = json.loads((paths["greedy", 1] / "summary.json").read_text())["final_test_error"]
     assert float(cell["test_error_mean"]) == pytest.approx(error)
     assert f"{diverged}: diverged" in (out / "compare.md").read_text()
+
+
+def test_runs_with_a_validation_split_are_compared_at_their_best_validation_epoch(tmp_path):
+    """A run that selected its best epoch on validation is compared by the test error at that epoch, and the
+    table says so; the final error is not used (made different below so that the test can tell them apart)."""
+    run = tmp_path / "val-run"
+    flags = [a for a in FAST if a != "--quiet"]
+    assert main(["train", *flags, "--val-split", "0.25", "--quiet", "--out", str(run)]) == 0
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["best_selected_on"] == "val"
+    summary["final_test_error"] = 0.999  # not the number a best-validation comparison may report
+    (run / "summary.json").write_text(json.dumps(summary))
+    out = tmp_path / "cmp"
+    assert main(["compare", str(run), "--out", str(out)]) == 0
+    cell = next(csv.DictReader(open(out / "compare.csv")))
+    assert float(cell["test_error_mean"]) == pytest.approx(summary["test_error_at_best_epoch"])
+    by_run = next(csv.DictReader(open(out / "runs.csv")))
+    assert by_run["error_at"] == f"best val epoch {summary['best_epoch']}"
+    assert (out / "compare.md").read_text().startswith("Test error at the best validation epoch")

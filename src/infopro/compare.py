@@ -35,6 +35,7 @@ class Run:
     test_error: float | None = None
     peak_memory_bytes: int | None = None
     seconds_per_epoch: float | None = None
+    error_at: str = ""  # "final", or "best val epoch N" when the run selected its best epoch on validation
 
 
 @dataclass
@@ -91,11 +92,12 @@ def read_run(path: str | Path) -> Run:
         return Run(run_dir.path, config, history, "unfinished")
     selected_on_val = summary.get("best_selected_on") == "val"
     error = summary.get("test_error_at_best_epoch" if selected_on_val else "final_test_error")
+    error_at = f"best val epoch {summary.get('best_epoch')}" if selected_on_val else "final"
     if not _finite(error):
         return Run(run_dir.path, config, history, "diverged")
     seconds = [r["epoch_seconds"] for r in history if _finite(r.get("epoch_seconds"))]
     return Run(run_dir.path, config, history, "finished", float(error), summary.get("peak_memory_bytes"),
-               statistics.fmean(seconds) if seconds else None)
+               statistics.fmean(seconds) if seconds else None, error_at)
 
 
 def _label(value: Any) -> str:
@@ -151,10 +153,21 @@ def _cell_text(cell: Cell) -> str:
     return text
 
 
+def _which_error(runs: Sequence[Run]) -> str:
+    """Which test error the cells hold: the final epoch's, or the best validation epoch's (runs.csv: per run)."""
+    kinds = {"final" if r.error_at == "final" else "best val" for r in runs if r.status == "finished"}
+    if kinds == {"final"}:
+        return "Final test error"
+    if kinds == {"best val"}:
+        return "Test error at the best validation epoch"
+    return "Test error (final, or at the best validation epoch for runs with a validation split; runs.csv: error_at)"
+
+
 def markdown(cells: dict[tuple[str, str], Cell], rows: str, cols: str, runs: Sequence[Run]) -> str:
     row_values = _sorted_values({r for r, _ in cells})
     col_values = _sorted_values({c for _, c in cells})
-    lines = [f"Test error (%) as mean ± std over seeds, peak memory, seconds per epoch; rows: {rows}, columns: {cols}.",
+    lines = [f"{_which_error(runs)} (%) as mean ± std over seeds, peak memory, seconds per epoch; "
+             f"rows: {rows}, columns: {cols}.",
              "", "| " + " | ".join([f"{rows} \\ {cols}", *col_values]) + " |",
              "|" + "---|" * (len(col_values) + 1)]
     for r in row_values:
@@ -187,9 +200,10 @@ def cells_csv(cells: dict[tuple[str, str], Cell], rows: str, cols: str) -> str:
 
 
 def runs_csv(runs: Sequence[Run], rows: str, cols: str) -> str:
-    return _csv(["run", rows, cols, "seed", "status", "test_error", "peak_memory_bytes", "seconds_per_epoch"],
+    return _csv(["run", rows, cols, "seed", "status", "test_error", "error_at", "peak_memory_bytes",
+                 "seconds_per_epoch"],
                 [[r.path, r.config[rows], r.config[cols], r.config.get("seed"), r.status,
-                  "" if r.test_error is None else r.test_error, r.peak_memory_bytes or "",
+                  "" if r.test_error is None else r.test_error, r.error_at, r.peak_memory_bytes or "",
                   "" if r.seconds_per_epoch is None else r.seconds_per_epoch] for r in runs])
 
 
