@@ -1,0 +1,74 @@
+"""The first SGD steps of a plain CIFAR ResNet, without infopro's training code: is a loss jump the recipe's?
+
+    python benchmarks/first_steps.py --batch-size 1024 --lr 0.8 --steps 6
+    python benchmarks/first_steps.py --batch-size 128 --lr 0.1 --steps 20
+
+`infopro.build_backbone` (the same weights as `infopro train --seed 0`), `torch.optim.SGD` with the configs'
+Nesterov momentum 0.9 and weight decay 1e-4, cross-entropy, and batches of CIFAR-10 (JPEG) training images
+with the paper's augmentation (`DeviceLoader`). Prints the loss and the gradient norm of each step and
+writes them as JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+import infopro
+from infopro.data import DeviceLoader
+
+ROOT = Path(__file__).resolve().parents[1]
+CIFAR_MEAN = [125.3 / 255, 123.0 / 255, 113.9 / 255]
+CIFAR_STD = [63.0 / 255, 62.1 / 255, 66.7 / 255]
+
+
+def read_images(root: Path, per_class: int) -> tuple[np.ndarray, np.ndarray]:
+    classes = sorted(p.name for p in (root / "train").iterdir() if p.is_dir())
+    files = [(f, label) for label, name in enumerate(classes) for f in sorted((root / "train" / name).glob("*.jpg"))[:per_class]]
+    images = np.stack([np.array(Image.open(f).convert("RGB")) for f, _ in files])
+    return images, np.array([label for _, label in files])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data-dir", type=Path, default=ROOT.parent / "shared" / "datasets" / "cifar10-jpeg")
+    parser.add_argument("--arch", default="resnet32")
+    parser.add_argument("--batch-size", type=int, default=1024)
+    parser.add_argument("--lr", type=float, default=0.8)
+    parser.add_argument("--steps", type=int, default=6)
+    parser.add_argument("--images-per-class", type=int, default=1024)
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "first_steps.json")
+    args = parser.parse_args()
+    images, labels = read_images(args.data_dir, args.images_per_class)
+    loader = DeviceLoader(images, labels, "cpu", args.batch_size, CIFAR_MEAN, CIFAR_STD, train=True, seed=0)
+    torch.manual_seed(0)
+    net = infopro.build_backbone(args.arch, num_classes=10).to(memory_format=torch.channels_last)
+    optimizer = torch.optim.SGD(net.parameters(), lr=args.lr, momentum=0.9, nesterov=True, weight_decay=1e-4)
+    steps, batches = [], iter(loader)
+    while len(steps) < args.steps:
+        try:
+            x, y = next(batches)
+        except StopIteration:
+            batches = iter(loader)
+            continue
+        loss = torch.nn.functional.cross_entropy(net(x.contiguous(memory_format=torch.channels_last)), y)
+        optimizer.zero_grad()
+        loss.backward()
+        grad_norm = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in net.parameters()])).item()
+        optimizer.step()
+        steps.append({"step": len(steps) + 1, "loss": loss.item(), "grad_norm": grad_norm})
+        print(f"step {len(steps):>3}  loss {loss.item():7.3f}  gradient norm {grad_norm:6.2f}", flush=True)
+    results = {"arch": args.arch, "batch_size": args.batch_size, "lr": args.lr, "images": len(labels), "steps": steps}
+    previous = json.loads(args.out.read_text()) if args.out.is_file() else []
+    previous = [r for r in previous if (r["arch"], r["batch_size"], r["lr"]) != (args.arch, args.batch_size, args.lr)]
+    args.out.write_text(json.dumps(previous + [results], indent=2) + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
