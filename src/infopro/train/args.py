@@ -55,7 +55,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     d.add_argument("--std", type=float, nargs="+", default=None, metavar="S",
                    help="per-channel normalisation std (default: as --mean)")
     d.add_argument("--cache-dir", default=None, help="where decoded arrays are cached (default: $INFOPRO_CACHE or .cache/infopro)")
-    d.add_argument("--train-subset", type=int, default=None, metavar="N", help="train on a stratified subset of N images")
+    d.add_argument("--train-subset", type=int, default=None, metavar="N", help="train on a stratified subset of N images (of what --val-split leaves: the validation set is held out of the whole training split first)")
     d.add_argument("--test-subset", type=int, default=None, metavar="N", help="test on a stratified subset of N images")
 
     add_learner_arguments(parser)
