@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,8 @@ def run_row(run: Path) -> dict[str, Any]:
     if history:
         last = history[-1]
         row.update(final_test_error=last["test_error"], best_test_error=min(r["test_error"] for r in history),
+                   final_train_accuracy=last["train_accuracy"], first_epoch_loss=history[0]["train_losses"][-1],
+                   test_accuracy_by_epoch=[round(r["test_accuracy"], 4) for r in history],
                    seconds_per_epoch=sum(r["epoch_seconds"] for r in history) / len(history),
                    images_per_second=[round(r["images_per_second"]) for r in history],
                    peak_memory_mib=max(r["peak_memory_bytes"] for r in history) / MiB)
@@ -52,25 +55,33 @@ def main() -> None:
     report: dict[str, Any] = {"machine": (out / "machine.txt").read_text().strip() if (out / "machine.txt").is_file() else ""}
     lines = [f"# GPU session: {out}", "", "```", report["machine"], "```", ""]
 
-    for name, title in (("table3", "Table 3: ResNet-110, batch 1024"), ("imagenet_memory", "ImageNet scale, 224 px")):
+    for name, title in (("table3", "Table 3: ResNet-110, batch 1024"),
+                        ("table3-balanced", "Table 3 on memory-balanced cuts (InfoPro*)"),
+                        ("imagenet_memory", "ImageNet scale, 224 px")):
+        if not (out / name).is_dir():
+            continue
         tables = sorted((out / name).glob("*.md"))
         lines += [f"## {title}", ""]
         lines += [t.read_text() for t in tables] if tables else ["(not measured: the part did not finish; see its log)"]
         lines.append("")
 
-    runs = sorted((out / "runs").glob("*")) if (out / "runs").is_dir() else []
+    runs = sorted(p for p in (out / "runs").glob("*") if p.is_dir()) if (out / "runs").is_dir() else []
     report["runs"] = [run_row(r) for r in runs]
     lines += ["## Training runs", "",
-              "| run | epochs done | finished | final test error | best test error | s/epoch | img/s per epoch | peak MiB |",
-              "|---|---|---|---|---|---|---|---|"]
+              "| run | epochs done | finished | epoch-1 loss | final train acc | final test error | best test error "
+              "| s/epoch | img/s (median) | peak MiB |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
     for r in report["runs"]:
         if not r["epochs_done"]:
-            lines.append(f"| {r['run']} | 0 | no | – | – | – | – | – |")
+            lines.append(f"| {r['run']} | 0 | no |" + " – |" * 7)
             continue
         lines.append(f"| {r['run']} | {r['epochs_done']} | {'yes' if r['finished'] else 'no (cut by its time limit)'} | "
+                     f"{r['first_epoch_loss']:.3f} | {100 * r['final_train_accuracy']:.2f} % | "
                      f"{100 * r['final_test_error']:.2f} % | {100 * r['best_test_error']:.2f} % | "
-                     f"{r['seconds_per_epoch']:.1f} | {', '.join(map(str, r['images_per_second']))} | "
+                     f"{r['seconds_per_epoch']:.1f} | {statistics.median(r['images_per_second']):.0f} | "
                      f"{r['peak_memory_mib']:.0f} |")
+    lines += ["", "Seconds and images/s of runs trained side by side are shared-GPU figures; "
+              "gpu_report.json holds each epoch's test accuracy and images/s."]
     text = "\n".join(lines) + "\n"
     (out / "gpu_report.md").write_text(text)
     (out / "gpu_report.json").write_text(json.dumps(report, indent=2) + "\n")

@@ -2,6 +2,7 @@
 # The GPU measurements, as one time-boxed script (a lent GPU machine is held for minutes, not hours).
 #
 #   bash benchmarks/gpu_session.sh OUT CIFAR10_DIR [DEVICE] [EPOCHS]
+#   PARTS=recipe bash benchmarks/gpu_session.sh OUT CIFAR10_DIR [DEVICE] [EPOCHS]
 #
 # OUT: results folder (created); CIFAR10_DIR: the CIFAR-10 (JPEG) image folder, e.g.
 # ../shared/datasets/cifar10-jpeg; DEVICE: cuda (default) or cpu for a dry run; EPOCHS: of the CIFAR-10 runs
@@ -13,6 +14,11 @@
 #      EPOCHS epochs each, the four runs side by side on the one GPU (so their seconds are shared-GPU seconds);
 #   4. the ImageNet-scale memory table (224 px, batch 128 per GPU, as the paper's per-GPU figures);
 #   5. eager fp32 vs --amp bf16 vs --compile on ResNet-32 InfoPro K=4 (images/s of each epoch).
+# PARTS=recipe (run after the default parts showed E2E far behind at 20 epochs of batch 1024, lr 0.8):
+#   6. E2E at batch 1024 with lr 0.8 (again), 0.8 without channels-last and TF32, 0.4; E2E and InfoPro K=4 at
+#      batch 128, lr 0.1; EPOCHS epochs each, five runs side by side;
+#   7. Table 3 on the memory-balanced cuts (the paper's InfoPro*), K=2..4.
+# python benchmarks/gpu_report.py OUT gathers the numbers into one report.
 set -uo pipefail
 OUT=${1:?usage: gpu_session.sh OUT CIFAR10_DIR [DEVICE] [EPOCHS]}
 DATA=${2:?usage: gpu_session.sh OUT CIFAR10_DIR [DEVICE] [EPOCHS]}
@@ -39,6 +45,7 @@ part() {  # part NAME SECONDS CMD...: run CMD under a time limit, its output in 
   $PY -c "import torch, sys; print('python', sys.version.split()[0], 'torch', torch.__version__, 'cuda', torch.version.cuda, 'cudnn', torch.backends.cudnn.version())"
 } >"$OUT/machine.txt" 2>&1
 
+if [ "${PARTS:-main}" = main ]; then
 # 1. The README's main job (bundled subset): the CLI works on this device.
 part readme 60 $PY -m infopro train --epochs 1 --device "$DEVICE" --out "$OUT/runs/readme" --quiet
 
@@ -66,4 +73,23 @@ for mode in eager bf16 compile; do
     $SPEED_SUB --epochs 2 $flag --device "$DEVICE" --out "$OUT/runs/speed-$mode" --quiet --tensorboard off
 done
 
+fi
+
+if [ "${PARTS:-main}" = recipe ]; then
+pids=()
+recipe() {  # recipe NAME CONFIG FLAGS...
+  local name=$1 config=$2; shift 2
+  part "$name" 210 $PY -m infopro train -c "configs/cifar10/$config.yaml" --data-dir "$DATA" $SUB --epochs "$EPOCHS" \
+    --device "$DEVICE" --out "$OUT/runs/$name" --quiet --tensorboard off "$@"
+}
+recipe e2e-b1024 resnet32-e2e & pids+=($!)
+recipe e2e-b1024-nocl-notf32 resnet32-e2e --no-channels-last --no-tf32 & pids+=($!)
+recipe e2e-b1024-lr0.4 resnet32-e2e --lr 0.4 & pids+=($!)
+recipe e2e-b128 resnet32-e2e --batch-size 128 --lr 0.1 & pids+=($!)
+recipe infopro-b128 resnet32-infopro-contrast-K4 --batch-size 128 --lr 0.1 & pids+=($!)
+wait "${pids[@]}"
+part table3-balanced 90 $PY -m infopro bench --arch resnet110 --batch-size $BENCH_B --K 2 3 4 \
+  --methods e2e,infopro-contrast --cuts balanced,paper-balanced --device "$DEVICE" --steps 3 --warmup 1 \
+  --out "$OUT/table3-balanced"
+fi
 log "done"
