@@ -13,6 +13,7 @@ backend. The gradients are bucket views (`gradient_as_bucket_view`), so the in-p
 in `.grad` with no copy.
 """
 
+import inspect
 from typing import Any
 
 import torch
@@ -21,6 +22,16 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from .messages import Link
+
+# No buffer broadcast at each forward. torch 2.13 renamed DDP's `broadcast_buffers` to
+# `forward_sync_buffers` (the old name warns there); older torch only has the old name, which also skips
+# the broadcast of buffers at construction. That broadcast copies nothing here: every process builds the
+# learner from the same seed before wrapping it, so the buffers are already equal on every rank.
+_NO_FORWARD_BUFFER_SYNC = (
+    {"forward_sync_buffers": False}
+    if "forward_sync_buffers" in inspect.signature(DistributedDataParallel.__init__).parameters
+    else {"broadcast_buffers": False}
+)
 
 
 class DeferredMean:
@@ -50,13 +61,13 @@ def _deferred_mean_hook(state: DeferredMean, bucket: dist.GradBucket) -> torch.f
 def wrap_pair(pair: nn.Module, state: DeferredMean, device: torch.device) -> DistributedDataParallel:
     """`pair` (a `LocalPair`) in its own DDP over `state.group`.
 
-    BatchNorm buffers are not copied from the first rank at each forward (`forward_sync_buffers=False`):
+    BatchNorm buffers are not copied from the first rank at each forward (`_NO_FORWARD_BUFFER_SYNC`):
     each rank keeps its own running statistics, averaged over the group at the end of each epoch. The
     graph of a pair is the same at every step, so DDP may treat it as static.
     """
     ddp = DistributedDataParallel(
         pair, device_ids=[device] if device.type == "cuda" else None, process_group=state.group,
-        forward_sync_buffers=False, gradient_as_bucket_view=True, static_graph=True,
+        gradient_as_bucket_view=True, static_graph=True, **_NO_FORWARD_BUFFER_SYNC,
     )
     ddp.register_comm_hook(state, _deferred_mean_hook)
     return ddp
