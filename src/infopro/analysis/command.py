@@ -108,7 +108,7 @@ def probe_run(run: RestoredRun, depths: list[int], data: Data, train: tuple[np.n
         i_hy = estimate_i_hy(train_h, train_y, test_h, test_y, data.num_classes, probe, settings)
         points.append({"depth": depth, "i_hx": i_hx.value, "i_hy": i_hy.value})
         losses.append({"depth": depth, "decoder": i_hx.train_losses, "probe": i_hy.train_losses})
-        del train_h, test_h
+        del train_h, test_h, train_x, test_x  # freed before the next depth's are extracted
     return points, losses
 
 
