@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from ..data import ImageDataset, stratified_subset
+from ..data import Data, Items, stratified_subset
 from ..errors import InfoProError
 from ..files import atomic_write_text, check_output_dir
 from ..device import pick_device
@@ -20,7 +20,7 @@ from .estimators import TrainSettings, estimate_i_hx, estimate_i_hy
 from .features import check_depths, default_depths, extract_features, feature_map, parse_depths
 from .probes import PROBES
 from .report import plot_probe, probe_table
-from .restore import RestoredRun, load_run_data, read_run_config, restore_run
+from .restore import RestoredRun, open_run_data, read_run_config, restore_run, run_images
 
 # Probes see a subset by default: features of all 50,000 CIFAR images at depth 1 take 3 GB.
 DEFAULT_TRAIN_SUBSET = 10000
@@ -62,34 +62,35 @@ def run_names(args: argparse.Namespace) -> list[str]:
     return names
 
 
-def check_same_data(configs: list[dict[str, Any]], runs: list[str], data_dir: str | None) -> None:
-    """All runs must have seen the same data set (and, unless --data-dir overrides it, the same copy)."""
-    def key(config: dict[str, Any]) -> tuple:
-        return (config.get("dataset"),) if data_dir is not None else (config.get("dataset"), config.get("data_dir"))
+# What decides the images a run's evaluation saw: runs probed together must agree on all of it.
+VIEW_KEYS = ("dataset", "image_size", "channels", "data_path", "mean", "std")
 
-    first = key(configs[0])
+
+def check_same_data(configs: list[dict[str, Any]], runs: list[str], data_dir: str | None) -> None:
+    """All runs must have seen the same data set the same way (and, unless --data-dir overrides it, the same copy)."""
+    keys = VIEW_KEYS if data_dir is not None else (*VIEW_KEYS, "data_dir")
     for run, config in zip(runs[1:], configs[1:]):
-        if key(config) != first:
+        differ = [k for k in keys if config.get(k) != configs[0].get(k)]
+        if differ:
             raise InfoProError(
                 f"runs {runs[0]} and {run} were trained on different data "
-                f"({', '.join(map(str, first))} vs {', '.join(map(str, key(config)))}); "
-                f"probe runs of one data set together, or pass --data-dir to probe all of them on the same copy"
+                f"({'; '.join(f'{k} {configs[0].get(k)} vs {config.get(k)}' for k in differ)}); "
+                f"probe runs of one data set, image size and data path together"
+                + (", or pass --data-dir to probe all of them on the same copy" if differ == ["data_dir"] else "")
             )
 
 
-def subset(images: np.ndarray, labels: np.ndarray, n: int | None, default: int, seed: int,
-           flag: str) -> tuple[np.ndarray, np.ndarray]:
-    """A stratified subset of n images (None: `default` or all, whichever is fewer)."""
+def subset(items: Items, n: int | None, default: int, seed: int, flag: str) -> Items:
+    """A stratified subset of n of `items` (None: `default` or all, whichever is fewer), still undecoded."""
     if n is not None and n <= 0:
         raise InfoProError(f"{flag} must be > 0, got {n}")
-    n = min(default, len(labels)) if n is None else n
-    if n == len(labels):
-        return images, labels
-    keep = stratified_subset(labels, n, seed=seed)
-    return images[keep], labels[keep]
+    n = min(default, len(items)) if n is None else n
+    if n == len(items):
+        return items
+    return items.take(stratified_subset(items.labels, n, seed=seed))
 
 
-def probe_run(run: RestoredRun, depths: list[int], data: ImageDataset, train: tuple[np.ndarray, np.ndarray],
+def probe_run(run: RestoredRun, depths: list[int], data: Data, train: tuple[np.ndarray, np.ndarray],
               test: tuple[np.ndarray, np.ndarray], probe: str, settings: TrainSettings, device: torch.device,
               progress: bool) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """One point {depth, i_hx, i_hy} per depth, and the per-epoch training losses that produced it.
@@ -107,7 +108,7 @@ def probe_run(run: RestoredRun, depths: list[int], data: ImageDataset, train: tu
         i_hy = estimate_i_hy(train_h, train_y, test_h, test_y, data.num_classes, probe, settings)
         points.append({"depth": depth, "i_hx": i_hx.value, "i_hy": i_hy.value})
         losses.append({"depth": depth, "decoder": i_hx.train_losses, "probe": i_hy.train_losses})
-        del train_h, test_h
+        del train_h, test_h, train_x, test_x  # freed before the next depth's are extracted
     return points, losses
 
 
@@ -125,9 +126,12 @@ def probe_main(args: argparse.Namespace) -> int:
     device = pick_device(args.device)
     out = check_output_dir(args.out)  # before the computation, not after it
 
-    data = load_run_data(configs[0], args.data_dir)
-    train = subset(data.train_images, data.train_labels, args.train_subset, DEFAULT_TRAIN_SUBSET, args.seed, "--train-subset")
-    test = subset(data.test_images, data.test_labels, args.test_subset, DEFAULT_TEST_SUBSET, args.seed, "--test-subset")
+    # Only the subsets' images are decoded: a run on an ImageNet-sized folder costs N + M decodes, not 1.3M.
+    data = open_run_data(configs[0], args.data_dir)
+    train_items = subset(data.train, args.train_subset, DEFAULT_TRAIN_SUBSET, args.seed, "--train-subset")
+    test_items = subset(data.test, args.test_subset, DEFAULT_TEST_SUBSET, args.seed, "--test-subset")
+    train, test = ((run_images(configs[0], data, items, settings.progress), items.labels)
+                   for items in (train_items, test_items))
     runs = [restore_run(path, data, device, name) for path, name in zip(args.runs, names)]
     num_blocks = min(r.num_blocks for r in runs)
     if requested is not None:

@@ -66,7 +66,10 @@ def extract_features(
     """(h, image in [0, 1], labels) for uint8 (N, H, W, C) `images`, h taken at `depth` in eval mode.
 
     The loader is the evaluation one (in order, no augmentation), so the
-    features of a set depend only on the weights and the images.
+    features of a set depend only on the weights and the images. What is
+    kept, on `device`: h as float32 (N x the feature's size, written in
+    place: no second copy), the images as float32 in [0, 1] (the decoder's
+    target) and, until this returns, the loader's uint8 copy of the images.
     """
     check_depths([depth], len(backbone.blocks))
     trunk = backbone.blocks[:depth]
@@ -74,18 +77,22 @@ def extract_features(
     modes = [(m, m.training) for m in trunk.modules()]
     trunk.eval()
     loader = DeviceLoader(images, labels, device, batch_size, mean, std, train=False)
-    features, ys = [], []
+    features: torch.Tensor | None = None
     try:
-        for x, y in loader:
-            features.append(trunk(x).float())
-            ys.append(y)
+        start = 0
+        for x, _ in loader:
+            h = trunk(x).float()
+            if features is None:
+                features = h.new_empty((loader.num_samples, *h.shape[1:]))
+            features[start:start + len(h)] = h
+            start += len(h)
         # The decoder's target: the unnormalised image in [0, 1], i.e. what `LocalLearner.unnormalize`
         # recovers from x, taken straight from the uint8 pixels so that no rounding creeps in.
         targets = loader.images.float().div_(255)
     finally:
         for module, mode in modes:
             module.training = mode
-    return torch.cat(features), targets, torch.cat(ys)
+    return features, targets, loader.labels  # the loader's labels are in its (evaluation) order
 
 
 def feature_map(h: torch.Tensor, tokens: TokenLayout | None, image_shape: Sequence[int]) -> torch.Tensor:

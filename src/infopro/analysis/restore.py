@@ -1,4 +1,5 @@
-"""Restoring a trained run: run directory (checkpoint.pt) -> trained backbone, cut points and its data set."""
+"""Restoring a trained run: run directory (checkpoint.pt) -> trained backbone, cut points, and its data set
+as the run saw it (image size, channels, normalisation, evaluation view), decoding only the images asked for."""
 
 from __future__ import annotations
 
@@ -7,9 +8,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
-from ..data import ImageDataset, load_dataset
+from ..data import Data, DataOptions, Items, decode_for_eval, open_data
 from ..errors import InfoProError
 from ..files import error_reason
 from ..models import SequentialBackbone
@@ -62,7 +64,7 @@ def read_run_config(run_dir: str | Path) -> dict[str, Any]:
     return dict(load_checkpoint(checkpoint_path(run_dir))["args"])
 
 
-def restore_run(run_dir: str | Path, data: ImageDataset, device: torch.device, name: str | None = None) -> RestoredRun:
+def restore_run(run_dir: str | Path, data: Data, device: torch.device, name: str | None = None) -> RestoredRun:
     """Rebuild the run's learner from its checkpoint's settings, load the weights, return the frozen backbone.
 
     `data` gives the image shape, class count and normalisation the network was built for.
@@ -91,7 +93,19 @@ def restore_run(run_dir: str | Path, data: ImageDataset, device: torch.device, n
     )
 
 
-def load_run_data(config: dict[str, Any], data_dir: str | Path | None = None) -> ImageDataset:
-    """The data set a run was trained on (its `dataset`, `data_dir` and `cache_dir`), or `data_dir` instead."""
-    return load_dataset(config["dataset"], data_dir if data_dir is not None else config.get("data_dir"),
-                        config.get("cache_dir"), image_size=config.get("image_size"), channels=config.get("channels"))
+def open_run_data(config: dict[str, Any], data_dir: str | Path | None = None) -> Data:
+    """The data set a run was trained on (its `dataset`, `data_dir` and `cache_dir`; or `data_dir` instead),
+    opened without decoding any image: its items (file list or arrays, and labels), with the run's image
+    size, channel count and normalisation. Decode what you use with `run_images`."""
+    mean, std = config.get("mean"), config.get("std")  # recorded by every run that can have a folder data set
+    channels = config.get("channels") or (len(mean) if mean else None)
+    options = DataOptions(image_size=config.get("image_size"), channels=channels, path="stream",
+                          cache_dir=config.get("cache_dir"), progress=False,
+                          mean=tuple(mean) if mean else None, std=tuple(std) if std else None)
+    return open_data(config["dataset"], data_dir if data_dir is not None else config.get("data_dir"), options)
+
+
+def run_images(config: dict[str, Any], data: Data, items: Items, progress: bool = False) -> np.ndarray:
+    """uint8 (N, H, W, C) of `items` (of `open_run_data`), and only those, as the run's evaluation loader
+    showed them: the stored image on the memory path, resize + centre crop on the stream path."""
+    return decode_for_eval(items, data.size, data.channels, config.get("data_path") or "memory", progress)

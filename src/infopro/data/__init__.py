@@ -7,7 +7,8 @@ from .cache import default_cache_dir
 from .datasets import BUNDLED_DIR, DATASETS, DatasetSpec, RawSet, Reader
 from .items import ArrayItems, FileItems, Items
 from .loader import DeviceLoader, epoch_generator
-from .prepare import DATA_PATHS, Data, DataOptions, ImageDataset, channel_stats, load_dataset, make_loader, open_data
+from .prepare import (DATA_PATHS, Data, DataOptions, ImageDataset, channel_stats, decode_for_eval, load_dataset,
+                      make_loader, open_data)
 from .stream import StreamLoader, default_workers
 from .subset import stratified_subset
 
@@ -29,6 +30,7 @@ __all__ = [
     "augment_batch",
     "channel_stats",
     "crop_flip",
+    "decode_for_eval",
     "default_cache_dir",
     "default_workers",
     "epoch_generator",

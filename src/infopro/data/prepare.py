@@ -23,6 +23,7 @@ import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -32,11 +33,11 @@ from ..errors import InfoProError
 from . import sets  # noqa: F401  (registers every data set)
 from .cache import cached, default_cache_dir
 from .datasets import BUNDLED_DIR, DATASETS, DatasetSpec, RawSet, Reader, accepted, find_source
-from .items import ArrayItems, Items, convert, to_array
+from .items import ArrayItems, Items
 from .loader import DeviceLoader
 from .stream import StreamLoader
 from .subset import stratified_split, stratified_subset
-from .transforms import Size, eval_view, prepare_array
+from .transforms import EVAL_VIEWS, Size, eval_array, prepare_array
 
 DATA_PATHS = ("auto", "memory", "stream")
 MEMORY_FRACTION = 0.5  # `auto` keeps a set in memory when it takes at most this share of what is free
@@ -55,6 +56,9 @@ class DataOptions:
     cache_dir: str | Path | None = None
     device: str = "cpu"  # where the memory path would hold the set (for `auto`)
     progress: bool = True
+    # A known normalisation (a trained run's): the stream path then measures none.
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
 
 
 @dataclass
@@ -139,8 +143,13 @@ def _describe_size(wh: np.ndarray) -> str:
     return f"{wh[0]}x{wh[1]}"
 
 
-def _choose_shape(spec: DatasetSpec, headers: dict[str, np.ndarray], raw: RawSet, root: Path,
+def _choose_shape(spec: DatasetSpec, read_headers: Callable[[], dict[str, np.ndarray]], raw: RawSet, root: Path,
                   options: DataOptions) -> tuple[Size, int]:
+    """(size, channels): the options', else what the image headers say (read only when needed: a
+    million-file set given --image-size and --channels opens no file here)."""
+    if options.channels is not None and options.image_size is not None:
+        return (options.image_size, options.image_size), options.channels
+    headers = read_headers()
     train = headers["train"]
     if options.channels is not None:
         channels = options.channels
@@ -189,14 +198,23 @@ def _choose_path(options: DataOptions, decoded_bytes: int) -> str:
     return "memory" if decoded_bytes <= MEMORY_FRACTION * available_memory(options.device) else "stream"
 
 
-def _decode(items: Items, size: Size, channels: int, desc: str, progress: bool) -> np.ndarray:
-    """Every image of `items` as uint8 (N, H, W, C) at `size` with `channels`."""
-    if isinstance(items, ArrayItems) and items.images.shape[1:] == (*size, channels):
-        return items.images
+def _decode(items: Items, size: Size, channels: int, desc: str, progress: bool,
+            view: Callable[..., np.ndarray] = prepare_array) -> np.ndarray:
+    """Every image of `items` as uint8 (N, H, W, C) at `size` with `channels`, through `view` (`fit` by default)."""
+    if view is prepare_array and isinstance(items, ArrayItems) and items.images.shape[1:] == (*size, channels):
+        return items.images  # `fit` to its own size is the image itself
     out = np.empty((len(items), *size, channels), dtype=np.uint8)
     for i in tqdm(range(len(items)), desc=desc, unit="img", disable=not progress, mininterval=1.0):
-        out[i] = prepare_array(items.image(i), size, channels)
+        out[i] = view(items.image(i), size, channels)
     return out
+
+
+def decode_for_eval(items: Items, size: Size, channels: int, path: str, progress: bool = False) -> np.ndarray:
+    """The images of `items`, and only those, as uint8 (N, H, W, C): what the evaluation loader of a run
+    trained on data path `path` showed it (memory: the stored `fit` image; stream: `eval_view`)."""
+    if path not in EVAL_VIEWS:
+        raise InfoProError(f"data path must be one of {', '.join(EVAL_VIEWS)}, got {path!r}")
+    return _decode(items, size, channels, f"decoding {len(items)} images", progress, EVAL_VIEWS[path])
 
 
 def channel_stats(images: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...]]:
@@ -250,7 +268,7 @@ def _stream_stats(raw: RawSet, reader: Reader, root: Path, size: Size, channels:
         n = min(STATS_SAMPLE, len(train))
         pick = np.sort(np.random.default_rng(0).choice(len(train), size=n, replace=False))
         _say(options, f"measuring the mean/std of {n} training images of {root} (once; cached)")
-        images = np.stack([to_array(eval_view(convert(train.image(int(i)), channels), size))
+        images = np.stack([eval_array(train.image(int(i)), size, channels)
                            for i in tqdm(pick, desc="mean/std", unit="img", disable=not options.progress,
                                          mininterval=1.0)])
         mean, std = channel_stats(images)
@@ -290,15 +308,18 @@ def open_data(name: str, data_dir: str | Path | None = None, options: DataOption
                            "drop --val-split")
     test_name = "test" if "test" in raw.splits else "val"
 
-    size, channels = _choose_shape(spec, _headers(raw, reader, root, options), raw, root, options)
+    size, channels = _choose_shape(spec, lambda: _headers(raw, reader, root, options), raw, root, options)
     decoded_bytes = sum(len(items) for items in raw.splits.values()) * size[0] * size[1] * channels
     path = _choose_path(options, decoded_bytes)
     if path == "memory":
         prepared, mean, std = _prepare_memory(raw, reader, root, size, channels, spec, options)
     else:
         prepared = dict(raw.splits)
-        mean, std = (spec.mean, spec.std) if spec.mean is not None else _stream_stats(raw, reader, root, size,
-                                                                                       channels, options)
+        mean, std = spec.mean, spec.std
+        if mean is None and options.mean is None:
+            mean, std = _stream_stats(raw, reader, root, size, channels, options)
+    if options.mean is not None:
+        mean, std = options.mean, options.std
     if len(mean) != channels:  # a fixed normalisation (CIFAR's) is for its own channel count
         raise InfoProError(f"{root} trains as {channels}-channel images but {spec.name} expects {len(mean)}; "
                            f"point the data dir at a {spec.name} copy or pass --channels {len(mean)}")

@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader, Dataset
 from ..errors import InfoProError
 from .items import Items, convert, to_array
 from .loader import epoch_generator, normalise
-from .transforms import Size, eval_view, train_view
+from .transforms import Size, eval_array, train_view
 
 
 def default_workers() -> int:
@@ -45,13 +45,14 @@ class StreamDataset(Dataset):
 
     def __getitem__(self, key: tuple[int, int, int]) -> tuple[torch.Tensor, int]:
         i, epoch, position = key
-        img = convert(self.items.image(i), self.channels)
+        img = self.items.image(i)
         if self.train:
-            img = train_view(img, self.size, np.random.default_rng([self.seed, epoch, position]))
+            rng = np.random.default_rng([self.seed, epoch, position])
+            array = to_array(train_view(convert(img, self.channels), self.size, rng))
         else:
-            img = eval_view(img, self.size)
+            array = eval_array(img, self.size, self.channels)
         # CHW in numpy: a torch op per sample would start its thread pool per image (slow under load).
-        return torch.from_numpy(np.ascontiguousarray(to_array(img).transpose(2, 0, 1))), int(self.items.labels[i])
+        return torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1))), int(self.items.labels[i])
 
 
 class _EpochBatches:

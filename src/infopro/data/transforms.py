@@ -95,3 +95,12 @@ def train_view(img: Image.Image, size: Size, rng: np.random.Generator) -> Image.
 def prepare_array(img: Image.Image, size: Size, channels: int) -> np.ndarray:
     """uint8 (H, W, C): converted to `channels`, then `fit` to `size` (the memory path's stored image)."""
     return to_array(fit(convert(img, channels), size))
+
+
+def eval_array(img: Image.Image, size: Size, channels: int) -> np.ndarray:
+    """uint8 (H, W, C): converted to `channels`, then `eval_view` at `size` (the stream path's evaluation image)."""
+    return to_array(eval_view(convert(img, channels), size))
+
+
+# The image a run's evaluation loader shows, by the data path it was trained on.
+EVAL_VIEWS = {"memory": prepare_array, "stream": eval_array}
