@@ -85,6 +85,7 @@ def test_seven_class_folder_of_mixed_sizes_trains_at_image_size(tmp_path, path, 
         (["--image-size", "3"], "too small for resnet20, which downsamples by 4"),
         (["--dataset", "folder", "--image-size", "0"], "--image-size must be >= 1"),
         (["--mean", "0.5"], "--mean and --std go together"),
+        (["--mean", "0.5", "0.5", "--std", "0.2", "0.2"], "--mean and --std need one value per channel (1)"),
     ],
 )
 def test_bad_data_input_is_one_line_exit_2_and_writes_nothing(tmp_path, capsys, extra, message):
@@ -106,3 +107,17 @@ def test_folder_splits_that_disagree_on_classes_stop_before_writing(tmp_path, ca
     err = capsys.readouterr().err.strip()
     assert "missing in test: ['d9']" in err and len(err.splitlines()) == 1
     assert not out.exists()
+
+
+def test_a_given_normalisation_is_used_and_the_stream_path_measures_none(tmp_path, monkeypatch):
+    grey_digits(tmp_path / "d", {"train": 4, "test": 1})
+
+    def no_measuring(*args, **kwargs):
+        raise AssertionError("the stream path measured mean/std although --mean/--std were given")
+
+    monkeypatch.setattr("infopro.data.prepare._stream_stats", no_measuring)
+    out = tmp_path / "run"
+    assert main(["train", *TRAIN, "--dataset", "folder", "--data-dir", str(tmp_path / "d"), "--data-path", "stream",
+                 "--workers", "0", "--mean", "0.25", "--std", "0.5", "--epochs", "1", "--out", str(out)]) == 0
+    config = yaml.safe_load((out / "config.yaml").read_text())
+    assert (config["mean"], config["std"], config["data_path"]) == ([0.25], [0.5], "stream")

@@ -319,6 +319,9 @@ def open_data(name: str, data_dir: str | Path | None = None, options: DataOption
         if mean is None and options.mean is None:
             mean, std = _stream_stats(raw, reader, root, size, channels, options)
     if options.mean is not None:
+        if len(options.mean) != channels or len(options.std) != channels:
+            raise InfoProError(f"--mean and --std need one value per channel ({channels}), "
+                               f"got {list(options.mean)} and {list(options.std)}")
         mean, std = options.mean, options.std
     if len(mean) != channels:  # a fixed normalisation (CIFAR's) is for its own channel count
         raise InfoProError(f"{root} trains as {channels}-channel images but {spec.name} expects {len(mean)}; "

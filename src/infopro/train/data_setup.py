@@ -25,13 +25,11 @@ def open_training_data(args: argparse.Namespace, device: torch.device) -> Data:
     options = DataOptions(image_size=args.image_size, channels=args.channels, val_split=args.val_split,
                           train_subset=args.train_subset, test_subset=args.test_subset, seed=args.seed,
                           path=args.data_path, cache_dir=args.cache_dir, device=str(device),
-                          progress=not args.quiet)
+                          progress=not args.quiet,
+                          # a given normalisation: the stream path then measures none
+                          mean=None if args.mean is None else tuple(args.mean),
+                          std=None if args.std is None else tuple(args.std))
     data = open_data(args.dataset, args.data_dir, options)
-    if args.mean is not None:
-        if len(args.mean) != data.channels or len(args.std) != data.channels:
-            raise InfoProError(f"--mean and --std need one value per channel ({data.channels}), "
-                               f"got {args.mean} and {args.std}")
-        data.mean, data.std = tuple(args.mean), tuple(args.std)
     args.mean, args.std = list(data.mean), list(data.std)
     args.data_path = data.path
     return data
