@@ -10,7 +10,10 @@ with |h_d| the number of values of one image's feature at depth d. The sizes
 come from one forward pass of a zero image per architecture (`feature_shapes`),
 and are checked against the bytes `extract_features` really returns for two
 images at the largest depth. Defaults: the probe's own subsets (10,000 train /
-2,000 test). Prints a Markdown table and writes JSON.
+2,000 test). `infopro probe` computes the same count (`probe_bytes`) before it
+decodes anything and stops with a --train-subset that fits when the widest depth
+would take more than 60 % of the memory available. Prints a Markdown table and
+writes JSON.
 
     python benchmarks/probe_memory.py --out benchmarks/results/probe_memory.json
 """
@@ -26,6 +29,7 @@ import numpy as np
 import torch
 
 from infopro.analysis import extract_features
+from infopro.analysis.features import probe_bytes
 from infopro.analysis.command import DEFAULT_TEST_SUBSET, DEFAULT_TRAIN_SUBSET
 from infopro.files import atomic_write_text
 from infopro.local.pieces import feature_shapes
@@ -41,7 +45,7 @@ def measure(arch: str, num_classes: int, size: int, n_train: int, n_test: int) -
     values = [math.prod(s) for s in feature_shapes(backbone.blocks, (3, size, size))]
     pixels = 3 * size * size
     n = n_train + n_test
-    per_depth = [n * 4 * (v + pixels) + n_train * pixels for v in values]
+    per_depth = [probe_bytes(n_train, n_test, v, (3, size, size)) for v in values]
     largest = int(np.argmax(values)) + 1
     # The count against what extract_features returns (two random images at the largest depth).
     images = np.random.default_rng(0).integers(0, 256, (2, size, size, 3), dtype=np.uint8)

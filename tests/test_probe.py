@@ -182,3 +182,23 @@ def test_out_that_is_a_file_is_refused(run_dir, tmp_path, capsys):
     out.write_text("")
     assert probe(run_dir, *PROBE, "--out", out) == 2
     assert f"--out {out} is a file, not a directory" in capsys.readouterr().err
+
+
+def test_a_probe_that_would_not_fit_in_memory_stops_before_decoding_and_says_what_fits(run_dir, tmp_path, capsys,
+                                                                                       monkeypatch):
+    """Depth 1 of ResNet-20 on 32x32 images is 16x32x32 values: with room for 60 + 50 images' worth, the
+    probe stops at once with the size it needs and a --train-subset that fits, and decodes nothing."""
+    from infopro.analysis import command
+    from infopro.analysis.features import probe_bytes
+
+    n_train, n_test = 100, 50  # what PROBE asks for
+    values = 16 * 32 * 32
+    available = int(probe_bytes(60, n_test, values, (3, 32, 32)) / command.MEMORY_SHARE) + 10
+    monkeypatch.setattr(command, "available_memory", lambda device: available)
+    monkeypatch.setattr(command, "run_images", lambda *a: pytest.fail("decoded although it would not fit"))
+    assert probe(run_dir, *PROBE, "--depths", "1", "--out", tmp_path / "out") == 2
+    err = capsys.readouterr().err
+    need = probe_bytes(n_train, n_test, values, (3, 32, 32))
+    assert err.count("\n") == 1 and f"probing {n_train} + {n_test} images at depth 1" in err
+    assert f"{need / 1e9:.1f} GB" in err and "use --train-subset 60 or fewer" in err
+    assert not (tmp_path / "out").exists()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 from typing import Any
@@ -12,16 +13,19 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from ..data import Data, Items, stratified_subset
+from ..data import Data, Items, available_memory, stratified_subset
 from ..errors import InfoProError
 from ..files import atomic_write_text, check_output_dir
 from ..device import pick_device
+from ..local.pieces import feature_shapes
 from .estimators import TrainSettings, estimate_i_hx, estimate_i_hy
-from .features import check_depths, default_depths, extract_features, feature_map, parse_depths
+from .features import check_depths, default_depths, extract_features, feature_map, parse_depths, probe_bytes
 from .probes import PROBES
 from .report import plot_probe, probe_table
 from .restore import RestoredRun, open_run_data, read_run_config, restore_run, run_images
 
+# Share of the available memory the features and targets of one depth may take (the estimators train beside them).
+MEMORY_SHARE = 0.6
 # Probes see a subset by default: features of all 50,000 CIFAR images at depth 1 take 3 GB.
 DEFAULT_TRAIN_SUBSET = 10000
 DEFAULT_TEST_SUBSET = 2000
@@ -90,6 +94,26 @@ def subset(items: Items, n: int | None, default: int, seed: int, flag: str) -> I
     return items.take(stratified_subset(items.labels, n, seed=seed))
 
 
+def check_memory(runs: list[RestoredRun], depths: list[int], image_shape: tuple[int, int, int], n_train: int,
+                 n_test: int, device: torch.device) -> None:
+    """Stop before decoding anything when one depth's features and targets would not fit in memory: say how
+    much they need and which --train-subset would fit, instead of being killed part-way."""
+    values = {d: max(math.prod(feature_shapes(r.backbone.blocks, image_shape)[d - 1]) for r in runs) for d in depths}
+    depth = max(depths, key=values.__getitem__)
+    need = probe_bytes(n_train, n_test, values[depth], image_shape)
+    available = available_memory(device)
+    budget = int(MEMORY_SHARE * available)
+    if need <= budget:
+        return
+    per_image = probe_bytes(1, 0, values[depth], image_shape)
+    fits = (budget - probe_bytes(0, n_test, values[depth], image_shape)) // per_image
+    hint = (f"use --train-subset {fits} or fewer" if fits >= 10 else "use a smaller --test-subset and --train-subset")
+    raise InfoProError(
+        f"probing {n_train} + {n_test} images at depth {depth} ({values[depth]:,} feature values per image) needs "
+        f"about {need / 1e9:.1f} GB on {device}, more than {MEMORY_SHARE:.0%} of the {available / 1e9:.1f} GB "
+        f"available; {hint}, or leave out the widest depths with --depths")
+
+
 def probe_run(run: RestoredRun, depths: list[int], data: Data, train: tuple[np.ndarray, np.ndarray],
               test: tuple[np.ndarray, np.ndarray], probe: str, settings: TrainSettings, device: torch.device,
               progress: bool) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -130,14 +154,15 @@ def probe_main(args: argparse.Namespace) -> int:
     data = open_run_data(configs[0], args.data_dir)
     train_items = subset(data.train, args.train_subset, DEFAULT_TRAIN_SUBSET, args.seed, "--train-subset")
     test_items = subset(data.test, args.test_subset, DEFAULT_TEST_SUBSET, args.seed, "--test-subset")
-    train, test = ((run_images(configs[0], data, items, settings.progress), items.labels)
-                   for items in (train_items, test_items))
     runs = [restore_run(path, data, device, name) for path, name in zip(args.runs, names)]
     num_blocks = min(r.num_blocks for r in runs)
     if requested is not None:
         depths = check_depths(requested, num_blocks)
     else:
         depths = default_depths(num_blocks, [d for r in runs for d in r.cut_depths if d <= num_blocks])
+    check_memory(runs, depths, data.image_shape, len(train_items), len(test_items), device)
+    train, test = ((run_images(configs[0], data, items, settings.progress), items.labels)
+                   for items in (train_items, test_items))
 
     results = []
     for run in runs:

@@ -95,6 +95,13 @@ def extract_features(
     return features, targets, loader.labels  # the loader's labels are in its (evaluation) order
 
 
+def probe_bytes(n_train: int, n_test: int, feature_values: int, image_shape: Sequence[int]) -> int:
+    """What the probe holds at one depth: float32 features and float32 images (the decoder's target) of both
+    subsets, plus the loader's uint8 copy of the train images while it extracts them."""
+    pixels = int(np.prod(image_shape))
+    return (n_train + n_test) * 4 * (feature_values + pixels) + n_train * pixels
+
+
 def feature_map(h: torch.Tensor, tokens: TokenLayout | None, image_shape: Sequence[int]) -> torch.Tensor:
     """h as a (N, C, H, W) map for the probes: token features (N, L, D) laid on their patch grid."""
     if h.dim() == 4:

@@ -7,12 +7,13 @@ from .cache import default_cache_dir
 from .datasets import BUNDLED_DIR, DATASETS, DatasetSpec, RawSet, Reader
 from .items import ArrayItems, FileItems, Items
 from .loader import DeviceLoader, epoch_generator
-from .prepare import (DATA_PATHS, Data, DataOptions, ImageDataset, channel_stats, decode_for_eval, load_dataset,
-                      make_loader, open_data)
+from .prepare import (DATA_PATHS, Data, DataOptions, ImageDataset, available_memory, channel_stats, decode_for_eval,
+                      load_dataset, make_loader, open_data)
 from .stream import StreamLoader, default_workers
 from .subset import stratified_subset
 
 __all__ = [
+    "available_memory",
     "ArrayItems",
     "BUNDLED_DIR",
     "DATASETS",
