@@ -5,7 +5,7 @@
 
 `infopro.build_backbone` (the same weights as `infopro train --seed 0`), `torch.optim.SGD` with the configs'
 Nesterov momentum 0.9 and weight decay 1e-4, cross-entropy, and batches of CIFAR-10 (JPEG) training images
-with the paper's augmentation (`DeviceLoader`). Prints the loss and the gradient norm of each step and
+with the paper's augmentation (`infopro.data`'s memory path, a stratified subset as `--train-subset`). Prints the loss and the gradient norm of each step and
 writes them as JSON.
 """
 
@@ -15,25 +15,12 @@ import argparse
 import json
 from pathlib import Path
 
-import numpy as np
 import torch
-from PIL import Image
 
 import infopro
-from infopro.data import DeviceLoader
+from infopro.data import DataOptions, make_loader, open_data
 
 ROOT = Path(__file__).resolve().parents[1]
-CIFAR_MEAN = [125.3 / 255, 123.0 / 255, 113.9 / 255]
-CIFAR_STD = [63.0 / 255, 62.1 / 255, 66.7 / 255]
-
-
-def read_images(root: Path, per_class: int) -> tuple[np.ndarray, np.ndarray]:
-    classes = sorted(p.name for p in (root / "train").iterdir() if p.is_dir())
-    files = [(f, label) for label, name in enumerate(classes) for f in sorted((root / "train" / name).glob("*.jpg"))[:per_class]]
-    images = np.stack([np.array(Image.open(f).convert("RGB")) for f, _ in files])
-    return images, np.array([label for _, label in files])
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", type=Path, default=ROOT.parent / "shared" / "datasets" / "cifar10-jpeg")
@@ -41,11 +28,12 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=1024)
     parser.add_argument("--lr", type=float, default=0.8)
     parser.add_argument("--steps", type=int, default=6)
-    parser.add_argument("--images-per-class", type=int, default=1024)
+    parser.add_argument("--train-subset", type=int, default=10240, help="stratified, as `infopro train`'s")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "first_steps.json")
     args = parser.parse_args()
-    images, labels = read_images(args.data_dir, args.images_per_class)
-    loader = DeviceLoader(images, labels, "cpu", args.batch_size, CIFAR_MEAN, CIFAR_STD, train=True, seed=0)
+    data = open_data("cifar10", args.data_dir, DataOptions(path="memory", train_subset=args.train_subset,
+                                                            test_subset=10, progress=False))
+    loader = make_loader(data, data.train, "cpu", args.batch_size, train=True, seed=0)
     torch.manual_seed(0)
     net = infopro.build_backbone(args.arch, num_classes=10).to(memory_format=torch.channels_last)
     optimizer = torch.optim.SGD(net.parameters(), lr=args.lr, momentum=0.9, nesterov=True, weight_decay=1e-4)
@@ -63,7 +51,8 @@ def main() -> None:
         optimizer.step()
         steps.append({"step": len(steps) + 1, "loss": loss.item(), "grad_norm": grad_norm})
         print(f"step {len(steps):>3}  loss {loss.item():7.3f}  gradient norm {grad_norm:6.2f}", flush=True)
-    results = {"arch": args.arch, "batch_size": args.batch_size, "lr": args.lr, "images": len(labels), "steps": steps}
+    results = {"arch": args.arch, "batch_size": args.batch_size, "lr": args.lr, "images": len(data.train),
+               "steps": steps}
     previous = json.loads(args.out.read_text()) if args.out.is_file() else []
     previous = [r for r in previous if (r["arch"], r["batch_size"], r["lr"]) != (args.arch, args.batch_size, args.lr)]
     args.out.write_text(json.dumps(previous + [results], indent=2) + "\n")

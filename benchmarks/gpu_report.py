@@ -14,25 +14,15 @@ import statistics
 from pathlib import Path
 from typing import Any
 
+from infopro.train.run_dir import RunDir
+
 MiB = 2**20
 
 
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    if not path.is_file():
-        return []
-    records = []
-    for line in path.read_text().splitlines():
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:  # a torn last line of a killed run
-            pass
-    return records
-
-
 def run_row(run: Path) -> dict[str, Any]:
-    history = read_jsonl(run / "metrics.jsonl")
-    summary_path = run / "summary.json"
-    summary = json.loads(summary_path.read_text()) if summary_path.is_file() else None
+    run_dir = RunDir(run)
+    history = run_dir.metric_records() if run_dir.metrics.is_file() else []  # a torn last line is skipped
+    summary = run_dir.read_summary()
     row: dict[str, Any] = {"run": run.name, "finished": summary is not None, "epochs_done": len(history)}
     if history:
         last = history[-1]

@@ -23,14 +23,14 @@ from ..parallel import MeshTrainer, ParallelRuntime, PeerLost, start_parallel
 from .args import check_args, resolved_config
 from .checkpoint import load_checkpoint, save_checkpoint
 from .data_setup import Loaders, check_image_size, make_loaders, open_training_data
-from .parts import (build_learner, build_schedule, count_correct, evaluate, evaluate_metrics, make_optimizer,
+from .parts import (build_learner, build_schedule, evaluate, evaluate_metrics, make_optimizer,
                     replan_schedule)
 from .provenance import as_comment, now, provenance
 from .run_log import RunLog
 from ..model_file import backbone_of, model_payload
 from .run_dir import RunDir, checkpoint_to_read, fault_point
 
-__all__ = ["build_learner", "count_correct", "evaluate", "make_optimizer", "peak_memory_bytes", "pick_device",
+__all__ = ["build_learner", "evaluate", "make_optimizer", "peak_memory_bytes", "pick_device",
            "train_main"]
 
 # Settings that decide the shape of the model: a checkpoint evaluated with --test-only must share them.

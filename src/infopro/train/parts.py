@@ -68,26 +68,9 @@ def replan_schedule(optimizer: torch.optim.Optimizer, args: argparse.Namespace,
     return schedule
 
 
-@torch.no_grad()
-def count_correct(learner: LocalLearner, batches: Any, args: argparse.Namespace,
-                  device: torch.device) -> tuple[torch.Tensor, int]:
-    """(correct top-1 predictions as a device tensor, images seen) of the whole network in eval mode."""
-    learner.eval()
-    correct = torch.zeros((), dtype=torch.long, device=device)
-    total = 0
-    for x, y in batches:
-        if args.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(device.type, dtype=learner.amp_dtype, enabled=learner.amp_dtype is not None):
-            correct += (learner(x).argmax(1) == y).sum()
-        total += len(y)
-    return correct, total
-
-
 def evaluate(learner: LocalLearner, loader: DeviceLoader, args: argparse.Namespace, device: torch.device) -> float:
     """Top-1 accuracy of the whole network (all pieces, eval mode)."""
-    correct, total = count_correct(learner, loader, args, device)
-    return correct.item() / max(total, 1)
+    return evaluate_metrics(learner, loader, args, device)["accuracy"]
 
 
 @torch.no_grad()
