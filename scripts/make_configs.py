@@ -1,7 +1,9 @@
-"""Write configs/cifar10/*.yaml: one file per row of the paper's CIFAR-10 table (and InfoPro*), and the rivals'.
+"""Write configs/<dataset>/*.yaml: one file per row of the paper's tables (CIFAR-10, SVHN, STL-10, ImageNet;
+InfoPro* included), and the rivals'. Every value's source (file and line of the authors' code) is in
+docs/recipes.md, and tests/test_recipes.py fails when a config drifts from that page.
 
-Lambdas are the published ones (the reference code's CIFAR-10 commands, given
-for InfoPro Contrast; InfoPro Softmax uses the same). Run:
+Lambdas are the published ones (the reference code's commands, given for InfoPro Contrast; InfoPro Softmax
+uses the same). Run:
     python scripts/make_configs.py
 """
 
@@ -9,11 +11,28 @@ from pathlib import Path
 
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1] / "configs" / "cifar10"
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+ROOT = CONFIGS / "cifar10"
 
-# Recipe: SGD Nesterov 0.9, wd 1e-4, 160 epochs cosine, batch 1024 at lr 0.8.
-RECIPE = dict(dataset="cifar10", epochs=160, batch_size=1024, lr=0.8, schedule="cosine",
-              momentum=0.9, nesterov=True, weight_decay=1e-4, seed=0)
+# Recipe (the authors' CIFAR train.py with --cos_lr): SGD Nesterov 0.9, wd 1e-4, 160 epochs, batch 1024 at lr 0.8,
+# cosine set per epoch from the 1-based epoch, after a 10-epoch warm-up from 0.01.
+RECIPE = dict(dataset="cifar10", epochs=160, batch_size=1024, lr=0.8, schedule="cosine", schedule_first_epoch=1,
+              warmup_epochs=10, warmup_start=0.01, momentum=0.9, nesterov=True, weight_decay=1e-4, seed=0)
+# SVHN as CIFAR-10; STL-10 at batch 128, lr 0.1 (train.py's training_configurations).
+DATASET_RECIPES = {"svhn": {**RECIPE, "dataset": "svhn"},
+                   "stl10": {**RECIPE, "dataset": "stl10", "batch_size": 128, "lr": 0.1}}
+# comand.sh, ResNet-110 InfoPro Contrast: (lambda1, lambda2) of the first piece, then of piece K-1.
+DATASET_LAMBDAS = {
+    "svhn": {2: [1, 0.1, 0, 0], 4: [5, 0, 0.5, 1], 8: [5, 0, 0.5, 2], 16: [5, 0.2, 0.5, 1]},
+    "stl10": {2: [10, 1, 0, 0], 4: [20, 0.2, 5, 2], 8: [20, 0.2, 5, 1], 16: [20, 0.5, 10, 0.1]},
+}
+STL10_BALANCED_LAMBDAS = {2: [20, 1, 0, 0], 3: [20, 0.5, 5, 2], 4: [20, 0.5, 10, 1]}
+# imagenet_DDP.py and its README: batch 1024, lr 0.4, 90 epochs, SGD Nesterov 0.9, wd 1e-4, cosine from the
+# 0-based epoch, no warm-up; K=2 with InfoPro's softmax head; (ixx_r, ixy_r) per network.
+IMAGENET_RECIPE = dict(dataset="folder", image_size=224, data_path="stream", epochs=90, batch_size=1024, lr=0.4,
+                       schedule="cosine", schedule_first_epoch=0, warmup_epochs=0, momentum=0.9, nesterov=True,
+                       weight_decay=1e-4, seed=0)
+IMAGENET_LAMBDAS = {"resnet101": [5, 0.75, 0, 0], "resnet152": [5, 1, 0, 0], "resnext101_32x8d": [5, 0.75, 0, 0]}
 
 # (lambda1, lambda2) of the first piece, then of piece K-1.
 INFOPRO_LAMBDAS = {
@@ -23,9 +42,27 @@ INFOPRO_LAMBDAS = {
 BALANCED_LAMBDAS = {2: [5, 0.1, 0, 0], 3: [5, 0, 5, 0.1], 4: [5, 0, 5, 0.1]}
 
 
-def write(name: str, **settings) -> None:
-    path = ROOT / f"{name}.yaml"
-    path.write_text(yaml.safe_dump({**RECIPE, **settings}, sort_keys=False))
+def write(name: str, folder: Path = ROOT, recipe: dict = RECIPE, **settings) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.yaml"
+    path.write_text(yaml.safe_dump({**recipe, **settings}, sort_keys=False))
+
+
+def write_other_datasets() -> None:
+    """SVHN and STL-10 (ResNet-110, comand.sh), and the ImageNet K=2 runs (imagenet_DDP.py's README)."""
+    for dataset, by_K in DATASET_LAMBDAS.items():
+        folder, recipe = CONFIGS / dataset, DATASET_RECIPES[dataset]
+        write("resnet110-e2e", folder, recipe, arch="resnet110", method="e2e", K=1, cuts="paper")
+        for K, lambdas in by_K.items():
+            write(f"resnet110-infopro-contrast-K{K}", folder, recipe, arch="resnet110", method="infopro-contrast",
+                  K=K, cuts="paper", lambdas=lambdas)
+    for K, lambdas in STL10_BALANCED_LAMBDAS.items():
+        write(f"resnet110-infopro-contrast-K{K}-balanced", CONFIGS / "stl10", DATASET_RECIPES["stl10"],
+              arch="resnet110", method="infopro-contrast", K=K, cuts="paper-balanced-stl10", lambdas=lambdas)
+    for arch, lambdas in IMAGENET_LAMBDAS.items():
+        write(f"{arch}-e2e", CONFIGS / "imagenet", IMAGENET_RECIPE, arch=arch, method="e2e", K=1, cuts="paper")
+        write(f"{arch}-infopro-softmax-K2", CONFIGS / "imagenet", IMAGENET_RECIPE, arch=arch,
+              method="infopro-softmax", K=2, cuts="paper", lambdas=lambdas)
 
 
 # The rivals' 400-epoch recipe (their papers' CIFAR-10 runs; compare methods only within one recipe).
@@ -83,7 +120,8 @@ def main() -> None:
         write(f"resnet110-infopro-contrast-K{K}-balanced", arch="resnet110", method="infopro-contrast", K=K,
               cuts="paper-balanced", lambdas=lambdas)
     write_rivals()
-    print(f"wrote {len(list(ROOT.glob('*.yaml')))} files to {ROOT}")
+    write_other_datasets()
+    print(f"wrote {len(list(CONFIGS.glob('*/*.yaml')))} files to {CONFIGS}")
 
 
 if __name__ == "__main__":

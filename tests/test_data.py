@@ -408,3 +408,35 @@ def test_drop_last_and_bad_arguments():
         _loader(batch_size=0)
     with pytest.raises(InfoProError):
         DeviceLoader(np.zeros((2, 4, 4, 1), np.uint8), np.zeros(2), "cpu", 1, (0.5, 0.5), (1, 1), train=False)
+
+
+@pytest.mark.parametrize("padding,mode", [("reflect", "reflect"), ("zeros", "constant")])
+def test_crop_flip_equals_pad_then_crop_then_flip(padding, mode):
+    """The one-gather crop equals padding the image (reflect as the CIFAR code, zeros as torchvision's
+    RandomCrop(padding=...) for SVHN/STL-10), cropping at the offset, then flipping."""
+    import torch.nn.functional as F
+
+    from infopro.data import crop_flip
+
+    g = torch.Generator().manual_seed(0)
+    images = torch.randint(1, 256, (6, 3, 9, 7), generator=g, dtype=torch.uint8)
+    pad = 3
+    offsets = torch.randint(0, 2 * pad + 1, (6, 2), generator=g)
+    flips = torch.tensor([True, False, True, False, True, False])
+    got = crop_flip(images, offsets, flips, pad, padding)
+    padded = F.pad(images.float(), (pad,) * 4, mode=mode)
+    for i in range(6):
+        top, left = offsets[i].tolist()
+        expected = padded[i, :, top:top + 9, left:left + 7]
+        expected = expected.flip(-1) if flips[i] else expected
+        assert torch.equal(got[i].float(), expected), i
+    if padding == "zeros":
+        assert (got == 0).any()  # the zero border shows up somewhere
+
+
+def test_datasets_carry_the_authors_augmentation():
+    from infopro.data import DATASETS
+
+    assert (DATASETS.get("cifar10").pad, DATASETS.get("cifar10").padding, DATASETS.get("cifar10").flip) == (4, "reflect", True)
+    assert (DATASETS.get("svhn").pad, DATASETS.get("svhn").padding, DATASETS.get("svhn").flip) == (2, "zeros", False)
+    assert (DATASETS.get("stl10").pad, DATASETS.get("stl10").padding, DATASETS.get("stl10").flip) == (4, "zeros", True)

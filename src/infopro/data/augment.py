@@ -1,4 +1,4 @@
-"""The paper's CIFAR augmentation, batched on the images' device: reflect-pad, random crop, random flip."""
+"""The papers' augmentation, batched on the images' device: pad (reflect or zeros), random crop, random flip."""
 
 from __future__ import annotations
 
@@ -11,27 +11,40 @@ def _reflect(index: torch.Tensor, size: int) -> torch.Tensor:
     return (size - 1) - (size - 1 - index).abs()
 
 
-def crop_flip(images: torch.Tensor, offsets: torch.Tensor, flips: torch.Tensor, pad: int) -> torch.Tensor:
+PADDINGS = ("reflect", "zeros")
+
+
+def crop_flip(images: torch.Tensor, offsets: torch.Tensor, flips: torch.Tensor, pad: int,
+              padding: str = "reflect") -> torch.Tensor:
     """Crop each image of `images` (N, C, H, W) at `offsets` (N, 2: top, left, in [0, 2*pad])
-    from its reflect-padded version, mirrored where `flips` (N,) is true. One gather, no padded copy."""
+    from its padded version (`padding`: reflect, as the CIFAR code, or zeros, as torchvision's RandomCrop
+    for SVHN and STL-10), mirrored where `flips` (N,) is true. One gather, no padded copy."""
     n, c, h, w = images.shape
     device = images.device
-    rows = _reflect(offsets[:, :1] - pad + torch.arange(h, device=device), h)  # (N, H)
+    rows = offsets[:, :1] - pad + torch.arange(h, device=device)  # (N, H), in [-pad, h + pad)
     cols = torch.arange(w, device=device).expand(n, w)
-    cols = torch.where(flips[:, None], (w - 1) - cols, cols)
-    cols = _reflect(offsets[:, 1:] - pad + cols, w)  # (N, W)
-    return images[
+    cols = offsets[:, 1:] - pad + torch.where(flips[:, None], (w - 1) - cols, cols)  # (N, W)
+    if padding == "reflect":
+        return images[
+            torch.arange(n, device=device)[:, None, None, None],
+            torch.arange(c, device=device)[None, :, None, None],
+            _reflect(rows, h)[:, None, :, None],
+            _reflect(cols, w)[:, None, None, :],
+        ]
+    inside = ((rows >= 0) & (rows < h))[:, None, :, None] & ((cols >= 0) & (cols < w))[:, None, None, :]
+    out = images[
         torch.arange(n, device=device)[:, None, None, None],
         torch.arange(c, device=device)[None, :, None, None],
-        rows[:, None, :, None],
-        cols[:, None, None, :],
+        rows.clamp(0, h - 1)[:, None, :, None],
+        cols.clamp(0, w - 1)[:, None, None, :],
     ]
+    return out * inside.to(out.dtype)
 
 
 def augment_batch(
-    images: torch.Tensor, generator: torch.Generator, pad: int = 4, flip: bool = True
+    images: torch.Tensor, generator: torch.Generator, pad: int = 4, flip: bool = True, padding: str = "reflect"
 ) -> torch.Tensor:
-    """Randomly crop (from a `pad`-pixel reflect padding) and horizontally flip a uint8 (N, C, H, W) batch.
+    """Randomly crop (from a `pad`-pixel `padding`) and horizontally flip a uint8 (N, C, H, W) batch.
 
     The random numbers come from `generator` on its own device and are moved to
     the images' device, so a CPU generator gives the same result on any device.
@@ -51,4 +64,4 @@ def augment_batch(
         if flip
         else torch.zeros(n, dtype=torch.bool, device=gen_device)
     )
-    return crop_flip(images, offsets.to(images.device), flips.to(images.device), pad)
+    return crop_flip(images, offsets.to(images.device), flips.to(images.device), pad, padding)

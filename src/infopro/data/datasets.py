@@ -53,6 +53,12 @@ class DatasetSpec:
     std: tuple[float, ...] | None = None
     image_size: int | None = None  # the set's own square size, where it has one (CIFAR: 32)
     bundled: str | None = None  # file in data/bundled/ used when no data dir is given
+    # The in-memory path's training augmentation, as the authors' code has it for this set: pad `pad` pixels
+    # (reflect for CIFAR, zeros where they use torchvision's RandomCrop(padding=...): SVHN, STL-10), random crop,
+    # and a horizontal flip unless `flip` is False (SVHN: digits are not mirror-symmetric).
+    pad: int = 4
+    padding: str = "reflect"
+    flip: bool = True
 
 
 DATASETS: Registry[DatasetSpec] = Registry("dataset")

@@ -36,8 +36,8 @@ def epoch_generator(seed: int, epoch: int) -> torch.Generator:
 class DeviceLoader:
     """Batches `(x, y)` of a whole set held on `device`: x float32 (B, C, H, W) normalised, y int64.
 
-    train=True: shuffled, reflect-pad `pad` + random crop + random horizontal
-    flip (if `flip`). train=False: in order, unaugmented. The last partial
+    train=True: shuffled, pad `pad` (`padding`: reflect or zeros) + random crop +
+    random horizontal flip (if `flip`). train=False: in order, unaugmented. The last partial
     batch is kept unless `drop_last`. Each pass over the loader is one epoch
     and advances to the next; `set_epoch(e)` makes the next pass epoch e
     (call it every epoch, like DistributedSampler, to resume exactly).
@@ -56,6 +56,7 @@ class DeviceLoader:
         pad: int = 4,
         flip: bool = True,
         drop_last: bool = False,
+        padding: str = "reflect",
     ) -> None:
         images, labels = np.asarray(images), np.asarray(labels)
         if images.dtype != np.uint8 or images.ndim != 4:
@@ -86,6 +87,7 @@ class DeviceLoader:
         self.seed = seed
         self.pad = pad
         self.flip = flip
+        self.padding = padding
         self.drop_last = drop_last
         self.epoch = 0
 
@@ -126,5 +128,6 @@ class DeviceLoader:
         order = torch.randperm(self.num_samples, generator=generator).to(self.device)
         for start in range(0, stop, self.batch_size):
             index = order[start : start + self.batch_size]
-            x = augment_batch(self.images[index], generator, pad=self.pad, flip=self.flip)
+            x = augment_batch(self.images[index], generator, pad=self.pad, flip=self.flip,
+                                  padding=self.padding)
             yield self.normalise(x), self.labels[index]

@@ -359,8 +359,10 @@ def make_loader(data: Data, items: Items, device: torch.device | str, batch_size
     """The loader of `items` (one of data.train/val/test) on the data's path."""
     if data.path == "memory":
         assert isinstance(items, ArrayItems)
+        spec = DATASETS.get(data.name)
         return DeviceLoader(items.images, items.labels, device, batch_size, data.mean, data.std, train=train,
-                            seed=seed, drop_last=drop_last)
+                            seed=seed, drop_last=drop_last, pad=min(spec.pad, min(data.size) - 1),
+                            flip=spec.flip, padding=spec.padding)
     return StreamLoader(items, data.size, data.channels, device, batch_size, data.mean, data.std, train=train,
                         seed=seed, workers=workers, drop_last=drop_last, shard=shard)
 

@@ -49,6 +49,12 @@ PAPER_BALANCED_CUTS: dict[str, dict[int, list[StagePosition]]] = {
     },
 }
 
+# STL-10's balanced cuts (the authors' networks/configs.py, InfoPro_balanced_memory['resnet110']['stl10']):
+# its 96 px images shift the memory balance, so K=3 differs from CIFAR-10's.
+PAPER_BALANCED_STL10_CUTS: dict[str, dict[int, list[StagePosition]]] = {
+    "resnet110": {2: [(1, 14)], 3: [(1, 8), (2, 1)], 4: [(1, 6), (1, 14), (2, 8)]},
+}
+
 # (backbone, K, context) -> cuts; the context (input shape, batch, aux nets) is None outside a LocalLearner.
 CutPreset = Callable[[SequentialBackbone, int, "CutContext | None"], list[int]]
 CUT_PRESETS: Registry[CutPreset] = Registry("cut preset")
@@ -83,6 +89,7 @@ def even_cuts(num_blocks: int, K: int) -> list[int]:
 
 CUT_PRESETS.add("paper", _published("paper", PAPER_CUTS))
 CUT_PRESETS.add("paper-balanced", _published("paper-balanced", PAPER_BALANCED_CUTS))
+CUT_PRESETS.add("paper-balanced-stl10", _published("paper-balanced-stl10", PAPER_BALANCED_STL10_CUTS))
 CUT_PRESETS.add("even", lambda backbone, K, context=None: even_cuts(len(backbone.blocks), K))
 
 

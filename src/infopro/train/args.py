@@ -15,6 +15,7 @@ from ..describe import add_learner_arguments, check_learner_arguments
 from ..errors import InfoProError
 from .run_dir import read_run_settings, read_yaml_mapping, run_to_continue
 from .run_log import tensorboard_writer
+from .schedule import SCHEDULES, WARMUP_TARGETS
 
 # Arguments that say how to run, not what the run is: kept out of config.yaml.
 RUNTIME_KEYS = {"config", "resume", "test_only", "quiet", "tensorboard", "main", "command", "command_line"}
@@ -65,8 +66,24 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     o.add_argument("--batch-size", type=int, default=128, help="(default: %(default)s)")
     o.add_argument("--lr", type=float, default=None,
                    help="initial learning rate; default 0.1 per 128 images (the paper: batch 128 lr 0.1, batch 1024 lr 0.8)")
-    o.add_argument("--schedule", choices=["cosine", "step"], default="cosine",
-                   help="cosine to 0, or step: x0.1 at 50%% and 75%% of the epochs (default: %(default)s)")
+    o.add_argument("--schedule", choices=SCHEDULES, default="cosine",
+                   help="cosine to --min-lr, or step: x0.1 at 50%% and 75%% of the epochs; set once per epoch "
+                        "(default: %(default)s)")
+    o.add_argument("--schedule-first-epoch", type=int, choices=[0, 1], default=0,
+                   help="the epoch number the schedule is evaluated at in the first epoch: 1 as the authors' CIFAR "
+                        "train.py (the paper configs), 0 as their imagenet_DDP.py and torch's schedulers, which "
+                        "start at --lr (default: %(default)s, so that a short run does not spend its last epoch at lr 0)")
+    o.add_argument("--warmup-epochs", type=int, default=0, metavar="N",
+                   help="linear warm-up over the first N epochs from --warmup-start, per epoch as in the authors' "
+                        "CIFAR train.py (their configs: 10); default %(default)s: the paper configs set it, a bare "
+                        "short run does not")
+    o.add_argument("--warmup-start", type=float, default=0.01, metavar="LR",
+                   help="the learning rate of the first warm-up epoch (default: %(default)s, the authors')")
+    o.add_argument("--warmup-to", choices=WARMUP_TARGETS, default="schedule",
+                   help="schedule: blend towards the schedule's value of the epoch (InfoPro's train.py); peak: "
+                        "towards --lr (timm's warm-up, as DeiT) (default: %(default)s)")
+    o.add_argument("--min-lr", type=float, default=0.0, metavar="LR",
+                   help="the cosine's end value (timm's lr_min; 0 in the InfoPro code) (default: %(default)s)")
     o.add_argument("--momentum", type=float, default=0.9, help="SGD momentum")
     o.add_argument("--nesterov", action=argparse.BooleanOptionalAction, default=True, help="Nesterov momentum")
     o.add_argument("--weight-decay", type=float, default=1e-4, help="L2 weight decay")
@@ -204,7 +221,8 @@ def check_args(args: argparse.Namespace) -> None:
     if args.lr is None:
         args.lr = 0.1 * args.batch_size / 128
     for flag, value in (("--lr", args.lr), ("--momentum", args.momentum), ("--weight-decay", args.weight_decay),
-                        ("--dist-timeout", args.dist_timeout)):
+                        ("--dist-timeout", args.dist_timeout), ("--warmup-start", args.warmup_start),
+                        ("--min-lr", args.min_lr)):
         if not math.isfinite(value):
             raise InfoProError(f"{flag} must be a finite number, got {value}")
     check_learner_arguments(args)
@@ -214,6 +232,9 @@ def check_args(args: argparse.Namespace) -> None:
         (args.batch_size >= 1, f"--batch-size must be >= 1, got {args.batch_size}"),
         (args.lr > 0, f"--lr must be > 0, got {args.lr}"),
         (args.momentum >= 0, f"--momentum must be >= 0, got {args.momentum}"),
+        (args.warmup_epochs >= 0, f"--warmup-epochs must be >= 0, got {args.warmup_epochs}"),
+        (args.warmup_start > 0, f"--warmup-start must be > 0, got {args.warmup_start}"),
+        (0 <= args.min_lr < args.lr, f"--min-lr must be in [0, --lr {args.lr:g}), got {args.min_lr}"),
         (args.weight_decay >= 0, f"--weight-decay must be >= 0, got {args.weight_decay}"),
         (args.train_subset is None or args.train_subset > 0, f"--train-subset must be > 0, got {args.train_subset}"),
         (args.test_subset is None or args.test_subset > 0, f"--test-subset must be > 0, got {args.test_subset}"),

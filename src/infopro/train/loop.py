@@ -27,6 +27,7 @@ from .parts import (build_learner, build_schedule, evaluate, evaluate_metrics, m
                     replan_schedule)
 from .provenance import as_comment, now, provenance
 from .run_log import RunLog
+from .schedule import Schedule
 from ..model_file import backbone_of, model_payload
 from .run_dir import RunDir, checkpoint_to_read, fault_point
 
@@ -222,11 +223,12 @@ def _epochs(args: argparse.Namespace, run: RunDir, state: dict[str, Any] | None,
     if state is not None:
         _load_model(learner, state, run.checkpoint)
         trainer.load_optimizer(state["optimizer"])
-        schedule.load_state_dict(state["scheduler"])
         start_epoch = state["epoch"]
+        # The rate is a formula of the epoch (`schedule.py`): set from it, not from the saved scheduler, so a
+        # run resumed mid-warm-up, or one saved by an older version, continues the same schedule.
+        schedule = replan_schedule(trainer.optimizer, args, start_epoch)
         planned = state["args"].get("epochs", args.epochs)
         if planned != args.epochs and start_epoch < args.epochs:
-            schedule = replan_schedule(trainer.optimizer, args, start_epoch)
             if writer:
                 run.drop_summary()  # it described the shorter plan; the longer one writes its own
                 print(f"--epochs {args.epochs} (was {planned}): the {args.schedule} schedule is re-planned for "
@@ -248,6 +250,10 @@ def _epochs(args: argparse.Namespace, run: RunDir, state: dict[str, Any] | None,
         print(f"{data.name} ({len(data.train)} train{val} / {len(data.test)} test, {data.size[1]}x{data.size[0]}x"
               f"{data.channels}, {data.path} path, {data.source}) · {args.arch} · "
               f"{args.method} K={args.K} cuts {learner.cuts} ({cuts_label(args.cuts, args.arch, args.K)}) · {trainer.where} · run dir {run.path}")
+        print(f"{args.epochs} epochs, batch {args.batch_size}, {Schedule.from_args(args).describe()}")
+        if args.warmup_epochs >= args.epochs:
+            print(f"note: --warmup-epochs {args.warmup_epochs} is not below --epochs {args.epochs}: the whole run is "
+                  f"warm-up and never reaches --lr {args.lr:g}; pass --warmup-epochs 0 for a short run")
 
     for epoch in range(start_epoch, args.epochs):
         record = trainer.train_epoch(loaders.train, epoch, args)

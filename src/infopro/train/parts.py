@@ -16,6 +16,7 @@ from ..device import is_convolutional
 from ..epoch_metrics import EvalSums, evaluation_result
 from ..local import LocalLearner
 from ..models import build_backbone
+from .schedule import Schedule, build_lr_scheduler
 
 AMP_DTYPES = {"none": None, "bf16": torch.bfloat16}
 
@@ -45,11 +46,8 @@ def make_optimizer(params: Any, args: argparse.Namespace) -> torch.optim.Optimiz
 
 
 def build_schedule(optimizer: torch.optim.Optimizer, args: argparse.Namespace) -> torch.optim.lr_scheduler.LRScheduler:
-    """Stepped once per epoch, as in the paper's code."""
-    if args.schedule == "cosine":
-        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=args.epochs)
-    milestones = [int(args.epochs * 0.5), int(args.epochs * 0.75)]
-    return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=milestones, gamma=0.1)
+    """Stepped once per epoch, as in the authors' code (`schedule.py` has the formula and its sources)."""
+    return build_lr_scheduler(optimizer, Schedule.from_args(args))
 
 
 def replan_schedule(optimizer: torch.optim.Optimizer, args: argparse.Namespace,
@@ -58,8 +56,6 @@ def replan_schedule(optimizer: torch.optim.Optimizer, args: argparse.Namespace,
     whose --epochs changed follows from here on. Its learning rate from now on is the one a run planned
     that long from the start would have; the epochs already done followed the old plan, so the run as a
     whole is not bitwise that run."""
-    for group in optimizer.param_groups:
-        group["lr"] = group.get("initial_lr", args.lr)
     schedule = build_schedule(optimizer, args)
     with warnings.catch_warnings():  # "scheduler stepped before optimizer.step()": on purpose here
         warnings.simplefilter("ignore")

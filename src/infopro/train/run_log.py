@@ -42,14 +42,14 @@ def metrics_csv(history: Sequence[dict[str, Any]]) -> str:
 
 
 def plot_curves(history: Sequence[dict[str, Any]], title: str) -> bytes:
-    """curves.png: accuracy (train / val / test) and each piece's training loss against the epoch."""
+    """curves.png: accuracy (train / val / test), each piece's training loss and the learning rate against the epoch."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     epochs = [r["epoch"] for r in history]
-    fig, (acc, loss) = plt.subplots(1, 2, figsize=(11, 4))
+    fig, (acc, loss, rate) = plt.subplots(1, 3, figsize=(15, 4))
     for split, style in (("train", "-"), ("val", "--"), ("test", "-.")):
         key = f"{split}_accuracy"
         if all(key in r for r in history):
@@ -62,6 +62,9 @@ def plot_curves(history: Sequence[dict[str, Any]], title: str) -> bytes:
         loss.plot(epochs, [r["test_loss"] for r in history], "k--", label="test (whole network, CE)")
     loss.set(xlabel="epoch", ylabel="loss", title="training loss of each piece", yscale="log")
     loss.legend(fontsize="small")
+    if all("lr" in r for r in history):
+        rate.plot(epochs, [r["lr"] for r in history], marker="o", markersize=3)
+    rate.set(xlabel="epoch", ylabel="learning rate", title="learning rate (per epoch)")
     fig.suptitle(title)
     fig.tight_layout()
     out = io.BytesIO()

@@ -48,4 +48,4 @@ def read_stl10(root: Path) -> RawSet:
 
 STL10 = Reader("stl10-binary", "STL-10 binary (stl10_binary/ with train_X.bin, train_y.bin, test_X.bin, test_y.bin)",
                locate_stl10, read_stl10)
-DATASETS.add("stl10", DatasetSpec("stl10", (STL10,), 10))
+DATASETS.add("stl10", DatasetSpec("stl10", (STL10,), 10, padding="zeros"))

@@ -54,4 +54,4 @@ def read_svhn(root: Path) -> RawSet:
 
 
 SVHN = Reader("svhn-mat", "SVHN cropped digits (train_32x32.mat and test_32x32.mat)", locate_svhn, read_svhn)
-DATASETS.add("svhn", DatasetSpec("svhn", (SVHN,), 10))
+DATASETS.add("svhn", DatasetSpec("svhn", (SVHN,), 10, pad=2, padding="zeros", flip=False))
