@@ -18,6 +18,13 @@ published InfoPro lambdas of that K), one budget and seed for all:
 
 --bench-json adds each run's peak memory per step from an `infopro bench` of the same network,
 batch and cuts, and the test accuracy per GiB of it.
+
+The recipe comparison (issue 20): every method at K=4 with the authors' schedule (the configs' 10-epoch
+warm-up from 0.01, cosine from the 1-based epoch), 30 epochs, the full test set, two seeds; the table gives
+the mean and spread over seeds:
+
+    python benchmarks/cifar_small.py --K 4 --epochs 30 --test-subset 0 --seeds 0 1 \
+        --out benchmarks/results/cifar_recipe_30ep
 """
 
 from __future__ import annotations
@@ -46,14 +53,31 @@ def config_and_flags(method: str, K: int) -> tuple[str, tuple[str, ...]]:
     return config_name(method, K), ()
 
 
+def print_seed_table(rows: list[dict], args: argparse.Namespace) -> None:
+    """Mean and spread (min-max) of the final test error over seeds, per method and K."""
+    import statistics
+
+    print(f"\nResNet-32, CIFAR-10 (JPEG), {args.train_subset} train / {args.test_subset or 'all'} test images, "
+          f"{args.epochs} epochs, batch {args.batch_size}, seeds {args.seeds}, {args.device}, the configs' schedule")
+    print("| method | K | final test error, mean | min - max | seeds | train seconds (mean) |")
+    print("|---|---|---|---|---|---|")
+    for method, K in dict.fromkeys((r["method"], r["K"]) for r in rows):
+        errors = [100 * r["final_test_error"] for r in rows if (r["method"], r["K"]) == (method, K)]
+        seconds = [r["total_seconds"] for r in rows if (r["method"], r["K"]) == (method, K)]
+        print(f"| {method} | {K} | {statistics.mean(errors):.2f} % | {min(errors):.2f} - {max(errors):.2f} % | "
+              f"{len(errors)} | {statistics.mean(seconds):.0f} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", default=SHARED_CIFAR10_JPEG)
     parser.add_argument("--train-subset", type=int, default=10000)
-    parser.add_argument("--test-subset", type=int, default=2000)
+    parser.add_argument("--test-subset", type=int, default=2000, help="0: the whole test set")
     parser.add_argument("--epochs", type=int, default=6)
     parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0],
+                        help="one run per seed; the table then gives the mean and spread (default: 0)")
+    parser.add_argument("--K", type=int, nargs="+", default=None, help="only these K (E2E always runs)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--rivals", action="store_true", help="the rivals at K=4, 8, 16 (see above)")
     parser.add_argument("--bench-json", default=None, help="bench.json of the same network and batch (see above)")
@@ -62,13 +86,23 @@ def main() -> None:
 
     out = Path(args.out)
     rows = []
-    for method, K in RIVAL_RUNS if args.rivals else RUNS:
-        run = out / f"{method}-K{K}"
-        config, extra = config_and_flags(method, K)
-        summary = train_if_needed(run, config, args, extra)
-        rows.append({"method": method, "K": K, "cuts": summary["cuts"], "aux_parameters": summary["aux_parameters"],
-                     "final_test_error": summary["final_test_error"], "best_test_error": summary["best_test_error"],
-                     "total_seconds": summary["total_seconds"], "epochs": summary["epochs"], "run": str(run)})
+    runs = [(m, K) for m, K in (RIVAL_RUNS if args.rivals else RUNS) if args.K is None or K == 1 or K in args.K]
+    for seed in args.seeds:  # every method once before any runs twice: a partial grid still compares
+        for method, K in runs:
+            run = out / (f"{method}-K{K}" + (f"-seed{seed}" if len(args.seeds) > 1 else ""))
+            config, extra = config_and_flags(method, K)
+            summary = train_if_needed(run, config, argparse.Namespace(**{**vars(args), "seed": seed}), extra)
+            rows.append({"method": method, "K": K, "seed": seed, "cuts": summary["cuts"],
+                         "aux_parameters": summary["aux_parameters"], "final_test_error": summary["final_test_error"],
+                         "best_test_error": summary["best_test_error"], "total_seconds": summary["total_seconds"],
+                         "epochs": summary["epochs"], "run": str(run)})
+    if len(args.seeds) > 1:
+        print_seed_table(rows, args)
+        path = out / "cifar_small.json"
+        path.write_text(json.dumps({"settings": vars(args), "rows": rows}, indent=2) + "\n")
+        print(f"wrote {path}")
+        return
+    args.seed = args.seeds[0]
 
     print(f"\nResNet-32, CIFAR-10 (JPEG), {args.train_subset} train / {args.test_subset} test images, "
           f"{args.epochs} epochs, batch {args.batch_size}, seed {args.seed}, {args.device}")

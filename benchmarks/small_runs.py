@@ -28,7 +28,8 @@ def train_if_needed(run: Path, config: str, args: argparse.Namespace, extra: tup
     (subset, epochs, batch, lr 0.1 per 128 images, seed, device, channels-last) and `extra` flags (see train_run)."""
     return train_run(run, [
         "-c", str(ROOT / "configs" / "cifar10" / f"{config}.yaml"), "--data-dir", args.data_dir,
-        "--train-subset", str(args.train_subset), "--test-subset", str(args.test_subset),
+        "--train-subset", str(args.train_subset),
+        *(["--test-subset", str(args.test_subset)] if args.test_subset else []),
         "--epochs", str(args.epochs), "--batch-size", str(args.batch_size),
         "--lr", str(0.1 * args.batch_size / 128), "--seed", str(args.seed),
         "--device", args.device, "--channels-last", *extra,

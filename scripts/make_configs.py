@@ -31,7 +31,7 @@ STL10_BALANCED_LAMBDAS = {2: [20, 1, 0, 0], 3: [20, 0.5, 5, 2], 4: [20, 0.5, 10,
 # 0-based epoch, no warm-up; K=2 with InfoPro's softmax head; (ixx_r, ixy_r) per network.
 IMAGENET_RECIPE = dict(dataset="folder", image_size=224, data_path="stream", epochs=90, batch_size=1024, lr=0.4,
                        schedule="cosine", schedule_first_epoch=0, warmup_epochs=0, momentum=0.9, nesterov=True,
-                       weight_decay=1e-4, seed=0)
+                       weight_decay=1e-4, seed=0, mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225])
 IMAGENET_LAMBDAS = {"resnet101": [5, 0.75, 0, 0], "resnet152": [5, 1, 0, 0], "resnext101_32x8d": [5, 0.75, 0, 0]}
 
 # (lambda1, lambda2) of the first piece, then of piece K-1.
@@ -42,7 +42,8 @@ INFOPRO_LAMBDAS = {
 BALANCED_LAMBDAS = {2: [5, 0.1, 0, 0], 3: [5, 0, 5, 0.1], 4: [5, 0, 5, 0.1]}
 
 
-def write(name: str, folder: Path = ROOT, recipe: dict = RECIPE, **settings) -> None:
+def write(name: str, folder: Path | None = None, recipe: dict = RECIPE, **settings) -> None:
+    folder = folder or ROOT
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{name}.yaml"
     path.write_text(yaml.safe_dump({**recipe, **settings}, sort_keys=False))
@@ -108,7 +109,6 @@ def write_rivals() -> None:
 
 
 def main() -> None:
-    ROOT.mkdir(parents=True, exist_ok=True)
     for arch, by_K in INFOPRO_LAMBDAS.items():
         write(f"{arch}-e2e", arch=arch, method="e2e", K=1, cuts="paper")
         for K, lambdas in by_K.items():
