@@ -33,7 +33,7 @@ import argparse
 import json
 from pathlib import Path
 
-from small_runs import SHARED_CIFAR10_JPEG, train_if_needed
+from small_runs import SHARED_CIFAR10_JPEG, add_no_warmup_argument, train_if_needed
 
 RUNS = [("e2e", 1)] + [(m, K) for K in (4, 8) for m in ("greedy", "dgl", "infopro-softmax", "infopro-contrast")]
 RIVAL_RUNS = [("e2e", 1)] + [(m, K) for K in (4, 8, 16) for m in (
@@ -80,6 +80,7 @@ def main() -> None:
     parser.add_argument("--K", type=int, nargs="+", default=None, help="only these K (E2E always runs)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--rivals", action="store_true", help="the rivals at K=4, 8, 16 (see above)")
+    add_no_warmup_argument(parser)
     parser.add_argument("--bench-json", default=None, help="bench.json of the same network and batch (see above)")
     parser.add_argument("--out", default="benchmarks/results/cifar_small")
     args = parser.parse_args()

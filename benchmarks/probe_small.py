@@ -21,7 +21,7 @@ import json
 import time
 from pathlib import Path
 
-from small_runs import SHARED_CIFAR10_JPEG, train_if_needed
+from small_runs import SHARED_CIFAR10_JPEG, add_no_warmup_argument, train_if_needed
 
 from infopro.analysis import probe_table
 from infopro.cli import main as infopro_main
@@ -44,6 +44,7 @@ def main() -> None:
     parser.add_argument("--depths", default="1,2,4,8,12,16", help="ResNet-32 has 16 blocks; K=4 paper cuts end at 4, 8, 12")
     parser.add_argument("--probe", default="linear")
     parser.add_argument("--probe-epochs", type=int, default=10)
+    add_no_warmup_argument(parser)
     parser.add_argument("--probe-train-subset", type=int, default=2000, help="images the decoder and probe train on")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", default="benchmarks/results/probe_small")

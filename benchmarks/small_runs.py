@@ -23,6 +23,13 @@ def train_run(run: Path, flags: list[str]) -> dict:
     return json.loads((run / "summary.json").read_text())
 
 
+def add_no_warmup_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--no-warmup", action="store_true",
+                        help="a plain cosine from the first epoch instead of the configs' 10-epoch warm-up (the schedule "
+                             "the README's short CPU figures were measured with, before the configs carried the "
+                             "authors' warm-up, which would fill a run of 10 epochs or fewer)")
+
+
 def train_if_needed(run: Path, config: str, args: argparse.Namespace, extra: tuple[str, ...] = ()) -> dict:
     """Train `run` from configs/cifar10/<config>.yaml with the benchmark's shared settings
     (subset, epochs, batch, lr 0.1 per 128 images, seed, device, channels-last) and `extra` flags (see train_run)."""
@@ -33,4 +40,5 @@ def train_if_needed(run: Path, config: str, args: argparse.Namespace, extra: tup
         "--epochs", str(args.epochs), "--batch-size", str(args.batch_size),
         "--lr", str(0.1 * args.batch_size / 128), "--seed", str(args.seed),
         "--device", args.device, "--channels-last", *extra,
+        *(["--warmup-epochs", "0", "--schedule-first-epoch", "0"] if getattr(args, "no_warmup", False) else []),
     ])

@@ -30,6 +30,8 @@ from infopro.train.parts import evaluate_metrics
 from conftest import FAST
 
 SRC = Path(infopro.__file__).resolve().parents[1]
+# A warm-up over both epochs, so the learning rate differs per epoch: each trainer must follow the schedule.
+WARMUP = ["--warmup-epochs", "2"]
 
 
 def free_port() -> int:
@@ -86,7 +88,7 @@ def single_process_run(tmp_path_factory):
     """The reference: the same run in one process."""
     out = tmp_path_factory.mktemp("single") / "run"
     with one_thread():
-        assert main(["train", *FAST, "--out", str(out)]) == 0
+        assert main(["train", *FAST, *WARMUP, "--out", str(out)]) == 0
     return out
 
 
@@ -96,7 +98,7 @@ def read_metrics(run: Path) -> list[dict]:
 
 def test_synchronous_pieces_parallel_gives_the_single_process_weights(tmp_path, single_process_run, capsys):
     out = tmp_path / "pieces"
-    done = torchrun(*[f for f in FAST if f != "--quiet"], "--parallel", "pieces", "--sync-pieces", "--out", out)
+    done = torchrun(*[f for f in FAST if f != "--quiet"], *WARMUP, "--parallel", "pieces", "--sync-pieces", "--out", out)
     assert done.returncode == 0, done.stderr
     reference, merged = load_checkpoint(single_process_run / "checkpoint.pt"), load_checkpoint(out / "checkpoint.pt")
     # One checkpoint in the single-process format: every piece's weights and optimiser state merged.
@@ -119,6 +121,8 @@ def test_synchronous_pieces_parallel_gives_the_single_process_weights(tmp_path, 
             assert terms == pytest.approx(reference, rel=1e-5)
         assert record["test_loss"] == pytest.approx(single["test_loss"], rel=1e-5)
         assert record["test_accuracy"] == single["test_accuracy"] and record["eval_seconds"] > 0
+        assert record["lr"] == single["lr"]
+    assert metrics[0]["lr"] == 0.01 and metrics[1]["lr"] > 0.01  # the warm-up's first epoch, then the blend
     # Rank 0 prints progress lines (stdout is not a terminal) and keeps train.log, metrics.csv and curves.png.
     assert "  epoch 1/2  step 2/4 (50%)  piece 1 loss " in done.stdout, done.stdout
     assert "  epoch 1/2  step 2/4 (50%)" in (out / "train.log").read_text()
@@ -133,7 +137,7 @@ def test_synchronous_pieces_parallel_gives_the_single_process_weights(tmp_path, 
 
 def test_killed_rank_stops_the_other_which_names_it_and_the_run_resumes(tmp_path, single_process_run):
     out = tmp_path / "run"
-    ranks = start_ranks(*FAST, "--parallel", "pieces", "--out", out)
+    ranks = start_ranks(*FAST, *WARMUP, "--parallel", "pieces", "--out", out)
     deadline = time.monotonic() + 60
     while not (out / "metrics.jsonl").exists() and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -146,7 +150,7 @@ def test_killed_rank_stops_the_other_which_names_it_and_the_run_resumes(tmp_path
     ranks[1].wait()
     # The epoch-1 checkpoint continues pipelined and ends on the weights of the uninterrupted run.
     assert load_checkpoint(out / "checkpoint.pt")["epoch"] == 1
-    done = torchrun(*FAST, "--parallel", "pieces", "--out", out, "--resume")
+    done = torchrun(*FAST, *WARMUP, "--parallel", "pieces", "--out", out, "--resume")
     assert done.returncode == 0, done.stderr
     assert_same_state(load_checkpoint(single_process_run / "checkpoint.pt")["model"],
                       load_checkpoint(out / "checkpoint.pt")["model"])
