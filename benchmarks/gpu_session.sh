@@ -18,6 +18,12 @@
 #   6. E2E at batch 1024 with lr 0.8 (again), 0.8 without channels-last and TF32, 0.4; E2E and InfoPro K=4 at
 #      batch 128, lr 0.1; EPOCHS epochs each, five runs side by side;
 #   7. Table 3 on the memory-balanced cuts (the paper's InfoPro*), K=2..4.
+# PARTS=full (issue 20's full-budget runs; run it first in a GPU session): the configs' complete recipe (160 epochs,
+#   batch 1024, lr 0.8, the authors' 10-epoch warm-up) on all 50,000 images, --amp bf16 + channels-last:
+#   8. ResNet-32 E2E and InfoPro Contrast K=4 (paper cuts) side by side on the one GPU;
+#   9. then Greedy and DGL K=4 side by side, if the time limit leaves room.
+#   Each run resumes where it stopped when the script is started again (its run directory is kept in OUT),
+#   so a session cut off keeps its partial runs: FULL_LIMIT (seconds, default 480) bounds each pair.
 # python benchmarks/gpu_report.py OUT gathers the numbers into one report.
 set -uo pipefail
 OUT=${1:?usage: gpu_session.sh OUT CIFAR10_DIR [DEVICE] [EPOCHS]}
@@ -91,5 +97,18 @@ wait "${pids[@]}"
 part table3-balanced 90 $PY -m infopro bench --arch resnet110 --batch-size $BENCH_B --K 2 3 4 \
   --methods e2e,infopro-contrast --cuts balanced,paper-balanced --device "$DEVICE" --steps 3 --warmup 1 \
   --out "$OUT/table3-balanced"
+fi
+if [ "${PARTS:-main}" = full ]; then
+full() {  # full CONFIG: start it, or resume it if an earlier call of this script began it
+  local run="$OUT/runs/full-$1"
+  if [ -f "$run/config.yaml" ]; then
+    part "full-$1" "${FULL_LIMIT:-480}" $PY -m infopro train --resume "$run" --quiet --tensorboard off
+  else
+    part "full-$1" "${FULL_LIMIT:-480}" $PY -m infopro train -c "configs/cifar10/$1.yaml" --data-dir "$DATA" $SUB \
+      --device "$DEVICE" --amp bf16 --channels-last --out "$run" --quiet --tensorboard off
+  fi
+}
+pids=(); full resnet32-e2e & pids+=($!); full resnet32-infopro-contrast-K4 & pids+=($!); wait "${pids[@]}"
+pids=(); full resnet32-greedy-K4 & pids+=($!); full resnet32-dgl-K4 & pids+=($!); wait "${pids[@]}"
 fi
 log "done"
