@@ -119,3 +119,25 @@ def test_a_tiny_grid_runs_is_resumed_and_skipped(tmp_path, monkeypatch, capsys):
     assert main([*both, "--epochs", "3"]) == 1
     text = capsys.readouterr().out
     assert "holds a run with other settings: epochs=2 (the cell: 3)" in text and "then run again:" in text
+
+
+def test_a_grid_file_of_ones_own(tmp_path, capsys):
+    """--grids and --configs: a table of one's own is a few lines of YAML; a malformed one is one line."""
+    (tmp_path / "configs").mkdir()
+    (tmp_path / "configs" / "r20-greedy.yaml").write_text("arch: resnet20\nmethod: greedy\nK: 2\ncuts: even\n")
+    grids = tmp_path / "grids.yaml"
+    good = ("tables:\n  mine:\n    source: my notes\n    cells:\n"
+            "      - {method: greedy, K: 2, config: r20-greedy.yaml, paper: 12.5}\n")
+    grids.write_text(good)
+    own = ["reproduce", "mine", "--grids", str(grids), "--configs", str(tmp_path / "configs"), "--out", str(tmp_path / "o")]
+    assert main([*own, "--dry-run"]) == 0
+    (line,) = capsys.readouterr().out.splitlines()
+    assert f"-c {tmp_path / 'configs' / 'r20-greedy.yaml'} --seed 0 --out {tmp_path / 'o' / 'r20-greedy-s0'}" in line
+    assert main([*own, "--list"]) == 0
+    assert "greedy             K=2   paper  12.50  r20-greedy.yaml" in capsys.readouterr().out
+    grids.write_text("tables:\n  mine:\n    cells:\n      - {method: greedy, config: r20-greedy.yaml}\n")
+    assert main([*own, "--dry-run"]) == 2
+    assert "table mine, cell 1: needs method (text), K (integer)" in one_line_error(capsys)
+    grids.write_text(good)
+    assert main([*own, "--configs", str(tmp_path), "--dry-run"]) == 2
+    assert f"config {tmp_path / 'r20-greedy.yaml'} does not exist; run from a checkout" in one_line_error(capsys)

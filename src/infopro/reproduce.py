@@ -123,7 +123,7 @@ def get_table(name: str, path: str | Path | None = None) -> Table:
 
 def paper_numbers(table: Table) -> dict[tuple[str, str], tuple[float | None, str]]:
     """(method, K as compare labels it) -> (published test error as a fraction or None, its source)."""
-    return {(c.method, str(c.K)): (None if c.paper is None else c.paper / 100, c.source) for c in table.cells}
+    return {(c.method, str(c.K)): (None if c.paper is None else round(c.paper / 100, 6), c.source) for c in table.cells}
 
 
 def select(table: Table, methods: Sequence[str] | None, Ks: Sequence[int] | None) -> list[GridCell]:
@@ -320,6 +320,8 @@ def add_reproduce_arguments(parser: argparse.ArgumentParser) -> None:
                         help="the folder the grid's config paths are under (default: the checkout's configs/)")
     parser.add_argument("--grids", default=None, metavar="YAML",
                         help=f"grid file (default: the bundled {TABLES_FILE.parent.name}/{TABLES_FILE.name})")
+    parser.usage = "%(prog)s [-h] [--list] TABLE [--methods M ...] [--K K ...] [--seeds S ...] [--out OUT] " \
+                   "[--jobs N] [--dry-run] [--configs DIR] [--grids YAML] [-- INFOPRO-TRAIN-FLAGS ...]"
     # Filled by the CLI with what follows `--`: flags for every `infopro train`, e.g. -- --epochs 2 --device cpu
     parser.set_defaults(train_flags=[])
     parser.epilog = ("Flags after `--` go to every `infopro train` run and override the configs, e.g. "
