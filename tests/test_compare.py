@@ -118,3 +118,25 @@ def test_runs_with_a_validation_split_are_compared_at_their_best_validation_epoc
     by_run = next(csv.DictReader(open(out / "runs.csv")))
     assert by_run["error_at"] == f"best val epoch {summary['best_epoch']}"
     assert (out / "compare.md").read_text().startswith("Test error at the best validation epoch")
+
+
+def test_paper_numbers_beside_each_cell(runs, tmp_path, capsys):
+    """--paper TABLE: the published error beside each cell (markdown) and as a column (compare.csv); the
+    table without it is unchanged."""
+    paths, _ = runs
+    plain, with_paper = tmp_path / "plain", tmp_path / "paper"
+    assert main(["compare", *map(str, paths.values()), "--out", str(plain)]) == 0
+    assert main(["compare", *map(str, paths.values()), "--out", str(with_paper), "--paper", "table2-resnet32"]) == 0
+    table = (with_paper / "compare.md").read_text()
+    assert "; paper 10.30 |" in table and "; paper 7.76 |" in table  # greedy and InfoPro Contrast at K=2
+    assert "Paper: InfoPro (Wang et al., ICLR 2021), Table 2" in table
+    cells = {r["method"]: r for r in csv.DictReader(open(with_paper / "compare.csv"))}
+    assert float(cells["greedy"]["paper_test_error"]) == pytest.approx(0.1030)
+    assert float(cells["infopro-contrast"]["paper_test_error"]) == pytest.approx(0.0776)
+    assert "paper" not in (plain / "compare.md").read_text() + (plain / "compare.csv").read_text()
+    capsys.readouterr()
+    assert main(["compare", *map(str, paths.values()), "--out", str(with_paper), "--paper", "table9"]) == 2
+    assert "unknown table 'table9'; choose among" in capsys.readouterr().err
+    assert main(["compare", *map(str, paths.values()), "--out", str(with_paper), "--paper", "table2-resnet32",
+                 "--rows", "seed"]) == 2
+    assert "--paper numbers are by method and K" in capsys.readouterr().err

@@ -21,6 +21,7 @@ def _subcommands() -> dict[str, Subcommand]:
     from .compare import add_compare_arguments, compare_main
     from .describe import add_describe_arguments, describe_main
     from .model_file import add_export_arguments, export_main
+    from .reproduce import add_reproduce_arguments, reproduce_main
     from .train import add_train_arguments, train_main
 
     return {
@@ -33,7 +34,14 @@ def _subcommands() -> dict[str, Subcommand]:
                    add_export_arguments, export_main),
         "compare": ("one table and one figure for several runs: test error by method and K, mean +- std over seeds",
                     add_compare_arguments, compare_main),
+        "reproduce": ("run a published table's grid (methods x K x seeds) as train runs that resume, then compare "
+                      "them with the paper's numbers", add_reproduce_arguments, reproduce_main),
     }
+
+
+# Subcommands that hand the flags after `--` on to the runs they launch (as args.train_flags): argparse
+# with subcommands does not keep what follows `--`, so it is split off before parsing.
+PASSES_FLAGS_ON = {"reproduce"}
 
 
 class DefaultsHelpFormatter(argparse.HelpFormatter):
@@ -78,7 +86,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except InfoProError as error:
         print(f"infopro: error: {error}", file=sys.stderr)
         return 2
-    args = parser.parse_args(argv)
+    command = next((a for a in argv if not a.startswith("-")), None)
+    passed_on = None
+    if command in PASSES_FLAGS_ON and "--" in argv:
+        at = argv.index("--")
+        passed_on = argv[at + 1:]
+    args = parser.parse_args(argv if passed_on is None else argv[:at])
+    if passed_on is not None:
+        args.train_flags = passed_on
     args.command_line = ["infopro", *argv]  # for a run's provenance
     try:
         with _sigterm_interrupts():

@@ -5,6 +5,7 @@ only in their seed, as mean +- std, with peak memory and seconds per epoch besid
 one, or the one at the best validation epoch when the runs selected on a validation split. Runs without a
 summary (unfinished) or with a non-finite loss or error (diverged) are listed and marked, never averaged.
 Writes compare.md, compare.csv (one line per cell), runs.csv (one line per run) and compare.png.
+With `--paper TABLE` (a table of `infopro reproduce`), each cell shows the published number beside it.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import math
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 from .errors import InfoProError
 from .files import atomic_write, atomic_write_text, check_output_dir
@@ -24,6 +25,8 @@ from .train.run_dir import RunDir
 
 # Settings that do not make two runs different experiments: the seed is what is averaged over.
 NOT_AN_EXPERIMENT = frozenset({"seed", "out"})
+# (row label, column label) -> (the published test error as a fraction, or None where none is known; its source)
+PaperNumbers = Mapping[tuple[str, str], tuple[float | None, str]]
 
 
 @dataclass
@@ -63,6 +66,11 @@ def add_compare_arguments(parser: argparse.ArgumentParser) -> None:
                         "and compare.png (default: %(default)s)")
     parser.add_argument("--rows", default="method", help="config.yaml key whose values make the rows (default: %(default)s)")
     parser.add_argument("--cols", default="K", help="config.yaml key whose values make the columns (default: %(default)s)")
+    parser.add_argument("--paper", default=None, metavar="TABLE",
+                        help="show the published number beside each cell: a table of `infopro reproduce --list` "
+                             "(needs --rows method --cols K)")
+    parser.add_argument("--grids", default=None, metavar="YAML",
+                        help="grid file that --paper's table is in (default: the bundled one)")
 
 
 def _finite(value: Any) -> bool:
@@ -163,15 +171,29 @@ def _which_error(runs: Sequence[Run]) -> str:
     return "Test error (final, or at the best validation epoch for runs with a validation split; runs.csv: error_at)"
 
 
-def markdown(cells: dict[tuple[str, str], Cell], rows: str, cols: str, runs: Sequence[Run]) -> str:
+def _paper_text(paper: PaperNumbers | None, key: tuple[str, str]) -> str:
+    if paper is None:
+        return ""
+    value = paper.get(key, (None, ""))[0]
+    return f"; paper {'–' if value is None else f'{100 * value:.2f}'}"
+
+
+def markdown(cells: dict[tuple[str, str], Cell], rows: str, cols: str, runs: Sequence[Run],
+             paper: PaperNumbers | None = None) -> str:
     row_values = _sorted_values({r for r, _ in cells})
     col_values = _sorted_values({c for _, c in cells})
-    lines = [f"{_which_error(runs)} (%) as mean ± std over seeds, peak memory, seconds per epoch; "
-             f"rows: {rows}, columns: {cols}.",
+    lines = [f"{_which_error(runs)} (%) as mean ± std over seeds, peak memory, seconds per epoch"
+             + ("; paper: the published error" if paper is not None else "") + f"; rows: {rows}, columns: {cols}.",
              "", "| " + " | ".join([f"{rows} \\ {cols}", *col_values]) + " |",
              "|" + "---|" * (len(col_values) + 1)]
     for r in row_values:
-        lines.append("| " + " | ".join([r, *(_cell_text(cells[r, c]) if (r, c) in cells else "" for c in col_values)]) + " |")
+        lines.append("| " + " | ".join([r, *(_cell_text(cells[r, c]) + _paper_text(paper, (r, c)) if (r, c) in cells
+                                             else "" for c in col_values)]) + " |")
+    if paper is not None:
+        sources = list(dict.fromkeys(paper[key][1] for key in cells if key in paper and paper[key][1]))
+        lines += ["", *(f"Paper: {source}." for source in sources)]
+        if any(paper.get(key, (None,))[0] is None for key in cells):
+            lines.append("paper –: no published number is known for that cell.")
     marked = [run for run in runs if run.status != "finished"]
     if marked:
         lines += ["", "Not averaged:"] + [f"- {run.path}: {run.status} ({len(run.history)} epoch(s) recorded)"
@@ -187,7 +209,8 @@ def _csv(header: Sequence[str], lines: Sequence[Sequence[Any]]) -> str:
     return out.getvalue()
 
 
-def cells_csv(cells: dict[tuple[str, str], Cell], rows: str, cols: str) -> str:
+def cells_csv(cells: dict[tuple[str, str], Cell], rows: str, cols: str, paper: PaperNumbers | None = None) -> str:
+    """One line per cell; with `paper`, two more columns: the published error (a fraction, as the others) and its source."""
     lines = []
     for (r, c), cell in sorted(cells.items()):
         memories = [x.peak_memory_bytes for x in cell.runs if x.peak_memory_bytes is not None]
@@ -195,8 +218,12 @@ def cells_csv(cells: dict[tuple[str, str], Cell], rows: str, cols: str) -> str:
         lines.append([r, c, len(cell.runs), cell.mean if cell.runs else "", cell.std if cell.runs else "",
                       max(memories) if memories else "", statistics.fmean(seconds) if seconds else "",
                       len(cell.marked)])
+        if paper is not None:
+            value, source = paper.get((r, c), (None, ""))
+            lines[-1] += ["" if value is None else value, source if value is not None else ""]
     return _csv([rows, cols, "runs", "test_error_mean", "test_error_std", "peak_memory_bytes",
-                 "seconds_per_epoch", "marked_runs"], lines)
+                 "seconds_per_epoch", "marked_runs", *(["paper_test_error", "paper_source"] if paper is not None else [])],
+                lines)
 
 
 def runs_csv(runs: Sequence[Run], rows: str, cols: str) -> str:
@@ -207,9 +234,11 @@ def runs_csv(runs: Sequence[Run], rows: str, cols: str) -> str:
                   "" if r.seconds_per_epoch is None else r.seconds_per_epoch] for r in runs])
 
 
-def plot(cells: dict[tuple[str, str], Cell], rows: str, cols: str, runs: Sequence[Run]) -> bytes:
-    """Left: test error against the column key, one line per row value (error bars: std over seeds).
-    Right: every run's test accuracy against the epoch, coloured by row value (dashed: not averaged)."""
+def plot(cells: dict[tuple[str, str], Cell], rows: str, cols: str, runs: Sequence[Run],
+         paper: PaperNumbers | None = None) -> bytes:
+    """Left: test error against the column key, one line per row value (error bars: std over seeds; with
+    `paper`, the published errors as crosses on dotted lines). Right: every run's test accuracy against the
+    epoch, coloured by row value (dashed: not averaged)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -225,6 +254,11 @@ def plot(cells: dict[tuple[str, str], Cell], rows: str, cols: str, runs: Sequenc
         err.errorbar([x + offset for x in xs], [100 * cells[r, col_values[x]].mean for x in xs],
                      yerr=[100 * cells[r, col_values[x]].std for x in xs], marker="o", capsize=3,
                      color=colours[r], label=r)
+        published = [(j, paper[r, c][0]) for j, c in enumerate(col_values)
+                     if paper is not None and (r, c) in cells and paper.get((r, c), (None,))[0] is not None]
+        if published:
+            err.plot([j + offset for j, _ in published], [100 * v for _, v in published], ":x", color=colours[r],
+                     label="paper (x, dotted)" if i == 0 else None)
     err.set_xticks(range(len(col_values)), col_values)
     err.set_xlim(-0.5, len(col_values) - 0.5)
     err.set(xlabel=cols, ylabel="test error (%)", title=f"test error against {cols}")
@@ -242,20 +276,36 @@ def plot(cells: dict[tuple[str, str], Cell], rows: str, cols: str, runs: Sequenc
     return out.getvalue()
 
 
-def compare_main(args: argparse.Namespace) -> int:
-    out = check_output_dir(args.out)
-    paths = list(dict.fromkeys(args.runs))
+def compare_runs(paths: Sequence[str | Path], out: str | Path, rows: str = "method", cols: str = "K",
+                 paper: PaperNumbers | None = None) -> str:
+    """Tabulate the runs in `paths`, write compare.md/.csv, runs.csv and compare.png into `out`, print the
+    table and return it. `paper` adds the published numbers (its keys: row and column labels)."""
+    out = check_output_dir(out)
+    paths = list(dict.fromkeys(map(str, paths)))
     if not paths:
         raise InfoProError("no runs given; pass one or more run directories")
     runs = [read_run(p) for p in paths]
-    cells = tabulate(runs, args.rows, args.cols)
+    cells = tabulate(runs, rows, cols)
     out.mkdir(parents=True, exist_ok=True)
-    table = markdown(cells, args.rows, args.cols, runs)
+    table = markdown(cells, rows, cols, runs, paper)
     atomic_write_text(out / "compare.md", table)
-    atomic_write_text(out / "compare.csv", cells_csv(cells, args.rows, args.cols))
-    atomic_write_text(out / "runs.csv", runs_csv(runs, args.rows, args.cols))
-    figure = plot(cells, args.rows, args.cols, runs)
+    atomic_write_text(out / "compare.csv", cells_csv(cells, rows, cols, paper))
+    atomic_write_text(out / "runs.csv", runs_csv(runs, rows, cols))
+    figure = plot(cells, rows, cols, runs, paper)
     atomic_write(out / "compare.png", lambda f: f.write(figure))
     print(table, end="")
     print(f"Wrote {out / 'compare.md'}, compare.csv, runs.csv and compare.png")
+    return table
+
+
+def compare_main(args: argparse.Namespace) -> int:
+    paper = None
+    if args.paper is not None:
+        from .reproduce import get_table, paper_numbers
+
+        if (args.rows, args.cols) != ("method", "K"):
+            raise InfoProError(f"--paper numbers are by method and K: use --rows method --cols K "
+                               f"(not --rows {args.rows} --cols {args.cols})")
+        paper = paper_numbers(get_table(args.paper, args.grids))
+    compare_runs(args.runs, args.out, args.rows, args.cols, paper)
     return 0

@@ -18,6 +18,11 @@ EVAL_BATCH_MEMORY = 1024  # evaluation batch on the memory path (the stream path
 _PROBE_SIZE = 256  # input size at which a network's total downsampling is measured
 
 
+# Settings whose "decide for me" value (here) `open_training_data` replaces by what it decided, in config.yaml:
+# a run's config.yaml differs from the command that made it in these keys.
+DECIDED_AT_START: dict[str, Any] = {"mean": None, "std": None, "data_path": "auto"}
+
+
 def open_training_data(args: argparse.Namespace, device: torch.device) -> Data:
     """The data set the flags describe. Sets args.mean/std and args.data_path to the normalisation and the
     path used, so config.yaml records them and a resumed run cannot silently switch (auto may choose

@@ -10,6 +10,8 @@
     RUN/model-best.pt   the same at the best validation epoch so far (runs with a validation split)
     RUN/metrics.csv     metrics.jsonl as a table, RUN/curves.png the curves, RUN/train.log what was printed,
                         RUN/tensorboard/ event files (when the tensorboard package is there): see run_log.py
+    RUN/console.log     all a run printed (stdout and stderr), when `infopro reproduce` launched it; not a run
+                        file: a directory holding only it is fresh
     RUN/.lock           `fcntl.flock`ed by the one process writing the run, and holding its pid; the OS
                         drops the lock when that process ends, however it ends (kill -9 included)
 
@@ -42,6 +44,7 @@ from .checkpoint import RESUME_KEYS, load_checkpoint
 RUN_FILES = ("config.yaml", "metrics.jsonl", "summary.json", "checkpoint.pt", MODEL_NAME, BEST_MODEL_NAME,
              "metrics.csv", "curves.png", "train.log")
 LOCK_NAME = ".lock"
+CONSOLE_LOG_NAME = "console.log"
 # Test hook: INFOPRO_TEST_SIGNAL_AT="KILL@step 1.2" makes `infopro train` send itself SIGKILL at that
 # point (see `fault_point`), so that tests can kill or stop a run at an exact moment.
 TEST_SIGNAL_ENV = "INFOPRO_TEST_SIGNAL_AT"
@@ -134,6 +137,7 @@ class RunDir:
         self.log = self.path / "train.log"
         self.tensorboard = self.path / "tensorboard"
         self.lock_file = self.path / LOCK_NAME
+        self.console_log = self.path / CONSOLE_LOG_NAME
         self._lock_fd: int | None = None
         self._created = False
         self.saved_epoch = 0  # the epoch of the checkpoint on disk, as far as this process knows
@@ -141,6 +145,13 @@ class RunDir:
     def files(self) -> list[str]:
         """The run files present (an empty list for a fresh directory)."""
         return [name for name in RUN_FILES if (self.path / name).exists()]
+
+    def progress(self) -> str:
+        """"fresh" (no run files: start it), "finished" (summary.json written), else "unfinished"
+        (config.yaml or a checkpoint but no summary: `--resume` continues it)."""
+        if not self.files():
+            return "fresh"
+        return "finished" if self.summary.exists() else "unfinished"
 
     # -- the lock ------------------------------------------------------------------------------------
 
