@@ -69,9 +69,6 @@ def write_other_datasets() -> None:
 # The rivals' 400-epoch recipe (their papers' CIFAR-10 runs; compare methods only within one recipe).
 RIVAL_RECIPE = {**RECIPE, "epochs": 400}
 NUM_LAYERS = {"resnet32": 16, "resnet110": 55}  # blocks, the stem included: the rivals' "layers"
-# InfoPro's lambdas at the rivals' deepest splits (AugLocal's run.sh, InfoPro rows).
-DEEP_LAMBDAS = {("resnet32", 16): [5, 0.05, 0.2, 0.5], ("resnet110", 55): [5, 0, 0.5, 1],
-                ("resnet110", 32): [5, 0, 0.5, 1]}
 
 
 def write_rival(name: str, **settings) -> None:
@@ -84,9 +81,8 @@ def write_rivals() -> None:
     PredSim and AugLocal (AugLocal's code): one local layer per piece, ResNet-32 with 16 layers,
     ResNet-110 with 55. AugLocal's K counts layers: its last piece keeps the last d layers, so it runs
     K - d pieces cut after layers 0 .. K - d - 2 (README: d=2 for ResNet-32, d=3 for ResNet-110;
-    run.sh: d = 1, 3, 5; pyramid coefficient 0.5). MAN and HPFF (built on InfoPro's code): InfoPro's
-    cuts and published lambdas at K = 2, 4, 8, 16. MAN++ (its README): ResNet-32 K = 8, 16,
-    ResNet-110 K = 32, 55 (no published cut list is used here beyond InfoPro's: 'even' where InfoPro has none).
+    run.sh: d = 1, 3, 5; pyramid coefficient 0.5). HPFF (built on InfoPro's code): InfoPro's
+    cuts and published lambdas at K = 2, 4, 8, 16. MAN and MAN++: see `write_man`.
     """
     for arch, layers in NUM_LAYERS.items():
         write_rival(f"{arch}-predsim-K{layers}", arch=arch, method="predsim", K=layers, cuts="even",
@@ -97,15 +93,65 @@ def write_rivals() -> None:
             write_rival(f"{arch}-auglocal-K{layers}-d{depth}", arch=arch, method="auglocal", K=pieces,
                         cuts=list(range(pieces - 1)), aux_depth=depth, aux_pyramid=0.5)
         for K, lambdas in INFOPRO_LAMBDAS[arch].items():
-            write_rival(f"{arch}-man-K{K}", arch=arch, method="man", K=K, cuts="paper", lambdas=lambdas,
-                        ema_momentum=0.995)
             write_rival(f"{arch}-hpff-K{K}", arch=arch, method="hpff", K=K, cuts="paper", lambdas=lambdas,
                         hpff_weights=[0.001, 0.999])
-    for arch, Ks in {"resnet32": (8, 16), "resnet110": (32, 55)}.items():
-        for K in Ks:
-            lambdas = INFOPRO_LAMBDAS[arch].get(K) or DEEP_LAMBDAS[(arch, K)]
-            write_rival(f"{arch}-man++-K{K}", arch=arch, method="man++", K=K,
-                        cuts="paper" if K in INFOPRO_LAMBDAS[arch] else "even", lambdas=lambdas, ema_momentum=0.995)
+    write_man()
+
+
+# MAN and MAN++ (their code on InfoPro's): the reference's split tables (`networks/config.py`, the same file in
+# both), (stage, block) of the last block of each piece but the last (whose entry, the end of the network,
+# is left out), stage 1 = layer1.
+MAN_SPLITS = {
+    "resnet32": {2: [(2, 1)], 4: [(1, 2), (2, 1), (3, 0)],
+                 8: [(1, 0), (1, 2), (1, 4), (2, 1), (2, 3), (3, 0), (3, 2)],
+                 16: [(s, b) for s in (1, 2, 3) for b in range(5)][:-1]},  # 15 entries: K=16 is a label
+    "resnet110": {2: [(2, 8)], 4: [(1, 11), (2, 7), (3, 3)],
+                  8: [(1, 4), (1, 11), (2, 0), (2, 7), (2, 14), (3, 3), (3, 10)],
+                  16: [(1, 1), (1, 4), (1, 7), (1, 10), (1, 13), (1, 16), (2, 1), (2, 4), (2, 7), (2, 11), (2, 15),
+                       (3, 1), (3, 5), (3, 9), (3, 13)],
+                  32: [(1, b) for b in (1, 2, 4, 5, 7, 9, 11, 13, 14, 16, 17)]
+                      + [(2, b) for b in (1, 2, 4, 5, 7, 9, 11, 13, 14, 16, 17)]
+                      + [(3, b) for b in (1, 3, 4, 6, 7, 9, 11, 13, 15)],
+                  55: [(s, b) for s in (1, 2, 3) for b in range(18)][:-1]},  # 54 entries: K=55 is a label
+}
+BLOCKS_PER_STAGE = {"resnet32": 5, "resnet110": 18}
+# Their READMEs' CIFAR-10 commands (MAN: ResNet-32 K=16; MAN++: the same flags): cross-entropy on the
+# default 2c2f head, --ixx_1 5 --ixy_1 0.5 --ixx_2 0 --ixy_2 0, --momentum 0.995 (the EMA's).
+MAN_README_LAMBDAS = [5, 0.5, 0, 0]
+# At K=4 the reference's ratio stage / (K - 2) of the local pieces' next blocks (the stem piece aside) is 0.5,
+# 1 and 1.5: the README's lambdas would give them (2.5, 0.25), (0, 0) (never trained) and (-2.5, -0.25)
+# (gradient ascent), which we refuse.
+# K=4 is not one of their published settings (MAN++: ResNet-32 K=8/16, ResNet-110 K=32/55), so these
+# rows keep the README's first pair for every piece.
+MAN_K4_LAMBDAS = [5, 0.5]
+
+
+def man_cut(arch: str, stage: int, block: int) -> int:
+    """Our block index of the reference's (stage, block): block 0 is the stem."""
+    return 1 + (stage - 1) * BLOCKS_PER_STAGE[arch] + block
+
+
+def write_man() -> None:
+    """MAN: the stem is part of piece 1, so the reference's split table gives our cuts as it is: K pieces,
+    except ResNet-32 K=16, whose 15 entries are 15 pieces. MAN++: the stem is a piece of its own (LB_first /
+    EMA_first), so its K=4 and K=8 are our 5 and 9 pieces, its ResNet-32 K=16 (15 entries) our 16, ResNet-110
+    K=32 our 33 and K=55 (54 entries) our 55. `lambda_K` keeps the reference's K in its lambda ratio
+    stage / (K - 2) where the default (MAN: K, MAN++: K - 1) is not it. File names carry the reference's K."""
+    for arch, splits in MAN_SPLITS.items():
+        for ref_K, positions in splits.items():
+            cuts = [man_cut(arch, *p) for p in positions]
+            lambdas = MAN_K4_LAMBDAS if ref_K == 4 else MAN_README_LAMBDAS
+            if ref_K <= 16:  # MAN's CIFAR-10 rows
+                K = len(cuts) + 1
+                extra = {} if K == ref_K else {"lambda_K": ref_K}
+                write_rival(f"{arch}-man-K{ref_K}", arch=arch, method="man", K=K, cuts=cuts, lambdas=lambdas,
+                            ema_momentum=0.995, **extra)
+            if (arch, ref_K) in {("resnet32", 4), ("resnet32", 8), ("resnet32", 16), ("resnet110", 32),
+                                 ("resnet110", 55)}:  # MAN++: its README's settings, and K=4
+                K = len(cuts) + 2
+                extra = {} if K - 1 == ref_K else {"lambda_K": ref_K}
+                write_rival(f"{arch}-man++-K{ref_K}", arch=arch, method="man++", K=K, cuts=[0, *cuts],
+                            lambdas=lambdas, ema_momentum=0.995, **extra)
 
 
 def main() -> None:

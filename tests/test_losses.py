@@ -32,12 +32,44 @@ def test_supcon_temperature_divides_the_dot_products():
     assert supervised_contrastive_loss(Z, LABELS, temperature=t).item() == pytest.approx(expected, rel=1e-6)
 
 
-def test_supcon_skips_anchors_without_positives():
-    # Labels 0,0,1,2: only anchors 0 and 1 have a positive; both give log(e + 1 + 1/e) - 1.
-    loss = supervised_contrastive_loss(Z, torch.tensor([0, 0, 1, 2]), temperature=1.0)
-    assert loss.item() == pytest.approx(math.log(math.e + 1 + 1 / math.e) - 1, rel=1e-6)
-    alone = supervised_contrastive_loss(Z, torch.tensor([0, 1, 2, 3]), temperature=1.0)
-    assert alone.item() == 0.0
+def test_supcon_anchors_without_positives_count_zero_in_the_mean_over_all_anchors():
+    # Labels 0,0,1,2: classes 1 and 2 appear once. Only anchors 0 and 1 have a positive; both give
+    # log(e + 1 + 1/e) - 1 (as in test_supcon_by_hand). The authors' losses.py (89-97) averages over ALL
+    # four anchors, anchors 2 and 3 contributing 0: (2 * (log(e + 1 + 1/e) - 1) + 0 + 0) / 4.
+    one_anchor = math.log(math.e + 1 + 1 / math.e) - 1
+    labels = torch.tensor([0, 0, 1, 2])
+    loss = supervised_contrastive_loss(Z, labels, temperature=1.0)
+    assert loss.item() == pytest.approx(2 * one_anchor / 4, rel=1e-6)
+    # The named alternative averages over the two anchors that have a positive.
+    positive = supervised_contrastive_loss(Z, labels, temperature=1.0, mean="anchors-with-positive")
+    assert positive.item() == pytest.approx(one_anchor, rel=1e-6)
+    for mean in ("all-anchors", "anchors-with-positive"):
+        assert supervised_contrastive_loss(Z, torch.tensor([0, 1, 2, 3]), 1.0, mean).item() == 0.0
+    # Every label at least twice (as in test_supcon_by_hand): the two means are the same loss.
+    assert supervised_contrastive_loss(Z, LABELS, 1.0, "anchors-with-positive").item() == pytest.approx(
+        supervised_contrastive_loss(Z, LABELS, 1.0).item(), rel=1e-7)
+    with pytest.raises(InfoProError, match="supcon mean must be one of"):
+        supervised_contrastive_loss(Z, LABELS, 1.0, "positives")
+
+
+def test_supcon_equals_the_authors_equation_with_a_class_seen_once():
+    """The authors' SupConLoss (losses.py 68-97, one view, contrast_mode 'all'), restated: logits minus their
+    row max, self-contrast masked out of the denominator, mean log-probability over positives (an empty set
+    divides by 1), -(t / base_t) times that, mean over all anchors."""
+    g = torch.Generator().manual_seed(3)
+    features = F.normalize(torch.randn(6, 5, generator=g), dim=1)
+    labels = torch.tensor([0, 0, 1, 1, 1, 2])  # class 2 appears once
+    t = base = 0.07
+    mask = (labels[:, None] == labels[None, :]).float()
+    logits = features @ features.T / t
+    logits = logits - logits.max(1, keepdim=True).values
+    not_self = 1 - torch.eye(6)
+    mask = mask * not_self
+    log_prob = logits - torch.log((torch.exp(logits) * not_self).sum(1, keepdim=True))
+    mask_sum = mask.sum(1)
+    mask_sum[mask_sum == 0] += 1
+    expected = (-(t / base) * (mask * log_prob).sum(1) / mask_sum).mean()
+    assert supervised_contrastive_loss(features, labels, t).item() == pytest.approx(expected.item(), rel=1e-5)
 
 
 def test_supcon_gradient_is_finite():

@@ -99,13 +99,16 @@ def test_gradient_isolation_per_method(method):
     for HPFF piece k's gradient also carries piece k+1's cascade, and nothing from k+2 on."""
     x, y = batch()
     torch.manual_seed(0)
-    learner = LocalLearner(build_backbone("resnet20"), 4, method, cuts="even")
+    # MAN's README lambdas (5, 0.5, 0, 0) on the reference's next-stage schedule would give a piece of this
+    # small K zero or negative weights (refused): constant lambdas instead.
+    lambdas = (5, 0.5) if method in ("man", "man++") else None
+    learner = LocalLearner(build_backbone("resnet20"), 4, method, cuts="even", lambdas=lambdas)
     reach = REACH_BACK[method]
     for k in range(1, learner.K - reach):
         model = copy.deepcopy(learner)
         model.train_step(x, y)
         before = grads([*model.pieces[:k], *model.aux[:k]])
-        model.zero_grad(set_to_none=True)
+        model = copy.deepcopy(learner)  # the same state (a step moves MAN's EMA copies), perturbed
         perturb_([*model.pieces[k + reach:], *model.aux[k + reach:]])
         model.train_step(x, y)
         after = grads([*model.pieces[:k], *model.aux[:k]])
@@ -122,22 +125,23 @@ def test_gradient_isolation_per_method(method):
 
 
 def test_frozen_ema_blocks_get_no_gradient_and_follow_the_next_piece():
+    """The EMA moves inside train_step, right after the piece's backward and before any optimiser step
+    (as in the authors' code), towards the next block's weights as they are then."""
     x, y = batch()
     torch.manual_seed(0)
     learner = LocalLearner(build_backbone("resnet20"), 3, "man++", cuts="even")
-    learner.train_step(x, y)
     objective = learner.aux[0]
-    assert all(p.grad is None and not p.requires_grad for p in objective.ema.parameters())
-    assert objective.scale.grad is not None  # MAN++'s s is trained
     target = learner.pieces[1][0]  # the next piece's first block
     assert objective._target is target
     m = 0.995  # the default momentum
-    expected = [e.mul(m).add(t, alpha=1 - m) for e, t in zip(objective.ema.parameters(), target.parameters())]
-    others = {k: v.clone() for k, v in learner.state_dict().items() if not k.startswith("aux.0.ema.")}
-    learner.after_optimizer_step()
+    expected = [e.mul(m).add(t * (1 - m)) for e, t in zip(objective.ema.parameters(), target.parameters())]
+    learner.train_step(x, y)
+    assert all(p.grad is None and not p.requires_grad for p in objective.ema.parameters())
+    assert objective.scale.grad is not None  # MAN++'s s is trained
     assert all(torch.equal(e, x) for e, x in zip(objective.ema.parameters(), expected))
-    assert all(torch.equal(v, learner.state_dict()[k]) for k, v in others.items()
-               if not k.startswith("aux.1.ema."))  # only the EMA copies move
+    others = {k: v.clone() for k, v in learner.state_dict().items()}
+    learner.after_optimizer_step()  # nothing moves after the optimiser step any more
+    assert all(torch.equal(v, learner.state_dict()[k]) for k, v in others.items())
 
 
 def test_hpff_first_piece_learns_only_from_the_cascade():
@@ -241,30 +245,34 @@ def test_pieces_parallel_refuses_a_loss_that_crosses_ranks():
 
 
 def test_pieces_parallel_sends_the_followed_weights_back(tmp_path):
-    """MAN under --parallel pieces: rank 2 sends its first block's weights to rank 1 after every step. With
-    momentum 0 the EMA block is a copy of what it follows, so at the end it equals piece 2's first block."""
-    from test_parallel import torchrun
-
-    out = tmp_path / "run"
-    done = torchrun("--arch", "resnet20", "--K", "2", "--cuts", "even", "--method", "man", "--ema-momentum", "0",
-                    "--train-subset", "200", "--test-subset", "100", "--batch-size", "50", "--epochs", "1",
-                    "--device", "cpu", "--quiet", "--parallel", "pieces", "--out", out)
-    assert done.returncode == 0, done.stderr
+    """MAN under --parallel pieces (pipelined): rank 2 sends its first block's weights to rank 1 at the start
+    of every step and rank 1 moves its EMA at the end of it: the EMA (and every weight) ends as in one
+    process, where it moves right after piece 1's backward. Momentum 0.5 makes a step's shift visible."""
+    from test_parallel import assert_same_state, one_thread, torchrun
     from infopro.train import load_checkpoint
 
-    state = load_checkpoint(out / "checkpoint.pt")["model"]
-    block = {k[len("pieces.1.0."):]: v for k, v in state.items() if k.startswith("pieces.1.0.")}
+    flags = ["--arch", "resnet20", "--K", "2", "--cuts", "even", "--method", "man", "--ema-momentum", "0.5",
+             "--train-subset", "200", "--test-subset", "100", "--batch-size", "50", "--epochs", "2",
+             "--device", "cpu", "--quiet"]
+    out, single = tmp_path / "run", tmp_path / "single"
+    done = torchrun(*flags, "--parallel", "pieces", "--out", out)
+    assert done.returncode == 0, done.stderr
+    with one_thread():
+        assert main(["train", *flags, "--out", str(single)]) == 0
+    state, reference = (load_checkpoint(run / "checkpoint.pt")["model"] for run in (out, single))
+    assert any(k.startswith("aux.0.ema.") for k in state)
+    assert_same_state(reference, state)
+    # The EMA follows the block as it was before the last step (it moves before each step): not the final one.
     ema = {k[len("aux.0.ema."):]: v for k, v in state.items() if k.startswith("aux.0.ema.")}
-    learnable = {name for name, _ in torch.nn.Module.named_parameters(build_backbone("resnet20").blocks[5])}
-    assert learnable and learnable <= block.keys() and learnable <= ema.keys()
-    assert all(torch.equal(ema[name], block[name]) for name in learnable)
+    assert not torch.allclose(ema["conv1.weight"], state["pieces.1.0.conv1.weight"])
 
 
 def test_describe_says_what_crosses(capsys):
     for method, phrase in [("hpff", "back-propagates into piece k-1"), ("man", "EMA"), ("auglocal", "shapes only"),
                            ("dgl", "nothing")]:
+        lambdas = ["--lambdas", "5", "0.5"] if method == "man" else []  # README's would be < 0 at this K
         assert main(["describe", "--arch", "resnet20", "--K", "3", "--cuts", "even", "--method", method,
-                     "--batch-size", "4"]) == 0
+                     "--batch-size", "4", *lambdas]) == 0
         out = capsys.readouterr().out
         assert "what crosses a cut" in out and phrase in out, method
 

@@ -40,6 +40,19 @@ def add_learner_arguments(parser: argparse.ArgumentParser) -> None:
                    help="auglocal: pyramid coefficient, depth shrinking along the network; 0 = off (default: 0.5)")
     g.add_argument("--ema-momentum", type=float, default=None, metavar="M",
                    help="man, man++: momentum of the EMA copy of the next piece's first block (default: 0.995)")
+    g.add_argument("--task-loss", choices=["cross-entropy", "supcon"], default=None,
+                   help="man, man++: the auxiliary head's loss (default: cross-entropy, as the authors' README trains "
+                        "them; MAN++'s stem piece always uses supcon, as its code does)")
+    g.add_argument("--supcon-mean", choices=["all-anchors", "anchors-with-positive"], default=None,
+                   help="infopro-contrast, man, man++: average the supervised contrastive loss over all anchors, one "
+                        "alone in its class counting 0 (the authors' code), or over the anchors with a positive (a "
+                        "scale that does not shrink when classes appear once in a batch) (default: all-anchors)")
+    g.add_argument("--lambda-schedule", choices=["next-stage", "piece"], default=None,
+                   help="man, man++: how the lambdas move along the pieces: next-stage = the authors' t = stage of "
+                        "the next block / (--lambda-K - 2); piece = InfoPro's t = k / (K - 2) (default: next-stage)")
+    g.add_argument("--lambda-K", type=int, default=None, metavar="K",
+                   help="man, man++: the K of the next-stage schedule, the authors' local_module_num (default: K for "
+                        "man, K - 1 for man++, whose stem is a piece of its own)")
     g.add_argument("--hpff-weights", type=float, nargs=2, default=None, metavar=("OWN", "CASCADE"),
                    help="hpff: weights of the own path and of the cascade path (default: 0.001 0.999)")
 
@@ -47,7 +60,9 @@ def add_learner_arguments(parser: argparse.ArgumentParser) -> None:
 DEFAULT_K = 4  # pieces when --K is not given (e2e: 1)
 
 # flag (argparse dest) -> the method option it sets
-METHOD_OPTION_FLAGS = {"aux_depth": "depth", "aux_pyramid": "pyramid", "ema_momentum": "momentum"}
+METHOD_OPTION_FLAGS = {"aux_depth": "depth", "aux_pyramid": "pyramid", "ema_momentum": "momentum",
+                      "task_loss": "task_loss", "supcon_mean": "supcon_mean", "lambda_schedule": "lambda_schedule",
+                      "lambda_K": "lambda_K"}
 
 
 def method_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -81,7 +96,7 @@ def check_learner_arguments(args: argparse.Namespace) -> None:
     for flag in (*METHOD_OPTION_FLAGS, "hpff_weights"):
         values = getattr(args, flag, None)
         values = [] if values is None else values if isinstance(values, (list, tuple)) else [values]
-        if not all(math.isfinite(v) for v in values):
+        if not all(math.isfinite(v) for v in values if not isinstance(v, str)):
             raise InfoProError(f"--{flag.replace('_', '-')} must be finite, got {values}")
     for flag, value, least in (("--aux-widen", args.aux_widen, 1), ("--aux-feature-dim", args.aux_feature_dim, 1),
                                ("--aux-decoder-chunk", args.aux_decoder_chunk, 0)):
@@ -137,7 +152,8 @@ def describe_main(args: argparse.Namespace) -> int:
           f"(in brackets: by its auxiliary nets); the step's peak is the largest")
     method = learner.method
     if learner.method_options:
-        print("method options: " + ", ".join(f"{k}={v:g}" for k, v in learner.method_options.items()))
+        print("method options: " + ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}"
+                                             for k, v in learner.method_options.items()))
     if method.memory_note:
         print(f"note: {method.memory_note}")
     if method.crossings:

@@ -123,8 +123,8 @@ class LocalLearner(nn.Module):
         method_options: the method's own settings by name (e.g. AugLocal's `depth`, MAN's
             `momentum`); None or missing: the method's defaults (`METHODS.get(name).option_defaults`).
 
-    After each optimiser step call `after_optimizer_step()`: methods with state that follows
-    the network (MAN's EMA copies) update it there.
+    After each optimiser step call `after_optimizer_step()` (a hook no built-in method needs now:
+    MAN's EMA copies move inside `train_step`, after each piece's backward, as in its authors' code).
 
     `amp_dtype` (attribute, default None): set to torch.bfloat16 to run the
     forward passes of `train_step` under autocast.
@@ -189,15 +189,9 @@ class LocalLearner(nn.Module):
                 k=k, K=K, cut=cut, feature_shape=tuple(int(d) for d in feature_shape), image_shape=self.input_shape,
                 num_classes=num_classes, block_shapes=block_shapes, blocks=backbone.blocks, lambdas=self.lambdas,
                 head=head, aux=options, temperature=temperature, tokens=backbone.tokens,
-                options=self.method_options,
+                options=self.method_options, stage_sizes=tuple(backbone.stage_sizes),
             ))
 
-        for k in range(K - 1):
-            if self.lambdas.for_piece(k, K) == (0, 0):
-                raise InfoProError(
-                    f"lambdas {self.lambdas} give piece {k + 1} of {K} no loss at all (lambda1 = lambda2 = 0), "
-                    f"so it would never train; give it a non-zero weight"
-                )
         context = CutContext(
             input_shape=self.input_shape, num_classes=num_classes, batch_size=profile_batch_size,
             objective_for=objective_for,
@@ -231,8 +225,8 @@ class LocalLearner(nn.Module):
         """One local-learning step on a batch; gradients are left in `.grad` (no optimiser step).
 
         Each piece runs forward, its local loss runs backward right away (so only
-        one piece's graph is alive at a time), and its detached output feeds the
-        next piece. Returns {"logits": detached logits, "losses": [float per piece]}.
+        one piece's graph is alive at a time), then its objective's `after_backward` hook
+        runs (MAN's EMA update), and its detached output feeds the next piece. Returns {"logits": detached logits, "losses": [float per piece]}.
         """
         if x.shape[1:] != self.input_shape:
             raise InfoProError(f"inputs of shape {tuple(x.shape[1:])} given, the learner was built for {self.input_shape}")
@@ -247,6 +241,7 @@ class LocalLearner(nn.Module):
             next_needs = k + 1 < self.K and self.aux[k + 1].needs_cascade
             previous_input = h if next_needs else None
             h, loss = local_step(piece, call, h, y, image, self.amp_dtype)
+            objective.after_backward()  # e.g. MAN's EMA moves here, before the optimiser step (as its authors')
             losses.append(loss)
         # One host sync per step, not one per piece.
         return {"logits": h, "losses": torch.stack(losses).tolist()}

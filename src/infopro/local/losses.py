@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import InfoProError
 from ..registry import Registry
 
 
@@ -24,17 +25,27 @@ def reconstruction_loss(decoder_logits: torch.Tensor, image: torch.Tensor) -> to
     return F.binary_cross_entropy_with_logits(decoder_logits.float(), image.float())
 
 
+# How the per-anchor SupCon terms are averaged (see `supervised_contrastive_loss`).
+SUPCON_MEANS = ("all-anchors", "anchors-with-positive")
+
+
 def supervised_contrastive_loss(
-    embedding: torch.Tensor, labels: torch.Tensor, temperature: float = 0.07
+    embedding: torch.Tensor, labels: torch.Tensor, temperature: float = 0.07, mean: str = "all-anchors"
 ) -> torch.Tensor:
     """Supervised contrastive loss (Khosla et al. 2020), one view per sample.
 
     The embedding is L2-normalised. For anchor i with positives P(i) (other
     samples of its label) and all others A(i):
         l_i = -1/|P(i)| * sum_{p in P(i)} log( exp(z_i.z_p / t) / sum_{a in A(i)} exp(z_i.z_a / t) )
-    averaged over the anchors that have at least one positive (an anchor
-    alone in its class has nothing to pull towards). 0 when no anchor has one.
+    `mean`:
+    - "all-anchors" (default; the authors' `losses.py`, the same file in InfoPro, MAN, MAN++):
+      the mean over ALL anchors of the batch, an anchor alone in its class contributing 0;
+    - "anchors-with-positive": the mean over the anchors that have a positive (0 when none has),
+      so the loss's scale does not shrink with the share of classes seen once in the batch
+      (small batches, many classes). The two agree when every label of the batch appears twice or more.
     """
+    if mean not in SUPCON_MEANS:
+        raise InfoProError(f"supcon mean must be one of {', '.join(SUPCON_MEANS)}, got {mean!r}")
     z = F.normalize(embedding.float(), dim=1)
     logits = z @ z.T / temperature
     n = z.shape[0]
@@ -46,7 +57,9 @@ def supervised_contrastive_loss(
     # where() rather than multiplying, so the -inf on the diagonal never meets a 0.
     pos_log_prob = torch.where(positives, log_prob, torch.zeros_like(log_prob)).sum(1)
     has_positive = num_positives > 0
-    per_anchor = -pos_log_prob / num_positives.clamp(min=1)
+    per_anchor = -pos_log_prob / num_positives.clamp(min=1)  # 0 where there is no positive
+    if mean == "all-anchors":
+        return per_anchor.mean()
     return (per_anchor * has_positive).sum() / has_positive.sum().clamp(min=1)
 
 
@@ -64,18 +77,20 @@ class SupConTerm(nn.Module):
 
     output_is_embedding = True
 
-    def __init__(self, temperature: float = 0.07) -> None:
+    def __init__(self, temperature: float = 0.07, mean: str = "all-anchors") -> None:
         super().__init__()
-        self.temperature = temperature
+        if mean not in SUPCON_MEANS:
+            raise InfoProError(f"supcon mean must be one of {', '.join(SUPCON_MEANS)}, got {mean!r}")
+        self.temperature, self.mean = temperature, mean
 
     def forward(self, embedding: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        return supervised_contrastive_loss(embedding, labels, self.temperature)
+        return supervised_contrastive_loss(embedding, labels, self.temperature, self.mean)
 
     def extra_repr(self) -> str:
-        return f"temperature={self.temperature}"
+        return f"temperature={self.temperature}, mean={self.mean}"
 
 
-# name -> builder(temperature) -> loss module with an `output_is_embedding` flag
-TASK_LOSSES: Registry[Callable[[float], nn.Module]] = Registry("task loss")
-TASK_LOSSES.add("cross-entropy", lambda temperature: CrossEntropyTerm())
-TASK_LOSSES.add("supcon", lambda temperature: SupConTerm(temperature))
+# name -> builder(temperature, supcon_mean=...) -> loss module with an `output_is_embedding` flag
+TASK_LOSSES: Registry[Callable[..., nn.Module]] = Registry("task loss")
+TASK_LOSSES.add("cross-entropy", lambda temperature, supcon_mean=None: CrossEntropyTerm())
+TASK_LOSSES.add("supcon", lambda temperature, supcon_mean="all-anchors": SupConTerm(temperature, supcon_mean))

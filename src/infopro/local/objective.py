@@ -15,9 +15,12 @@ class Objective(nn.Module):
     - `needs_image`: the learner passes the un-normalised image.
     - `needs_cascade`: the learner passes `cascade=(previous piece, this piece, previous piece's input)`,
       so the loss can run through both pieces (gradients then reach the previous piece).
+    - `after_backward()`: called once per step, after this piece's backward pass(es) and before the
+      optimiser step (`LocalLearner.train_step` calls it right after the piece's backward, where MAN's and
+      MAN++'s reference code moves its EMA copies).
     - `after_optimizer_step()`: called by `LocalLearner.after_optimizer_step()` after every optimiser step.
-    - `follows`: a module of the next piece whose weights this objective reads in that hook (MAN), or None;
-      `--parallel pieces` sends those weights from rank k+1 to rank k.
+    - `follows`: a module of the next piece whose weights this objective reads in `after_backward` (MAN), or
+      None; `--parallel pieces` sends those weights from rank k+1 to rank k.
     `recon_weight` and `task_weight` are the piece's (lambda1, lambda2), for `describe`.
     """
 
@@ -31,6 +34,9 @@ class Objective(nn.Module):
     @property
     def needs_image(self) -> bool:
         return False
+
+    def after_backward(self) -> None:
+        return None
 
     def after_optimizer_step(self) -> None:
         return None

@@ -101,7 +101,11 @@ class MeshTrainer:
         self.wire_dtype = learner.amp_dtype or params[0].dtype
         self.needs_image = any(learner.aux[k].needs_image for k in self.stage)
         # Weights that go backwards along the pieces (MAN): the block of this piece that piece p-1 follows,
-        # and the copy of piece p+1's block this piece follows (moved here: its EMA update runs here).
+        # and the copy of piece p+1's block this piece follows (moved here: its EMA update runs here). Rank
+        # p+1 sends the block at the start of each step, as it is before that step's optimiser step; rank p
+        # applies the EMA update at the end of the same step: the update one process makes right after
+        # piece p's backward, from the same weights (the EMA is read only by piece p's forward, so that the
+        # update comes after rank p's own optimiser step changes nothing).
         split = self.P > 1
         self.sent_block = learner.aux[self.p - 1].follows if split and not self.first else None
         follows = learner.aux[self.p].follows if split else None
@@ -159,12 +163,13 @@ class MeshTrainer:
 
     @torch.no_grad()
     def _follow(self, what: str) -> None:
-        """Receive the next piece's followed block (after its previous step) and run this objective's hook."""
+        """Receive the next piece's followed block (as it was at the start of this step) and run this
+        objective's `after_backward` hook (MAN's EMA update)."""
         params = list(self.followed.parameters())
         flat = self.link.recv((sum(p.numel() for p in params),), params[0].dtype, self._neighbour(+1), what)
         for p, value in zip(params, flat.split([p.numel() for p in params])):
             p.copy_(value.view_as(p))
-        self.learner.aux[self.p].after_optimizer_step()
+        self.learner.aux[self.p].after_backward()
 
     def train_epoch(self, loader: DeviceLoader, epoch: int, args: argparse.Namespace) -> dict[str, Any]:
         for k in self.stage:
@@ -186,6 +191,9 @@ class MeshTrainer:
             if args.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             what = f"training (epoch {epoch + 1}, step {step + 1})"
+            if self.sent_block is not None:  # the weights piece p-1's EMA moves towards in this step
+                self.link.isend(torch.cat([p.detach().reshape(-1) for p in self.sent_block.parameters()]),
+                                self._neighbour(-1), f"sending weights (epoch {epoch + 1}, step {step + 1})")
             self.optimizer.zero_grad(set_to_none=True)
             micro = list(zip(x.tensor_split(self.micro_batches), y.tensor_split(self.micro_batches)))
             for m, (x_m, y_m) in enumerate(micro):
@@ -211,21 +219,19 @@ class MeshTrainer:
                 self.reduction.wait(f"averaging gradients (epoch {epoch + 1}, step {step + 1})")
             if (step + 1) % finite.CHECK_EVERY == 0:
                 self._check_losses(watch, f"by step {step + 1} of epoch {epoch + 1}")
+            if self.P == 1:  # every piece here: the after-backward hooks run before the step, as in one process
+                for k in self.stage:
+                    self.learner.aux[k].after_backward()  # e.g. MAN's EMA copies follow the next piece
             self.optimizer.step()
             if self.P == 1:
-                self.learner.after_optimizer_step()  # e.g. MAN's EMA copies follow the next piece
-            if self.sent_block is not None:
-                self.link.isend(torch.cat([p.detach().reshape(-1) for p in self.sent_block.parameters()]),
-                                self._neighbour(-1), f"sending weights (epoch {epoch + 1}, step {step + 1})")
-            if self.followed is not None and step > 0:
-                self._follow(f"receiving weights of step {step} (epoch {epoch + 1})")
+                self.learner.after_optimizer_step()
+            if self.followed is not None:
+                self._follow(f"receiving weights of step {step + 1} (epoch {epoch + 1})")
             seen += len(y)
             images += batch
             progress.step(step + 1, step_losses[self.stage[-1]], images)
             if self.sync:
                 self.link.barrier(f"finishing step {step + 1} of epoch {epoch + 1}")
-        if self.followed is not None and seen:
-            self._follow(f"receiving the last weights of epoch {epoch + 1}")
         self.link.flush()
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)

@@ -4,8 +4,9 @@ A method never sees the training loop. The learner gives it, per piece, the
 shape of the feature at the cut, the piece's index k and K, and read access to
 the backbone's later blocks (the next piece starts with the first of them); the
 method returns an `Objective` (auxiliary nets + loss, an `nn.Module`). An
-objective may also (a) update state after each optimiser step
-(`after_optimizer_step`, e.g. an EMA of the next piece's weights) and
+objective may also (a) update state once per step after its backward pass
+(`after_backward`, e.g. MAN's EMA of the next piece's weights) or after the
+optimiser step (`after_optimizer_step`) and
 (b) ask for the previous piece and its input (`needs_cascade`), so that its
 loss runs through two pieces. Both are said out loud by `crossings`, which
 `infopro describe` prints and the isolation test checks.
@@ -95,6 +96,7 @@ class PieceContext:
     temperature: float
     options: Mapping[str, Any]
     tokens: TokenLayout | None = None  # how a token feature lies on the image (ViTs)
+    stage_sizes: tuple[int, ...] = ()  # blocks per stage, the stem stage 0 (`SequentialBackbone.stage_sizes`)
 
     @property
     def is_last(self) -> bool:
@@ -122,6 +124,15 @@ class PieceContext:
     def next_block(self) -> nn.Module:
         """The first block of the next piece (only for k < K-1)."""
         return self.blocks[self.cut + 1]
+
+    def stage_of(self, block: int) -> int:
+        """The stage (0: the stem) that block index `block` lies in."""
+        end = 0
+        for stage, size in enumerate(self.stage_sizes):
+            end += size
+            if block < end:
+                return stage
+        raise InfoProError(f"block {block} lies in no stage of sizes {list(self.stage_sizes)}")
 
 
 class LocalMethod:
@@ -159,6 +170,17 @@ class LocalMethod:
                 f"method {self.name!r} has no decoder, so lambda1 (the reconstruction weight) must be 0, "
                 f"got lambdas {lambdas}"
             )
+        self.check_piece_weights(K, lambdas, options)
+
+    def check_piece_weights(self, K: int, lambdas: Lambdas, options: Mapping[str, Any]) -> None:
+        """Refuse a local piece that the linear schedule (`Lambdas.for_piece`) gives no loss at all
+        (a method with a schedule of its own overrides this)."""
+        for k in range(K - 1):
+            if lambdas.for_piece(k, K) == (0, 0):
+                raise InfoProError(
+                    f"lambdas {lambdas} give piece {k + 1} of {K} no loss at all (lambda1 = lambda2 = 0), "
+                    f"so it would never train; give it a non-zero weight"
+                )
 
     def objective_kind(self, k: int, K: int, lambdas: Lambdas, options: Mapping[str, Any]) -> Hashable:
         """Pieces of equal kind get the same auxiliary nets at the same cut (used by memory profiling)."""
@@ -231,7 +253,8 @@ def head_objective(ctx: PieceContext, head: str, task_loss: str, feature_shape: 
     from ..losses import TASK_LOSSES
 
     recon_weight, task_weight = ctx.weights
-    loss = TASK_LOSSES.get(task_loss)(ctx.temperature)
+    # The SupCon mean is a method option (`supcon_mean`) of the methods that offer it; others get the default.
+    loss = TASK_LOSSES.get(task_loss)(ctx.temperature, **{k: v for k, v in ctx.options.items() if k == "supcon_mean"})
     out_dim = ctx.aux.feature_dim if loss.output_is_embedding else ctx.num_classes
     feature = ctx.feature(feature_shape)
     family = aux_family_for(feature)

@@ -1,5 +1,9 @@
 """InfoPro (Wang et al., ICLR 2021): decoder BCE (I(h, x)) + a task head (I(h, y)), Softmax or Contrast."""
 
+from typing import Any, Mapping
+
+from ...errors import InfoProError
+from ..losses import SUPCON_MEANS
 from .base import METHODS, HeadMethod, Lambdas
 
 
@@ -15,6 +19,14 @@ class InfoPro(HeadMethod):
 
     def __init__(self, name: str, task_loss: str, description: str) -> None:
         self.name, self.task_loss, self.description = name, task_loss, description
+        # Contrast: how SupCon averages its anchors (see `supervised_contrastive_loss`); the authors' by default.
+        self.option_defaults = {"supcon_mean": "all-anchors"} if task_loss == "supcon" else {}
+
+    def check(self, K: int, lambdas: Lambdas, options: Mapping[str, Any]) -> None:
+        super().check(K, lambdas, options)
+        if "supcon_mean" in options and options["supcon_mean"] not in SUPCON_MEANS:
+            raise InfoProError(f"{self.name}'s supcon_mean (--supcon-mean) must be one of {', '.join(SUPCON_MEANS)}, "
+                               f"got {options['supcon_mean']!r}")
 
 
 METHODS.add("infopro-softmax", InfoPro("infopro-softmax", "cross-entropy", "InfoPro: decoder BCE + cross-entropy head"))
