@@ -68,7 +68,7 @@ def main() -> None:
     results = {"arch": args.arch, "batch_size": args.batch_size, "lr": args.lr, "warmup_epochs": args.warmup_epochs,
                "images": len(data.train), "max_loss": max(s["loss"] for s in steps), "steps": steps}
     print(f"highest loss over {len(steps)} steps: {results['max_loss']:.3f}")
-    key = lambda r: (r["arch"], r["batch_size"], r["lr"], r.get("warmup_epochs", 0))
+    key = lambda r: (r["arch"], r["batch_size"], r["lr"], r.get("warmup_epochs", 0), r["images"])
     previous = json.loads(args.out.read_text()) if args.out.is_file() else []
     previous = [r for r in previous if key(r) != key(results)]
     args.out.write_text(json.dumps(previous + [results], indent=2) + "\n")
