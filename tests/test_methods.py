@@ -99,7 +99,9 @@ def test_gradient_isolation_per_method(method):
     for HPFF piece k's gradient also carries piece k+1's cascade, and nothing from k+2 on."""
     x, y = batch()
     torch.manual_seed(0)
-    learner = LocalLearner(build_backbone("resnet20"), 4, method, cuts="even")
+    # HPFF's default (README) lambdas end at (0, 0): piece K-2's cascade would carry no gradient to see.
+    lambdas = (5, 1, 5, 1) if method == "hpff" else None
+    learner = LocalLearner(build_backbone("resnet20"), 4, method, cuts="even", lambdas=lambdas)
     reach = REACH_BACK[method]
     for k in range(1, learner.K - reach):
         model = copy.deepcopy(learner)
@@ -143,13 +145,14 @@ def test_frozen_ema_blocks_get_no_gradient_and_follow_the_next_piece():
 def test_hpff_first_piece_learns_only_from_the_cascade():
     x, y = batch()
     torch.manual_seed(0)
-    learner = LocalLearner(build_backbone("resnet20"), 3, "hpff", cuts="even")
+    # K=4: piece 2's cascade has lambdas (2.5, 0.25) (K=3 would put piece 2 on the last pair, (0, 0)).
+    learner = LocalLearner(build_backbone("resnet20"), 4, "hpff", cuts="even")
     out = learner.train_step(x, y)
     assert out["losses"][0] == 0.0
-    assert all(g is not None for g in grads([learner.pieces[0]]))
+    assert all(g is not None and g.any() for g in grads([learner.pieces[0]]))
     # Without piece 2's loss, piece 1 would get no gradient at all: zero its cascade weight and see.
     torch.manual_seed(0)
-    silent = LocalLearner(build_backbone("resnet20"), 3, "hpff", cuts="even",
+    silent = LocalLearner(build_backbone("resnet20"), 4, "hpff", cuts="even",
                           method_options={"cascade_weight": 0.0})
     silent.train_step(x, y)
     assert all(g is None or not g.any() for g in grads([silent.pieces[0]]))

@@ -38,6 +38,11 @@ def add_learner_arguments(parser: argparse.ArgumentParser) -> None:
                    help="auglocal: blocks in each auxiliary net (default: the method's, 2)")
     g.add_argument("--aux-pyramid", type=float, default=None, metavar="C",
                    help="auglocal: pyramid coefficient, depth shrinking along the network; 0 = off (default: 0.5)")
+    g.add_argument("--aux-strides", default=None, choices=["reference", "layers"],
+                   help="auglocal: where an aux block downsamples. reference: where its width doubles over its "
+                        "widened input, as the authors' code; layers: where the imitated layers' width doubles, "
+                        "so the aux nets downsample like the network whatever --aux-widen (the same at widen 1; "
+                        "the reference refuses most depths at widen > 1) (default: reference)")
     g.add_argument("--ema-momentum", type=float, default=None, metavar="M",
                    help="man, man++: momentum of the EMA copy of the next piece's first block (default: 0.995)")
     g.add_argument("--hpff-weights", type=float, nargs=2, default=None, metavar=("OWN", "CASCADE"),
@@ -47,7 +52,8 @@ def add_learner_arguments(parser: argparse.ArgumentParser) -> None:
 DEFAULT_K = 4  # pieces when --K is not given (e2e: 1)
 
 # flag (argparse dest) -> the method option it sets
-METHOD_OPTION_FLAGS = {"aux_depth": "depth", "aux_pyramid": "pyramid", "ema_momentum": "momentum"}
+METHOD_OPTION_FLAGS = {"aux_depth": "depth", "aux_pyramid": "pyramid", "aux_strides": "strides",
+                      "ema_momentum": "momentum"}
 
 
 def method_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -81,7 +87,7 @@ def check_learner_arguments(args: argparse.Namespace) -> None:
     for flag in (*METHOD_OPTION_FLAGS, "hpff_weights"):
         values = getattr(args, flag, None)
         values = [] if values is None else values if isinstance(values, (list, tuple)) else [values]
-        if not all(math.isfinite(v) for v in values):
+        if not all(isinstance(v, str) or math.isfinite(v) for v in values):
             raise InfoProError(f"--{flag.replace('_', '-')} must be finite, got {values}")
     for flag, value, least in (("--aux-widen", args.aux_widen, 1), ("--aux-feature-dim", args.aux_feature_dim, 1),
                                ("--aux-decoder-chunk", args.aux_decoder_chunk, 0)):
@@ -137,7 +143,8 @@ def describe_main(args: argparse.Namespace) -> int:
           f"(in brackets: by its auxiliary nets); the step's peak is the largest")
     method = learner.method
     if learner.method_options:
-        print("method options: " + ", ".join(f"{k}={v:g}" for k, v in learner.method_options.items()))
+        print("method options: " + ", ".join(f"{k}={v if isinstance(v, str) else format(v, 'g')}"
+                                             for k, v in learner.method_options.items()))
     if method.memory_note:
         print(f"note: {method.memory_note}")
     if method.crossings:

@@ -193,7 +193,7 @@ class LocalLearner(nn.Module):
             ))
 
         for k in range(K - 1):
-            if self.lambdas.for_piece(k, K) == (0, 0):
+            if not self.method.trains_piece(k, K, self.lambdas, self.method_options):
                 raise InfoProError(
                     f"lambdas {self.lambdas} give piece {k + 1} of {K} no loss at all (lambda1 = lambda2 = 0), "
                     f"so it would never train; give it a non-zero weight"
@@ -239,13 +239,21 @@ class LocalLearner(nn.Module):
         image = self.unnormalize(x) if any(obj.needs_image for obj in self.aux) else None
         h = x
         losses = []
-        previous_input = None  # piece k-1's input, held only for a loss that runs through piece k-1 (HPFF)
+        # (piece k-1 as a cascade runs it again, its input), held only for a loss that runs through piece k-1 (HPFF)
+        previous = None
         for k, (piece, objective) in enumerate(zip(self.pieces, self.aux)):
             call = objective
             if objective.needs_cascade and k > 0:
-                call = functools.partial(objective, cascade=(self.pieces[k - 1], piece, previous_input))
+                call = functools.partial(objective, cascade=(previous[0], piece, previous[1]))
             next_needs = k + 1 < self.K and self.aux[k + 1].needs_cascade
-            previous_input = h if next_needs else None
+            previous = (piece, h) if next_needs else None
+            if next_needs and k == 0:
+                # The first block (the stem) runs once per step, as in HPFF's code (`y = torch.clone(x)`): piece 1's
+                # cascade starts from a clone of its output, graph kept, so its BatchNorm statistics move once.
+                with torch.autocast(h.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
+                    h = piece[0](h)
+                piece = piece[1:]
+                previous = (piece, h.clone())
             h, loss = local_step(piece, call, h, y, image, self.amp_dtype)
             losses.append(loss)
         # One host sync per step, not one per piece.

@@ -14,7 +14,9 @@ class Objective(nn.Module):
     Hooks a method may use (the defaults do nothing):
     - `needs_image`: the learner passes the un-normalised image.
     - `needs_cascade`: the learner passes `cascade=(previous piece, this piece, previous piece's input)`,
-      so the loss can run through both pieces (gradients then reach the previous piece).
+      so the loss can run through both pieces (gradients then reach the previous piece). For piece 1 the
+      "previous piece" is piece 0 without its first block and its input is that block's output with its
+      graph kept: the stem runs once per step (HPFF's code), so piece 0 must have no loss of its own.
     - `after_optimizer_step()`: called by `LocalLearner.after_optimizer_step()` after every optimiser step.
     - `follows`: a module of the next piece whose weights this objective reads in that hook (MAN), or None;
       `--parallel pieces` sends those weights from rank k+1 to rank k.

@@ -160,6 +160,10 @@ class LocalMethod:
                 f"got lambdas {lambdas}"
             )
 
+    def trains_piece(self, k: int, K: int, lambdas: Lambdas, options: Mapping[str, Any]) -> bool:
+        """Whether local piece k (k < K-1) has a loss that trains it (the learner refuses one that has none)."""
+        return lambdas.for_piece(k, K) != (0, 0)
+
     def objective_kind(self, k: int, K: int, lambdas: Lambdas, options: Mapping[str, Any]) -> Hashable:
         """Pieces of equal kind get the same auxiliary nets at the same cut (used by memory profiling)."""
         if k == K - 1:
