@@ -90,7 +90,7 @@ def test_interface_equals_a_hand_built_composition_bitwise(arch, K, cuts, method
 # method -> which earlier pieces a perturbation of pieces k+1.. may reach: 0 = none (fully isolated);
 # 1 = piece k (HPFF's cascade: piece k+1's loss back-propagates into piece k, and no further).
 REACH_BACK = {"greedy": 0, "dgl": 0, "infopro-contrast": 0, "predsim": 0, "auglocal": 0, "man": 0, "man++": 0,
-              "hpff": 1}
+              "hpff": 1, "hpff-contrast": 1}
 
 
 @pytest.mark.parametrize("method", list(REACH_BACK))
@@ -100,7 +100,7 @@ def test_gradient_isolation_per_method(method):
     x, y = batch()
     torch.manual_seed(0)
     # HPFF's default (README) lambdas end at (0, 0): piece K-2's cascade would carry no gradient to see.
-    lambdas = (5, 1, 5, 1) if method == "hpff" else None
+    lambdas = (5, 1, 5, 1) if method.startswith("hpff") else None
     learner = LocalLearner(build_backbone("resnet20"), 4, method, cuts="even", lambdas=lambdas)
     reach = REACH_BACK[method]
     for k in range(1, learner.K - reach):
