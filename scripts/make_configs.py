@@ -7,6 +7,7 @@ uses the same). Run:
     python scripts/make_configs.py
 """
 
+from fractions import Fraction
 from pathlib import Path
 
 import yaml
@@ -92,9 +93,7 @@ def write_rivals() -> None:
             pieces = layers - depth
             write_rival(f"{arch}-auglocal-K{layers}-d{depth}", arch=arch, method="auglocal", K=pieces,
                         cuts=list(range(pieces - 1)), aux_depth=depth, aux_pyramid=0.5)
-        for K, lambdas in INFOPRO_LAMBDAS[arch].items():
-            write_rival(f"{arch}-hpff-K{K}", arch=arch, method="hpff", K=K, cuts="paper", lambdas=lambdas,
-                        hpff_weights=[0.001, 0.999])
+    write_hpff()
     write_man()
 
 
@@ -152,6 +151,35 @@ def write_man() -> None:
                 extra = {} if K - 1 == ref_K else {"lambda_K": ref_K}
                 write_rival(f"{arch}-man++-K{ref_K}", arch=arch, method="man++", K=K, cuts=[0, *cuts],
                             lambdas=lambdas, ema_momentum=0.995, **extra)
+
+
+# HPFF's README: ResNet-32 "--local_module_num 16", ResNet-110 "--local_module_num 55", cross-entropy
+# (method hpff), head 2c2f, lambdas 5 0.5 0 0. Its lists for these K (network/config.py) have one entry
+# fewer than K, the stem merged into the first module: 15 and 54 pieces, cut after blocks 1 .. K - 2.
+HPFF_LAMBDAS = [5, 0.5, 0, 0]
+HPFF_README_K = {"resnet32": 16, "resnet110": 55}
+
+
+def hpff_lambdas(pieces: int, reference_K: int) -> list[float]:
+    """The README's lambdas for `pieces` pieces where the reference's ratio is i / (reference_K - 2):
+    the last pair moved so that our ratio i / (pieces - 2) gives the same weights."""
+    if pieces == reference_K or pieces <= 2:
+        return HPFF_LAMBDAS
+    first, last = HPFF_LAMBDAS[:2], HPFF_LAMBDAS[2:]
+    scale = Fraction(pieces - 2, reference_K - 2)
+    return first + [float(Fraction(f) + scale * (Fraction(l) - Fraction(f))) for f, l in zip(first, last)]
+
+
+def write_hpff() -> None:
+    """HPFF rows: InfoPro's cuts at K = 2, 4, 8 (and ResNet-110's 16), as its lists; its README's K."""
+    for arch, readme_K in HPFF_README_K.items():
+        for K in INFOPRO_LAMBDAS[arch]:
+            if K != readme_K:
+                write_rival(f"{arch}-hpff-K{K}", arch=arch, method="hpff", K=K, cuts="paper", lambdas=HPFF_LAMBDAS,
+                            hpff_weights=[0.001, 0.999])
+        pieces = readme_K - 1
+        write_rival(f"{arch}-hpff-K{readme_K}", arch=arch, method="hpff", K=pieces, cuts=list(range(1, pieces)),
+                    lambdas=hpff_lambdas(pieces, readme_K), hpff_weights=[0.001, 0.999])
 
 
 def main() -> None:

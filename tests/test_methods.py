@@ -90,7 +90,7 @@ def test_interface_equals_a_hand_built_composition_bitwise(arch, K, cuts, method
 # method -> which earlier pieces a perturbation of pieces k+1.. may reach: 0 = none (fully isolated);
 # 1 = piece k (HPFF's cascade: piece k+1's loss back-propagates into piece k, and no further).
 REACH_BACK = {"greedy": 0, "dgl": 0, "infopro-contrast": 0, "predsim": 0, "auglocal": 0, "man": 0, "man++": 0,
-              "hpff": 1}
+              "hpff": 1, "hpff-contrast": 1}
 
 
 @pytest.mark.parametrize("method", list(REACH_BACK))
@@ -100,8 +100,9 @@ def test_gradient_isolation_per_method(method):
     x, y = batch()
     torch.manual_seed(0)
     # MAN's README lambdas (5, 0.5, 0, 0) on the reference's next-stage schedule would give a piece of this
-    # small K zero or negative weights (refused): constant lambdas instead.
-    lambdas = (5, 0.5) if method in ("man", "man++") else None
+    # small K zero or negative weights (refused): constant lambdas instead. HPFF's default (README) lambdas
+    # end at (0, 0): piece K-2's cascade would carry no gradient to see.
+    lambdas = (5, 0.5) if method in ("man", "man++") else (5, 1, 5, 1) if method.startswith("hpff") else None
     learner = LocalLearner(build_backbone("resnet20"), 4, method, cuts="even", lambdas=lambdas)
     reach = REACH_BACK[method]
     for k in range(1, learner.K - reach):
@@ -147,13 +148,14 @@ def test_frozen_ema_blocks_get_no_gradient_and_follow_the_next_piece():
 def test_hpff_first_piece_learns_only_from_the_cascade():
     x, y = batch()
     torch.manual_seed(0)
-    learner = LocalLearner(build_backbone("resnet20"), 3, "hpff", cuts="even")
+    # K=4: piece 2's cascade has lambdas (2.5, 0.25) (K=3 would put piece 2 on the last pair, (0, 0)).
+    learner = LocalLearner(build_backbone("resnet20"), 4, "hpff", cuts="even")
     out = learner.train_step(x, y)
     assert out["losses"][0] == 0.0
-    assert all(g is not None for g in grads([learner.pieces[0]]))
+    assert all(g is not None and g.any() for g in grads([learner.pieces[0]]))
     # Without piece 2's loss, piece 1 would get no gradient at all: zero its cascade weight and see.
     torch.manual_seed(0)
-    silent = LocalLearner(build_backbone("resnet20"), 3, "hpff", cuts="even",
+    silent = LocalLearner(build_backbone("resnet20"), 4, "hpff", cuts="even",
                           method_options={"cascade_weight": 0.0})
     silent.train_step(x, y)
     assert all(g is None or not g.any() for g in grads([silent.pieces[0]]))

@@ -38,6 +38,11 @@ def add_learner_arguments(parser: argparse.ArgumentParser) -> None:
                    help="auglocal: blocks in each auxiliary net (default: the method's, 2)")
     g.add_argument("--aux-pyramid", type=float, default=None, metavar="C",
                    help="auglocal: pyramid coefficient, depth shrinking along the network; 0 = off (default: 0.5)")
+    g.add_argument("--aux-strides", default=None, choices=["reference", "layers"],
+                   help="auglocal: where an aux block downsamples. reference: where its width doubles over its "
+                        "widened input, as the authors' code; layers: where the imitated layers' width doubles, "
+                        "so the aux nets downsample like the network whatever --aux-widen (the same at widen 1; "
+                        "the reference refuses most depths at widen > 1) (default: reference)")
     g.add_argument("--ema-momentum", type=float, default=None, metavar="M",
                    help="man, man++: momentum of the EMA copy of the next piece's first block (default: 0.995)")
     g.add_argument("--task-loss", choices=["cross-entropy", "supcon"], default=None,
@@ -60,9 +65,9 @@ def add_learner_arguments(parser: argparse.ArgumentParser) -> None:
 DEFAULT_K = 4  # pieces when --K is not given (e2e: 1)
 
 # flag (argparse dest) -> the method option it sets
-METHOD_OPTION_FLAGS = {"aux_depth": "depth", "aux_pyramid": "pyramid", "ema_momentum": "momentum",
-                      "task_loss": "task_loss", "supcon_mean": "supcon_mean", "lambda_schedule": "lambda_schedule",
-                      "lambda_K": "lambda_K"}
+METHOD_OPTION_FLAGS = {"aux_depth": "depth", "aux_pyramid": "pyramid", "aux_strides": "strides",
+                      "ema_momentum": "momentum", "task_loss": "task_loss", "supcon_mean": "supcon_mean",
+                      "lambda_schedule": "lambda_schedule", "lambda_K": "lambda_K"}
 
 
 def method_options(args: argparse.Namespace) -> dict[str, Any]:

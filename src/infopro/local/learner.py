@@ -233,13 +233,21 @@ class LocalLearner(nn.Module):
         image = self.unnormalize(x) if any(obj.needs_image for obj in self.aux) else None
         h = x
         losses = []
-        previous_input = None  # piece k-1's input, held only for a loss that runs through piece k-1 (HPFF)
+        # (piece k-1 as a cascade runs it again, its input), held only for a loss that runs through piece k-1 (HPFF)
+        previous = None
         for k, (piece, objective) in enumerate(zip(self.pieces, self.aux)):
             call = objective
             if objective.needs_cascade and k > 0:
-                call = functools.partial(objective, cascade=(self.pieces[k - 1], piece, previous_input))
+                call = functools.partial(objective, cascade=(previous[0], piece, previous[1]))
             next_needs = k + 1 < self.K and self.aux[k + 1].needs_cascade
-            previous_input = h if next_needs else None
+            previous = (piece, h) if next_needs else None
+            if next_needs and k == 0:
+                # The first block (the stem) runs once per step, as in HPFF's code (`y = torch.clone(x)`): piece 1's
+                # cascade starts from a clone of its output, graph kept, so its BatchNorm statistics move once.
+                with torch.autocast(h.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
+                    h = piece[0](h)
+                piece = piece[1:]
+                previous = (piece, h.clone())
             h, loss = local_step(piece, call, h, y, image, self.amp_dtype)
             objective.after_backward()  # e.g. MAN's EMA moves here, before the optimiser step (as its authors')
             losses.append(loss)

@@ -14,7 +14,9 @@ class Objective(nn.Module):
     Hooks a method may use (the defaults do nothing):
     - `needs_image`: the learner passes the un-normalised image.
     - `needs_cascade`: the learner passes `cascade=(previous piece, this piece, previous piece's input)`,
-      so the loss can run through both pieces (gradients then reach the previous piece).
+      so the loss can run through both pieces (gradients then reach the previous piece). For piece 1 the
+      "previous piece" is piece 0 without its first block and its input is that block's output with its
+      graph kept: the stem runs once per step (HPFF's code), so piece 0 must have no loss of its own.
     - `after_backward()`: called once per step, after this piece's backward pass(es) and before the
       optimiser step (`LocalLearner.train_step` calls it right after the piece's backward, where MAN's and
       MAN++'s reference code moves its EMA copies).

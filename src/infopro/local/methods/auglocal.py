@@ -3,8 +3,9 @@
 Piece k ends after layer l (a block index, the stem is layer 0) of a network of L
 layers. Its auxiliary net is d_k newly initialised residual blocks whose widths are
 those of the layers at indices round(l + (L - l - 1) / d_k * i), i = 1..d_k (all
-later layers when d_k >= L - 1 - l), with stride 2 wherever the width doubles,
-then global average pooling (+ BatchNorm1d when d_k = 1) and a linear classifier;
+later layers when d_k >= L - 1 - l), with stride 2 wherever the width doubles
+(the widened width of the block before, as the reference compares; option `strides`),
+then global average pooling (+ BatchNorm1d when d_k <= 1) and a linear classifier;
 loss: cross-entropy. With the pyramid option (coefficient c > 0) the depth shrinks
 along the network: d_k = max(1, round(d (1 - c k / (K - 2)) + c k / (K - 2))).
 The paper's ResNet runs cut after every layer but the last d (K = L - d pieces).
@@ -23,7 +24,6 @@ from torch import nn
 
 from ...errors import InfoProError
 from ...models.resnet_cifar import BasicBlock
-from ...errors import InfoProError
 from ..losses import CrossEntropyTerm
 from ..objective import LocalObjective, Objective
 from .base import METHODS, Lambdas, LocalMethod, PieceContext, reinitialise_, require_map
@@ -44,21 +44,40 @@ def pyramid_depth(depth: int, k: int, K: int, coefficient: float) -> int:
     return max(1, round(depth * (1 - t) + t))
 
 
-def augmented_net(channels: int, widths: list[int], num_classes: int, widen: int) -> nn.Sequential:
-    """Blocks of the given widths (times `widen`) from a feature of `channels`, stride 2 per width doubling."""
+STRIDE_RULES = ("reference", "layers")
+
+
+def augmented_net(channels: int, widths: list[int], num_classes: int, widen: int, depth: int | None = None,
+                  strides: str = "reference") -> nn.Sequential:
+    """Blocks of the given widths (times `widen`) from a feature of `channels`, stride 2 per width doubling.
+
+    `depth` is the depth asked for (default: len(widths)); as in the reference
+    (`auxiliary_nets.py` 237-245) a BatchNorm1d precedes the classifier when it is <= 1, even where
+    fewer later layers were left to imitate. Strides ("reference", lines 226-236): a block's width is
+    compared with its input's, the widened width of the block before, so with `widen` > 1 a doubling
+    of the imitated layers no longer downsamples, and a later layer narrower than the widened one
+    before it is refused (the reference asserts). "layers": compared with the imitated layer before, so
+    the aux net downsamples where the imitated layers do, whatever `widen` (identical at widen 1).
+    """
+    if strides not in STRIDE_RULES:
+        raise InfoProError(f"auglocal's strides must be one of {', '.join(STRIDE_RULES)}, got {strides!r}")
     layers: list[nn.Module] = []
     previous, in_channels, pending_halvings = channels, channels, 0
     for width in widths:
-        if width < previous:
-            raise InfoProError(f"auglocal imitates later layers that are at least as wide as the ones before; "
-                               f"a layer of width {width} follows one of {previous}")
-        pending_halvings += int(math.log2(width // previous))
+        compared = in_channels if strides == "reference" else previous
+        if width < compared:
+            raise InfoProError(
+                f"auglocal imitates later layers that are at least as wide as the {'input' if strides == 'reference' else 'ones'} "
+                f"before them; a layer of width {width} follows one of {compared}"
+                + (" (the widened block before it, as in the reference; with --aux-widen > 1 use "
+                   "--aux-strides layers)" if strides == "reference" and widen != 1 else ""))
+        pending_halvings += int(math.log2(width // compared))
         stride = 2 if pending_halvings >= 1 else 1
         pending_halvings -= stride == 2
         layers.append(BasicBlock(in_channels, width * widen, stride))
         previous, in_channels = width, width * widen
     layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten()]
-    if len(widths) <= 1:
+    if (len(widths) if depth is None else depth) <= 1:
         layers.append(nn.BatchNorm1d(in_channels))
     layers.append(nn.Linear(in_channels, num_classes))
     return nn.Sequential(*layers)
@@ -69,7 +88,7 @@ class AugLocal(LocalMethod):
 
     name = "auglocal"
     description = "AugLocal: aux net = d new blocks shaped like uniformly sampled later layers, CE"
-    option_defaults = {"depth": 2, "pyramid": 0.5}
+    option_defaults = {"depth": 2, "pyramid": 0.5, "strides": "reference"}
     crossings = (
         "shapes only: each auxiliary net is built once from the widths of later layers; no weight is copied "
         "or shared and no gradient crosses a cut",
@@ -82,6 +101,9 @@ class AugLocal(LocalMethod):
             raise InfoProError(f"auglocal's depth (--aux-depth) must be an integer >= 1, got {depth}")
         if not 0 <= pyramid <= 1:
             raise InfoProError(f"auglocal's pyramid coefficient (--aux-pyramid) must be in [0, 1] (0: off), got {pyramid}")
+        if options["strides"] not in STRIDE_RULES:
+            raise InfoProError(f"auglocal's strides (--aux-strides) must be one of {', '.join(STRIDE_RULES)}, "
+                               f"got {options['strides']!r}")
 
     def depth_of(self, k: int, K: int, options: Mapping[str, Any]) -> int:
         return pyramid_depth(int(options["depth"]), k, K, float(options["pyramid"]))
@@ -99,7 +121,8 @@ class AugLocal(LocalMethod):
         if any(len(s) != 3 for s in shapes):
             raise InfoProError("auglocal imitates later layers that give feature maps; this network's later "
                                "layers include other outputs")
-        net = augmented_net(ctx.feature_shape[0], [s[0] for s in shapes], ctx.num_classes, ctx.aux.widen)
+        net = augmented_net(ctx.feature_shape[0], [s[0] for s in shapes], ctx.num_classes, ctx.aux.widen, depth,
+                            ctx.options["strides"])
         _, task_weight = ctx.weights
         return LocalObjective(CrossEntropyTerm(), head=reinitialise_(net), task_weight=task_weight)
 

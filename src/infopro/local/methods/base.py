@@ -173,14 +173,18 @@ class LocalMethod:
         self.check_piece_weights(K, lambdas, options)
 
     def check_piece_weights(self, K: int, lambdas: Lambdas, options: Mapping[str, Any]) -> None:
-        """Refuse a local piece that the linear schedule (`Lambdas.for_piece`) gives no loss at all
-        (a method with a schedule of its own overrides this)."""
+        """Refuse a local piece that has no loss that trains it (`trains_piece`; a method whose weights depend
+        on more than the linear schedule overrides this)."""
         for k in range(K - 1):
-            if lambdas.for_piece(k, K) == (0, 0):
+            if not self.trains_piece(k, K, lambdas, options):
                 raise InfoProError(
                     f"lambdas {lambdas} give piece {k + 1} of {K} no loss at all (lambda1 = lambda2 = 0), "
                     f"so it would never train; give it a non-zero weight"
                 )
+
+    def trains_piece(self, k: int, K: int, lambdas: Lambdas, options: Mapping[str, Any]) -> bool:
+        """Whether local piece k (k < K-1) has a loss that trains it (the learner refuses one that has none)."""
+        return lambdas.for_piece(k, K) != (0, 0)
 
     def objective_kind(self, k: int, K: int, lambdas: Lambdas, options: Mapping[str, Any]) -> Hashable:
         """Pieces of equal kind get the same auxiliary nets at the same cut (used by memory profiling)."""

@@ -1,13 +1,25 @@
-"""HPFF (hierarchical locally supervised learning with patch feature fusion, 2024), on InfoPro's cuts.
+"""HPFF (hierarchical locally supervised learning with patch feature fusion, ECCV 2024), on InfoPro's cuts.
 
-Two paths per piece k, with weights (own, cascade) = (0.001, 0.999):
-- own: a head on the piece's own output h_k, supervised contrastive loss (the last piece: cross-entropy
-  on its logits);
+As its code runs it (Zeudfish/HPFF, `Exp on CIFAR_SVHN_STL/network/resnetInfoPro_HPFF.py`), two paths per
+piece k >= 1, with weights (own, cascade) = (0.001, 0.999):
+- own: a head on the piece's own output h_k and the task loss (the last piece: cross-entropy on its logits);
 - cascade: z = piece_k(piece_{k-1}(h_{k-2})), both pieces run again from piece k-1's (detached) input,
-  and InfoPro's loss on z: lambda1 * quadrant-decoder BCE + lambda2 * supervised contrastive head
-  (the last piece: cross-entropy on z's logits). The quadrant decoder cuts z into four quadrants,
-  each with its own decoder for the matching quadrant of the image.
-Piece 0 has no loss of its own: it learns only through piece 1's cascade, as in the reference code.
+  and InfoPro's loss on z: lambda1 * quadrant-decoder BCE + lambda2 * task loss of a second head
+  (the last piece: cross-entropy on z's logits, lines 296-301). The quadrant decoder cuts z into four
+  quadrants, each with its own decoder for the matching quadrant of the image; the four BCEs are
+  summed, not averaged (`network/auxiliary_net.py` 59-60).
+- Piece 0 has no loss of its own (lines 261-265): it learns only through piece 1's cascade. Its first
+  block (the stem) runs once per step and piece 1's cascade starts from its output (`y = torch.clone(x)`,
+  line 257), so the stem's BatchNorm statistics move once per step, every other piece's as often as
+  in the reference (see `LocalLearner.train_step`).
+- lambdas: piece k uses ratio k / (K - 2) between the first pair and the last (line 271): the first pair
+  belongs to piece 0, which has no loss, so piece 1 starts at 1 / (K - 2). Where the reference's K counts
+  one more module than it builds (its ResNet-32 K=16 and ResNet-110 K=55 lists have 15 and 54 entries,
+  the stem merged into the first), scale the last pair so that piece K-2 lands on the reference's ratio
+  (scripts/make_configs.py does).
+- Defaults are its README's commands: head 2c2f, cross-entropy (`--local_loss_mode cross_entropy`),
+  lambdas (5, 0.5, 0, 0). `hpff-contrast` is the same with the supervised contrastive loss
+  (its train.py's default `--local_loss_mode contrast`).
 
 What crosses a cut: *gradients*. Piece k's cascade loss back-propagates into piece
 k-1's parameters, so piece k-1's gradient is the sum of its own loss's and piece k's
@@ -83,7 +95,9 @@ class HPFFObjective(Objective):
                 cascade: Sequence | None = None) -> torch.Tensor:
         loss = self.own_weight * self.task(self.own_head(h), labels)
         z = _cascade(h, cascade)
-        cascade_loss = h.new_zeros((), dtype=torch.float32)
+        # With both lambdas 0 the reference still back-propagates 0 * loss: pieces k-1 and k get zero
+        # gradients, not none, so weight decay and momentum act on them as there.
+        cascade_loss = 0 * z.float().sum()
         if self.decoder is not None:
             cascade_loss = cascade_loss + self.recon_weight * self.decoder.loss(z, image)
         if self.head is not None:
@@ -118,29 +132,36 @@ class NoOwnLoss(Objective):
 class HPFF(LocalMethod):
     """Own path (weight 0.001) + cascade through pieces k-1 and k into InfoPro's loss (weight 0.999)."""
 
-    name = "hpff"
-    description = "HPFF: own head (0.001) + cascade through pieces k-1, k into quadrant-decoder InfoPro (0.999)"
     head = "2c2f"
-    task_loss = "supcon"
     second_term = "reconstruction"
-    default_lambdas = Lambdas(5, 1, 5, 1)
+    default_lambdas = Lambdas(5, 0.5, 0, 0)  # the README's --ixx_1 5 --ixy_1 0.5 --ixx_2 0 --ixy_2 0
     option_defaults = {"own_weight": 0.001, "cascade_weight": 0.999}
     crossings = (
         "gradients: piece k's cascade loss (weight cascade_weight) runs pieces k-1 and k again on piece k-1's "
         "input and back-propagates into piece k-1's parameters (and the last piece's into piece K-2's)",
-        "piece 1 has no loss of its own: it is trained only through piece 2's cascade",
+        "piece 1 has no loss of its own: it is trained only through piece 2's cascade, which starts from "
+        "the output of its first block (the stem runs once per step)",
     )
     pieces_parallel_refusal = (
         "its cascade loss runs piece k-1 inside piece k's step and sends gradients back to piece k-1"
     )
     memory_note = "the saved-memory profile leaves out the cascade's second pass through pieces k-1 and k"
 
+    def __init__(self, name: str, task_loss: str, description: str) -> None:
+        self.name, self.task_loss, self.description = name, task_loss, description
+
     def check(self, K: int, lambdas: Lambdas, options: Mapping[str, Any]) -> None:
         super().check(K, lambdas, options)
         if K < 2:
-            raise InfoProError("hpff's cascade runs across two pieces: use K >= 2")
+            raise InfoProError(f"{self.name}'s cascade runs across two pieces: use K >= 2")
         if any(options[k] < 0 for k in ("own_weight", "cascade_weight")):
-            raise InfoProError(f"hpff's path weights must be >= 0, got {options['own_weight']}, {options['cascade_weight']}")
+            raise InfoProError(f"{self.name}'s path weights must be >= 0, got {options['own_weight']}, "
+                               f"{options['cascade_weight']}")
+
+    def trains_piece(self, k: int, K: int, lambdas: Lambdas, options: Mapping[str, Any]) -> bool:
+        """Piece 0 learns through piece 1's cascade; piece k >= 1 also through its own path (the README's
+        lambdas end at (0, 0): piece K-2 then trains by its own head and piece K-1's cascade)."""
+        return k == 0 or options["own_weight"] > 0 or super().trains_piece(k, K, lambdas, options)
 
     def objective_kind(self, k: int, K: int, lambdas: Lambdas, options: Mapping[str, Any]) -> Hashable:
         return "first" if k == 0 else super().objective_kind(k, K, lambdas, options)
@@ -169,4 +190,7 @@ class HPFF(LocalMethod):
         return HPFFLastObjective(self._weights(ctx))
 
 
-METHODS.add(HPFF.name, HPFF())
+METHODS.add("hpff", HPFF("hpff", "cross-entropy", "HPFF: own 2c2f CE head (0.001) + cascade through pieces k-1, k "
+                                                   "into quadrant-decoder InfoPro with a CE head (0.999)"))
+METHODS.add("hpff-contrast", HPFF("hpff-contrast", "supcon", "HPFF with the supervised contrastive loss in "
+                                                             "both heads (its train.py's default loss mode)"))

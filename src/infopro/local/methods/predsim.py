@@ -43,7 +43,12 @@ def similarity_matching_loss(features: torch.Tensor, labels: torch.Tensor, num_c
 
 
 def pool_to_at_most(channels: int, height: int, width: int, limit: int) -> nn.Module:
-    """Average pooling whose kernel doubles (height first, then width) until C x h x w <= limit."""
+    """Average pooling whose kernel doubles (height first, then width) until C x h x w <= limit.
+
+    Where the kernel does not tile the map, the map is zero-padded on both sides to ceil(size / kernel)
+    windows and the zeros count in the average, as AugLocal's `utils/others.py` (`get_pool_layer`, lines
+    17-20) pools (its square maps, per side here); on maps that tile (CIFAR's) there is no padding.
+    """
     kh = kw = 1
     oh, ow = height, width
     while channels * oh * ow > limit and kh < height:
@@ -54,8 +59,8 @@ def pool_to_at_most(channels: int, height: int, width: int, limit: int) -> nn.Mo
             ow = math.ceil(width / kw)
     if kh == kw == 1:
         return nn.Identity()
-    return nn.AvgPool2d((kh, kw), ceil_mode=True)
-
+    padding = ((kh * (oh - height // kh)) // 2, (kw * (ow - width // kw)) // 2)
+    return nn.AvgPool2d((kh, kw), padding=padding)
 
 class PredSimObjective(Objective):
     def __init__(self, feature_shape: tuple[int, ...], num_classes: int, sim_weight: float, task_weight: float,
