@@ -95,6 +95,7 @@ class PieceContext:
     temperature: float
     options: Mapping[str, Any]
     tokens: TokenLayout | None = None  # how a token feature lies on the image (ViTs)
+    label_smoothing: float = 0.0  # of the last piece's cross-entropy (the network's own classifier)
 
     @property
     def is_last(self) -> bool:
@@ -170,8 +171,9 @@ class LocalMethod:
         raise NotImplementedError
 
     def last_objective(self, ctx: PieceContext) -> Objective:
-        """The last piece ends with the network's own head: cross-entropy on its logits."""
-        return LocalObjective(CrossEntropyTerm())
+        """The last piece ends with the network's own head: cross-entropy on its logits (label-smoothed
+        by `ctx.label_smoothing`)."""
+        return LocalObjective(CrossEntropyTerm(ctx.label_smoothing))
 
     def build(self, ctx: PieceContext) -> Objective:
         return self.last_objective(ctx) if ctx.is_last else self.objective(ctx)
