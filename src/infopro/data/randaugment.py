@@ -9,9 +9,10 @@ Color, Contrast, Brightness, Sharpness (factor 1 -/+ 0.9 M/10, at least 0.1), Sh
 0.3), TranslateX/Y (up to 45% of the side). Each of `num_ops` rounds picks one op per image
 uniformly (with replacement over rounds) and applies it with probability 0.5, its magnitude
 drawn per image from N(M, std) clipped to [0, 10], and a random sign for the signed ops, as
-timm does. Geometric ops sample bilinearly (timm: bilinear or bicubic) and fill with `fill`
-(DeiT: the data set's mean colour). Blends round to the nearest integer (PIL truncates in
-places), so single pixels may differ by one level from PIL's results.
+timm does. The colour ops give PIL's results exactly (tests/test_recipe.py compares them);
+the geometric ones sample bilinearly (timm: bilinear or bicubic at random, DeiT: bicubic) with
+`grid_sample`, so pixels differ from PIL's by rounding, and fill with `fill` (DeiT: the data
+set's mean colour).
 
 All random numbers come from a CPU generator (the loaders' own, seeded from seed, epoch and
 step), so the same batches come out on any device and on resume.
@@ -25,7 +26,7 @@ import torch
 import torch.nn.functional as F
 
 MAX_LEVEL = 10.0  # magnitudes are on a 0..10 scale (timm's _LEVEL_DENOM)
-_GRAY = (0.299, 0.587, 0.114)  # ITU-R 601-2 luma, as PIL's convert("L")
+_GRAY_FIXED = (19595, 38470, 7471)  # ITU-R 601-2 luma in 16-bit fixed point, as PIL's convert("L")
 
 # op(images uint8 (b, C, H, W), magnitude (b,), sign (b,) of +-1, fill float (C,)) -> uint8 (b, C, H, W)
 Op = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
@@ -40,29 +41,31 @@ def _to_uint8(x: torch.Tensor) -> torch.Tensor:
 
 
 def _gray(x: torch.Tensor) -> torch.Tensor:
-    """(b, C, H, W) float -> (b, 1, H, W) luma (the image itself when it has one channel)."""
+    """(b, C, H, W) uint8 -> (b, 1, H, W) float luma, rounded as PIL's convert("L") (the image itself when it
+    has one channel)."""
     if x.shape[1] != 3:
-        return x[:, :1]
-    weights = torch.tensor(_GRAY, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
-    return (x * weights).sum(1, keepdim=True)
+        return x[:, :1].float()
+    weights = torch.tensor(_GRAY_FIXED, dtype=torch.long, device=x.device).view(1, 3, 1, 1)
+    return (((x.long() * weights).sum(1, keepdim=True) + 0x8000) >> 16).float()
 
 
 def _blend(degenerate: torch.Tensor, x: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
-    """PIL's ImageEnhance: degenerate + factor * (image - degenerate), clipped."""
-    return _to_uint8(degenerate + _per_image(factor) * (x - degenerate))
+    """PIL's ImageEnhance (Image.blend): degenerate + factor * (image - degenerate), clipped, truncated."""
+    return (degenerate + _per_image(factor) * (x - degenerate)).clamp_(0, 255).to(torch.uint8)
 
 
 def _enhance_factor(magnitude: torch.Tensor, sign: torch.Tensor) -> torch.Tensor:
-    return (1.0 + sign * magnitude / MAX_LEVEL * 0.9).clamp(min=0.1)
+    # In double precision, as timm computes it, then float32, as PIL's blend takes it.
+    return (1.0 + sign.double() * (magnitude.double() / MAX_LEVEL * 0.9)).clamp(min=0.1).float()
 
 
 def auto_contrast(x: torch.Tensor, magnitude: torch.Tensor, sign: torch.Tensor, fill: torch.Tensor) -> torch.Tensor:
     """Stretch each channel to 0..255 (PIL's autocontrast without cut-off); flat channels stay."""
-    xf = x.float()
+    xf = x.double()  # PIL's lookup table is computed in double precision: x * scale + offset, truncated
     lo = xf.amin((2, 3), keepdim=True)
     hi = xf.amax((2, 3), keepdim=True)
     scale = 255.0 / (hi - lo).clamp(min=1)
-    out = ((xf - lo) * scale).floor_().clamp_(0, 255)
+    out = (xf * scale - lo * scale).floor_().clamp_(0, 255)
     return torch.where(hi > lo, out, xf).to(torch.uint8)
 
 
@@ -104,12 +107,12 @@ def solarize_add(x: torch.Tensor, magnitude: torch.Tensor, sign: torch.Tensor, f
 
 def color(x: torch.Tensor, magnitude: torch.Tensor, sign: torch.Tensor, fill: torch.Tensor) -> torch.Tensor:
     xf = x.float()
-    return _blend(_gray(xf).expand_as(xf), xf, _enhance_factor(magnitude, sign))
+    return _blend(_gray(x).expand_as(xf), xf, _enhance_factor(magnitude, sign))
 
 
 def contrast(x: torch.Tensor, magnitude: torch.Tensor, sign: torch.Tensor, fill: torch.Tensor) -> torch.Tensor:
     xf = x.float()
-    mean = (_gray(xf).mean((1, 2, 3), keepdim=True) + 0.5).floor()
+    mean = (_gray(x).mean((1, 2, 3), keepdim=True) + 0.5).floor()
     return _blend(mean.expand_as(xf), xf, _enhance_factor(magnitude, sign))
 
 
