@@ -291,3 +291,23 @@ def test_bad_recipe_values_are_one_clear_line(tmp_path, capsys, extra, message):
     assert main(["train", *FAST, *extra, "--out", str(tmp_path / "run")]) == 2
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1
+
+
+def test_deit_small_config_parses_into_the_recipe():
+    """configs/imagenet/vit_small-e2e-deit.yaml (scripts/make_configs.py): every key a flag, DeiT's values."""
+    from pathlib import Path
+
+    from infopro.train.args import add_train_arguments, check_args, read_config
+
+    parser = argparse.ArgumentParser()
+    add_train_arguments(parser)
+    args = parser.parse_args([])
+    path = Path(__file__).resolve().parents[1] / "configs" / "imagenet" / "vit_small-e2e-deit.yaml"
+    vars(args).update(read_config(path, parser))
+    check_args(args)
+    assert (args.arch, args.method, args.K, args.epochs, args.batch_size) == ("vit_small", "e2e", 1, 300, 1024)
+    assert args.optimizer == "adamw" and args.lr == pytest.approx(5e-4 * 1024 / 512) and args.weight_decay == 0.05
+    assert args.decay_norm_bias is False and args.label_smoothing == 0.1
+    assert (args.mixup, args.cutmix, args.mix_prob, args.mix_switch_prob) == (0.8, 1.0, 1.0, 0.5)
+    assert args.randaugment == [2, 9] and args.randaugment_std == 0.5 and args.random_erasing == 0.25
+    assert args.model_ema is None
