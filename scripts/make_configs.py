@@ -1,5 +1,6 @@
 """Write configs/<dataset>/*.yaml: one file per row of the paper's tables (CIFAR-10, SVHN, STL-10, ImageNet;
-InfoPro* included), and the rivals'. Every value's source (file and line of the authors' code) is in
+InfoPro* included), the rivals', and configs/imagenet/vit_small-e2e-deit.yaml, DeiT-S's recipe (written as
+text: each value says its source). Every value's source (file and line of the authors' code) is in
 docs/recipes.md, and tests/test_recipes.py fails when a config drifts from that page.
 
 Lambdas are the published ones (the reference code's commands, given for InfoPro Contrast; InfoPro Softmax
@@ -182,7 +183,53 @@ def write_hpff() -> None:
                     lambdas=hpff_lambdas(pieces, readme_K), hpff_weights=[0.001, 0.999])
 
 
+# DeiT-S's recipe as a commented YAML file (yaml.safe_dump drops comments).
+DEIT_SMALL = """\
+# DeiT-S on ImageNet with DeiT's recipe, end to end (K = 1): the baseline a local method on vit_small is
+# compared with. Written by scripts/make_configs.py. Sources: the DeiT paper (Touvron et al. 2021, Table 9:
+# "ingredients and hyper-parameters") and the defaults of main.py in facebookresearch/deit.
+# Run: infopro train -c configs/imagenet/vit_small-e2e-deit.yaml --data-dir IMAGENET (train/ and val/ class folders).
+# A local method: add e.g. --method infopro-softmax --K 2 (the contrastive methods take no mixup/cutmix:
+# their loss needs class labels).
+# Not reproduced here: stochastic depth (drop path 0.1), repeated augmentation (RASampler), bicubic resizing.
+dataset: folder
+image_size: 224            # DeiT: --input-size 224
+arch: vit_small            # DeiT-S: patch 16, width 384, depth 12, 6 heads (src/infopro/models/vit.py)
+method: e2e
+K: 1
+epochs: 300                # paper Table 9 and main.py: 300 epochs
+batch_size: 1024           # paper Table 9: batch size 1024
+optimizer: adamw           # paper Table 9 / main.py --opt adamw (eps 1e-8, betas 0.9, 0.999)
+lr: 0.001                  # paper Table 9: 5e-4 * batchsize / 512 (main.py: linear_scaled_lr) = 1e-3 at 1024
+weight_decay: 0.05         # paper Table 9 / main.py --weight-decay 0.05
+decay_norm_bias: false     # timm's create_optimizer (main.py): no decay on norms, biases, pos_embed, cls_token
+schedule: cosine           # paper Table 9 / main.py --sched cosine (timm's CosineLRScheduler, stepped per epoch)
+schedule_first_epoch: 0    # timm: lr_scheduler.step(epoch) with the 0-based epoch
+min_lr: 1.0e-5             # main.py --min-lr 1e-5 (the cosine's floor)
+warmup_epochs: 5           # paper Table 9 / main.py --warmup-epochs 5
+warmup_start: 1.0e-6       # main.py --warmup-lr 1e-6
+warmup_to: peak            # timm's warm-up rises linearly to --lr, not to the cosine's value
+label_smoothing: 0.1       # paper Table 9 / main.py --smoothing 0.1
+mixup: 0.8                 # paper Table 9 / main.py --mixup 0.8
+cutmix: 1.0                # paper Table 9 / main.py --cutmix 1.0
+mix_prob: 1.0              # main.py --mixup-prob 1.0
+mix_switch_prob: 0.5       # main.py --mixup-switch-prob 0.5 (mode 'batch')
+randaugment: [2, 9]        # paper Table 9 "Rand-Augment 9/0.5"; main.py --aa rand-m9-mstd0.5-inc1 (timm: 2 ops)
+randaugment_std: 0.5       # the mstd0.5 of that policy
+random_erasing: 0.25       # paper Table 9 "Erasing 0.25"; main.py --reprob 0.25 --remode pixel --recount 1
+# model_ema: off. main.py keeps an EMA (--model-ema, decay 0.99996) but evaluates and reports the plain model;
+# the paper's numbers are the plain model's. Add --model-ema 0.99996 to keep and evaluate one as well.
+seed: 0
+"""
+
+
+def write_imagenet() -> None:
+    (CONFIGS / "imagenet").mkdir(parents=True, exist_ok=True)
+    (CONFIGS / "imagenet" / "vit_small-e2e-deit.yaml").write_text(DEIT_SMALL)
+
+
 def main() -> None:
+    write_imagenet()
     for arch, by_K in INFOPRO_LAMBDAS.items():
         write(f"{arch}-e2e", arch=arch, method="e2e", K=1, cuts="paper")
         for K, lambdas in by_K.items():

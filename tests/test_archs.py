@@ -205,6 +205,20 @@ def test_imagenet_decoder_and_head_are_the_papers_at_a_layer2_cut():
     assert ImageNetHead((64, 16, 16), 10)(h).shape == (2, 10)
 
 
+def test_imagenet_decoder_has_the_authors_parameter_count_at_resnet101_k2():
+    """The authors' ImageNet decoder (convs with nn.Conv2d's default bias, also before each BatchNorm)
+    has 106,699 parameters at ResNet-101's K=2 cut; without the three redundant biases (128 + 32 + 12),
+    106,527. Built on the meta device: only shapes are needed."""
+    learner = LocalLearner(on_meta("resnet101"), 2, "infopro-contrast", cuts="paper", input_shape=(3, 224, 224),
+                           num_classes=1000)
+    assert isinstance(learner.aux[0].decoder, ImageNetDecoder)
+    assert count(learner.aux[0].decoder) == 106_699
+    assert count(ImageNetDecoder((512, 28, 28), (3, 224, 224), conv_bias=False)) == 106_527
+    convs = [m for m in learner.aux[0].decoder if isinstance(m, nn.Conv2d)]
+    assert all(c.bias is not None for c in convs)
+    assert count(learner.aux[0].head) == count(ImageNetHead((512, 28, 28), 128))  # the head keeps bias=False
+
+
 def test_token_nets_put_each_patch_token_on_its_own_patch():
     feature = Feature((1 + 8 * 8, 32), (3, 32, 32), TokenLayout(patch_size=4, prefix_tokens=1))
     h = torch.randn(2, 65, 32)

@@ -57,7 +57,8 @@ def test_help_lists_the_registries_and_every_default(capsys):
         for name in registry:
             assert name.replace("-", "- ") in text or name in text, name
     for shown in ("--momentum MOMENTUM SGD momentum (default: 0.9)", "--seed SEED", "(default: 0)",
-                  "--cuts CUTS", "(default: auto)", "--weight-decay WEIGHT_DECAY L2 weight decay (default: 0.0001)"):
+                  "--cuts CUTS", "(default: auto)", "--weight-decay WEIGHT_DECAY L2 weight decay (default: 0.0001)", "--optimizer {sgd,adamw}",
+                  "(default: sgd)", "--label-smoothing F", "--mixup A", "--randaugment N M", "--model-ema DECAY"):
         assert shown in text, shown
 
 

@@ -135,6 +135,26 @@ def test_synchronous_pieces_parallel_gives_the_single_process_weights(tmp_path, 
     assert f"test accuracy {100 * metrics[-1]['test_accuracy']:.2f}%" in capsys.readouterr().out
 
 
+def test_adamw_decay_groups_merge_into_the_single_process_checkpoint(tmp_path):
+    """--optimizer adamw keeps norms, biases, ... in a second parameter group: each rank's two groups merge
+    into the single-process optimiser's, and the run resumes from them in either mode."""
+    flags = [*FAST, "--optimizer", "adamw", "--weight-decay", "0.05", "--epochs", "1"]
+    single = tmp_path / "single"
+    with one_thread():
+        assert main(["train", *flags, "--out", str(single)]) == 0
+    out = tmp_path / "pieces"
+    done = torchrun(*flags, "--parallel", "pieces", "--sync-pieces", "--out", out)
+    assert done.returncode == 0, done.stderr
+    reference, merged = load_checkpoint(single / "checkpoint.pt"), load_checkpoint(out / "checkpoint.pt")
+    assert_same_state(reference["model"], merged["model"])
+    assert reference["optimizer"]["param_groups"] == merged["optimizer"]["param_groups"]
+    assert [g["weight_decay"] for g in merged["optimizer"]["param_groups"]] == [0.05, 0.0]
+    for i, s in reference["optimizer"]["state"].items():
+        assert torch.allclose(s["exp_avg_sq"], merged["optimizer"]["state"][i]["exp_avg_sq"], rtol=1e-4, atol=1e-10)
+    done = torchrun(*flags[:-2], "--epochs", "2", "--parallel", "pieces", "--out", out, "--resume")
+    assert done.returncode == 0, done.stderr
+
+
 def test_killed_rank_stops_the_other_which_names_it_and_the_run_resumes(tmp_path, single_process_run):
     out = tmp_path / "run"
     ranks = start_ranks(*FAST, *WARMUP, "--parallel", "pieces", "--out", out)

@@ -27,6 +27,9 @@ def tables() -> tuple[dict[str, dict[str, object]], dict[str, list[float]]]:
         if line.strip() == "<!-- lambdas -->":
             current, in_lambdas = None, True
             continue
+        if line.startswith("#"):  # a heading ends any table
+            current, in_lambdas = None, False
+            continue
         if not line.startswith("|"):
             if line.strip() == "" and current is not None and current:
                 current = None  # a table ends at its first blank line

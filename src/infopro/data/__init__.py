@@ -2,7 +2,7 @@
 validation splits, and two paths with one interface: the device-resident loader (memory) and
 DataLoader workers decoding per sample (stream)."""
 
-from .augment import augment_batch, crop_flip
+from .augment import ExtraAugment, augment_batch, crop_flip
 from .cache import default_cache_dir
 from .datasets import BUNDLED_DIR, DATASETS, DatasetSpec, RawSet, Reader
 from .items import ArrayItems, FileItems, Items
@@ -22,6 +22,7 @@ __all__ = [
     "DataOptions",
     "DatasetSpec",
     "DeviceLoader",
+    "ExtraAugment",
     "FileItems",
     "ImageDataset",
     "Items",

@@ -1,8 +1,17 @@
-"""The papers' augmentation, batched on the images' device: pad (reflect or zeros), random crop, random flip."""
+"""Batched augmentation on the images' device: the papers' crop and flip (pad with reflect or zeros, random
+crop, random flip), and `ExtraAugment`, the DeiT recipe's further steps (RandAugment, random erasing,
+mixup/cutmix), which the loaders apply to training batches when asked."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Sequence
+
 import torch
+
+from .erasing import random_erase
+from .mixing import mix_batch
+from .randaugment import rand_augment
 
 
 def _reflect(index: torch.Tensor, size: int) -> torch.Tensor:
@@ -65,3 +74,47 @@ def augment_batch(
         else torch.zeros(n, dtype=torch.bool, device=gen_device)
     )
     return crop_flip(images, offsets.to(images.device), flips.to(images.device), pad, padding)
+
+
+@dataclass(frozen=True)
+class ExtraAugment:
+    """What a training loader does beyond crop and flip, in timm's order (DeiT's recipe):
+    RandAugment on the uint8 images (`randaugment_ops` > 0), then, after normalisation, random erasing
+    (`erasing` > 0) and mixup/cutmix (`mixup` or `cutmix` > 0: the labels become soft targets
+    (N, num_classes)). All off by default; see randaugment.py, erasing.py, mixing.py."""
+
+    randaugment_ops: int = 0
+    randaugment_magnitude: float = 9.0
+    randaugment_std: float = 0.5
+    erasing: float = 0.0
+    mixup: float = 0.0
+    cutmix: float = 0.0
+    mix_prob: float = 1.0
+    mix_switch_prob: float = 0.5
+    num_classes: int = 0
+
+    def __post_init__(self) -> None:
+        if self.mixes and self.num_classes < 1:
+            raise ValueError("mixup/cutmix need num_classes for their soft targets")
+
+    @property
+    def mixes(self) -> bool:
+        """Whether the labels come out as soft targets."""
+        return self.mixup > 0 or self.cutmix > 0
+
+    def on_uint8(self, images: torch.Tensor, generator: torch.Generator, fill: Sequence[float]) -> torch.Tensor:
+        """RandAugment (if on) of a uint8 batch; `fill`: the colour geometric ops uncover (0..255)."""
+        if self.randaugment_ops <= 0:
+            return images
+        return rand_augment(images, generator, self.randaugment_ops, self.randaugment_magnitude,
+                            self.randaugment_std, fill)
+
+    def on_normalised(self, x: torch.Tensor, labels: torch.Tensor, generator: torch.Generator
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Random erasing, then mixup/cutmix (each if on) of a normalised batch."""
+        if self.erasing > 0:
+            x = random_erase(x, generator, self.erasing)
+        if self.mixes:
+            x, labels, _ = mix_batch(x, labels, generator, self.num_classes, self.mixup, self.cutmix,
+                                     self.mix_prob, self.mix_switch_prob)
+        return x, labels

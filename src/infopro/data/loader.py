@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from ..errors import InfoProError
-from .augment import augment_batch
+from .augment import ExtraAugment, augment_batch
 
 
 def normalise(images: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
@@ -33,11 +33,25 @@ def epoch_generator(seed: int, epoch: int) -> torch.Generator:
     return torch.Generator().manual_seed(int(state))
 
 
+def step_generator(seed: int, epoch: int, step: int, stream: int = 0) -> torch.Generator:
+    """A CPU generator whose state depends only on (seed, epoch, step, stream): for what a loader draws per
+    batch apart from its epoch's order (`stream`: e.g. the data slice a process decodes)."""
+    state = np.random.SeedSequence([seed, epoch, step, stream, 1]).generate_state(1, dtype=np.uint64)[0]
+    return torch.Generator().manual_seed(int(state))
+
+
+def fill_colour(mean: torch.Tensor) -> list[float]:
+    """The normalisation mean (1, C, 1, 1) in [0, 1] as a 0..255 colour: where RandAugment's geometric ops
+    uncover the image (DeiT: the mean colour)."""
+    return [min(255.0, round(255 * float(m))) for m in mean.flatten()]
+
+
 class DeviceLoader:
     """Batches `(x, y)` of a whole set held on `device`: x float32 (B, C, H, W) normalised, y int64.
 
     train=True: shuffled, pad `pad` (`padding`: reflect or zeros) + random crop +
-    random horizontal flip (if `flip`). train=False: in order, unaugmented. The last partial
+    random horizontal flip (if `flip`), then `extra`'s steps if given (y: float32 soft targets
+    (B, classes) when it mixes). train=False: in order, unaugmented. The last partial
     batch is kept unless `drop_last`. Each pass over the loader is one epoch
     and advances to the next; `set_epoch(e)` makes the next pass epoch e
     (call it every epoch, like DistributedSampler, to resume exactly).
@@ -57,6 +71,7 @@ class DeviceLoader:
         flip: bool = True,
         drop_last: bool = False,
         padding: str = "reflect",
+        extra: ExtraAugment | None = None,
     ) -> None:
         images, labels = np.asarray(images), np.asarray(labels)
         if images.dtype != np.uint8 or images.ndim != 4:
@@ -89,6 +104,7 @@ class DeviceLoader:
         self.flip = flip
         self.padding = padding
         self.drop_last = drop_last
+        self.extra = extra if train else None
         self.epoch = 0
 
     @property
@@ -129,5 +145,10 @@ class DeviceLoader:
         for start in range(0, stop, self.batch_size):
             index = order[start : start + self.batch_size]
             x = augment_batch(self.images[index], generator, pad=self.pad, flip=self.flip,
-                                  padding=self.padding)
-            yield self.normalise(x), self.labels[index]
+                              padding=self.padding)
+            if self.extra is None:
+                yield self.normalise(x), self.labels[index]
+                continue
+            # The epoch's generator goes on drawing, so the whole epoch depends on (seed, epoch) alone.
+            x = self.normalise(self.extra.on_uint8(x, generator, fill_colour(self.mean)))
+            yield self.extra.on_normalised(x, self.labels[index], generator)

@@ -34,6 +34,7 @@ from . import sets  # noqa: F401  (registers every data set)
 from .cache import cached, default_cache_dir
 from .datasets import BUNDLED_DIR, DATASETS, DatasetSpec, RawSet, Reader, accepted, find_source
 from .items import ArrayItems, Items
+from .augment import ExtraAugment
 from .loader import DeviceLoader
 from .stream import StreamLoader
 from .subset import stratified_split, stratified_subset
@@ -355,16 +356,17 @@ def _where(reader: Reader, split: str) -> str:
 
 def make_loader(data: Data, items: Items, device: torch.device | str, batch_size: int, train: bool, seed: int,
                 workers: int | None = None, drop_last: bool = False,
-                shard: tuple[int, int] | None = None) -> DeviceLoader | StreamLoader:
-    """The loader of `items` (one of data.train/val/test) on the data's path."""
+                shard: tuple[int, int] | None = None, extra: ExtraAugment | None = None) -> DeviceLoader | StreamLoader:
+    """The loader of `items` (one of data.train/val/test) on the data's path; `extra`: a training loader's
+    augmentation beyond crop and flip."""
     if data.path == "memory":
         assert isinstance(items, ArrayItems)
         spec = DATASETS.get(data.name)
         return DeviceLoader(items.images, items.labels, device, batch_size, data.mean, data.std, train=train,
                             seed=seed, drop_last=drop_last, pad=min(spec.pad, min(data.size) - 1),
-                            flip=spec.flip, padding=spec.padding)
+                            flip=spec.flip, padding=spec.padding, extra=extra)
     return StreamLoader(items, data.size, data.channels, device, batch_size, data.mean, data.std, train=train,
-                        seed=seed, workers=workers, drop_last=drop_last, shard=shard)
+                        seed=seed, workers=workers, drop_last=drop_last, shard=shard, extra=extra)
 
 
 @dataclass

@@ -22,7 +22,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from ..errors import InfoProError
 from .items import Items, convert, to_array
-from .loader import epoch_generator, normalise
+from .augment import ExtraAugment
+from .loader import epoch_generator, fill_colour, normalise, step_generator
 from .transforms import Size, eval_array, train_view
 
 
@@ -83,12 +84,15 @@ class _EpochBatches:
 class StreamLoader:
     """Batches `(x, y)` decoded by `workers` processes: x float32 (B, C, H, W) normalised on `device`, y int64.
 
-    The interface of `DeviceLoader` (`set_epoch`, `len`, `num_samples`, iteration = one epoch).
+    The interface of `DeviceLoader` (`set_epoch`, `len`, `num_samples`, iteration = one epoch). `extra`
+    (training only) runs on the device per batch, its random numbers seeded by (seed, epoch, step, data
+    slice): with `shard`, each slice is mixed within itself (as DistributedDataParallel runs of timm do).
     """
 
     def __init__(self, items: Items, size: Size, channels: int, device: torch.device | str, batch_size: int,
                  mean: Sequence[float], std: Sequence[float], train: bool, seed: int = 0,
-                 workers: int | None = None, drop_last: bool = False, shard: tuple[int, int] | None = None) -> None:
+                 workers: int | None = None, drop_last: bool = False, shard: tuple[int, int] | None = None,
+                 extra: ExtraAugment | None = None) -> None:
         if len(items) == 0:
             raise InfoProError("the image set is empty; load a data set with at least one image")
         if batch_size < 1:
@@ -98,6 +102,7 @@ class StreamLoader:
             raise InfoProError(f"--workers must be >= 0, got {workers}")
         self.device = torch.device(device)
         self.batch_size, self.train, self.seed, self.drop_last, self.shard = batch_size, train, seed, drop_last, shard
+        self.extra = extra if train else None
         self.num_samples = len(items)
         self.mean = torch.tensor(mean, dtype=torch.float32, device=self.device).view(1, -1, 1, 1)
         self.std = torch.tensor(std, dtype=torch.float32, device=self.device).view(1, -1, 1, 1)
@@ -133,9 +138,14 @@ class StreamLoader:
 
     def _batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         try:
-            for x, y in self._loader:
-                x = x.to(self.device, non_blocking=True)
-                yield normalise(x, self.mean, self.std), y.to(self.device, non_blocking=True)
+            for step, (x, y) in enumerate(self._loader):
+                x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+                if self.extra is None:
+                    yield normalise(x, self.mean, self.std), y
+                    continue
+                generator = step_generator(self.seed, self.current_epoch, step, self.shard[0] if self.shard else 0)
+                x = normalise(self.extra.on_uint8(x, generator, fill_colour(self.mean)), self.mean, self.std)
+                yield self.extra.on_normalised(x, y, generator)
         except InfoProError as error:
             # Raised in a worker, it arrives with the worker's traceback in its message: keep the last line.
             lines = [line for line in str(error).splitlines() if line.strip()]

@@ -5,6 +5,8 @@ decoder conv1x1 -> 128, then three (upsample x2, conv3x3) steps through 32 and
 12 channels to the image; head conv1x1 -> 128, two stride-2 3x3 convs to 256
 and 512, conv1x1 -> 2048, pool, linear. At other cuts the decoder takes as many
 x2 steps as the feature is smaller than the image (widths ..., 64, 32, 12).
+The decoder's convolutions keep their biases, as the authors' ImageNet code does
+(nn.Conv2d's default, also before each BatchNorm); the head's have none, as theirs.
 """
 
 from __future__ import annotations
@@ -29,9 +31,13 @@ class ImageNetDecoder(nn.Sequential):
     """conv1x1 -> 128, BN, ReLU, then per x2 step: bilinear upsample, conv3x3 (BN, ReLU except the last).
 
     Returns pixel logits (the sigmoid is in `reconstruction_loss`), as `Decoder` does.
+    `conv_bias=True` (default) gives every conv a bias, as the authors' ImageNet decoder has
+    (106,699 parameters at ResNet-101's layer2 cut); False drops the biases of the convs that a
+    BatchNorm follows (redundant there: 106,527 parameters), keeping the last conv's.
     """
 
-    def __init__(self, feature_shape: tuple[int, ...], image_shape: tuple[int, ...], widen: int = 1) -> None:
+    def __init__(self, feature_shape: tuple[int, ...], image_shape: tuple[int, ...], widen: int = 1,
+                 conv_bias: bool = True) -> None:
         channels, height, width = require_feature_map(feature_shape, "the ImageNet decoder")
         image_channels, image_h, image_w = require_feature_map(image_shape, "the ImageNet decoder's image")
         steps = max(1, round(math.log2(min(image_h / height, image_w / width))))
@@ -41,13 +47,13 @@ class ImageNetDecoder(nn.Sequential):
         hidden = list(DECODER_WIDTHS[-(steps - 1):]) if steps > 1 else []
         hidden = [DECODER_WIDTHS[0]] * (steps - 1 - len(hidden)) + hidden
         c = DECODER_IN_WIDTH * widen
-        layers: list[nn.Module] = [nn.Conv2d(channels, c, 1, bias=False), *_bn_relu(c)]
+        layers: list[nn.Module] = [nn.Conv2d(channels, c, 1, bias=conv_bias), *_bn_relu(c)]
         current = (height, width)
         for i, (size, out) in enumerate(zip(sizes, [w * widen for w in hidden] + [image_channels])):
             if size != current:
                 layers.append(nn.Upsample(size=size, mode="bilinear", align_corners=True))
             last = i == steps - 1
-            layers.append(nn.Conv2d(c, out, 3, padding=1, bias=last))
+            layers.append(nn.Conv2d(c, out, 3, padding=1, bias=conv_bias or last))
             if not last:
                 layers += _bn_relu(out)
             c, current = out, size

@@ -19,6 +19,7 @@ from .aux_nets import AuxOptions
 from .balance import CutContext, piece_memory, profile_memory
 from .cuts import piece_ranges, resolve_cuts
 from .methods import Lambdas, PieceContext, get_method
+from .losses import SupConTerm
 from .objective import Objective
 from .pieces import feature_shapes, split_blocks
 
@@ -122,6 +123,11 @@ class LocalLearner(nn.Module):
             chunks of that many channels (same loss, less memory at deep cuts; see `Decoder`).
         method_options: the method's own settings by name (e.g. AugLocal's `depth`, MAN's
             `momentum`); None or missing: the method's defaults (`METHODS.get(name).option_defaults`).
+        label_smoothing: of the last piece's cross-entropy (the network's own classifier; DeiT: 0.1);
+            the local pieces' heads are auxiliary and keep plain targets.
+
+    Labels may be class indices (N,) or soft targets (N, classes) (mixup, cutmix), except for a
+    supervised contrastive loss, which needs class indices.
 
     After each optimiser step call `after_optimizer_step()` (a hook no built-in method needs now:
     MAN's EMA copies move inside `train_step`, after each piece's backward, as in its authors' code).
@@ -150,6 +156,7 @@ class LocalLearner(nn.Module):
         profile_batch_size: int = 64,
         decoder_chunk_channels: int = 0,
         method_options: Mapping[str, Any] | None = None,
+        label_smoothing: float = 0.0,
     ) -> None:
         super().__init__()
         if not isinstance(backbone, SequentialBackbone):
@@ -165,6 +172,8 @@ class LocalLearner(nn.Module):
         self.method.check(K, self.lambdas, self.method_options)
         if temperature <= 0:
             raise InfoProError(f"temperature must be > 0, got {temperature}")
+        if not 0 <= label_smoothing < 1:
+            raise InfoProError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
         options = AuxOptions(widen=widen, feature_dim=feature_dim, decoder_chunk_channels=decoder_chunk_channels)
 
         *shapes, out_shape = feature_shapes([*backbone.blocks, backbone.head], self.input_shape)
@@ -190,6 +199,7 @@ class LocalLearner(nn.Module):
                 num_classes=num_classes, block_shapes=block_shapes, blocks=backbone.blocks, lambdas=self.lambdas,
                 head=head, aux=options, temperature=temperature, tokens=backbone.tokens,
                 options=self.method_options, stage_sizes=tuple(backbone.stage_sizes),
+                label_smoothing=label_smoothing,
             ))
 
         context = CutContext(
@@ -214,6 +224,11 @@ class LocalLearner(nn.Module):
         # Kept out of the module tree: its blocks already are the pieces' modules.
         object.__setattr__(self, "_backbone", backbone)
         self._output_shapes = [tuple(shapes[c]) for c in self.cuts] + [tuple(out_shape)]
+
+    @property
+    def takes_soft_targets(self) -> bool:
+        """Whether every loss accepts soft targets (N, classes) (mixup, cutmix): none is supervised contrastive."""
+        return not any(isinstance(m, SupConTerm) for m in self.aux.modules())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits through all pieces (inference; call `.eval()` first for BatchNorm statistics)."""

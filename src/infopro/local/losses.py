@@ -64,12 +64,22 @@ def supervised_contrastive_loss(
 
 
 class CrossEntropyTerm(nn.Module):
-    """Softmax cross-entropy on class logits."""
+    """Softmax cross-entropy on class logits, against class indices or soft targets (N, classes) (mixup);
+    `label_smoothing` mixes the targets with the uniform distribution (torch's, as timm's for DeiT)."""
 
     output_is_embedding = False
 
+    def __init__(self, label_smoothing: float = 0.0) -> None:
+        super().__init__()
+        self.label_smoothing = float(label_smoothing)
+
     def forward(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(logits.float(), labels)
+        if labels.is_floating_point():
+            labels = labels.float()
+        return F.cross_entropy(logits.float(), labels, label_smoothing=self.label_smoothing)
+
+    def extra_repr(self) -> str:
+        return f"label_smoothing={self.label_smoothing:g}" if self.label_smoothing else ""
 
 
 class SupConTerm(nn.Module):
@@ -84,6 +94,9 @@ class SupConTerm(nn.Module):
         self.temperature, self.mean = temperature, mean
 
     def forward(self, embedding: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        if labels.is_floating_point():
+            raise InfoProError("the supervised contrastive loss needs class labels, not soft targets (mixup, "
+                               "cutmix): use a cross-entropy method, or --mixup 0 --cutmix 0")
         return supervised_contrastive_loss(embedding, labels, self.temperature, self.mean)
 
     def extra_repr(self) -> str:

@@ -51,6 +51,7 @@ from .ddp import DeferredMean, to_sync_batchnorm, wrap_pair
 from .merge import (
     global_indices,
     merge_optimizer_states,
+    optimizer_parameters,
     optimizer_state_for,
     optimizer_state_to_global,
     piece_state_dict,
@@ -94,8 +95,12 @@ class MeshTrainer:
             self.reduction = DeferredMean(runtime.data_group, self.link)
             self.pairs = [wrap_pair(pair, self.reduction, device) for pair in self.pairs]
         params = [p for k in self.stage for p in (*learner.pieces[k].parameters(), *learner.aux[k].parameters())]
-        self.indices = global_indices(learner, params)
         self.optimizer = make_optimizer(params)
+        # Checkpoints number the parameters as the single-process optimiser does (its groups in turn): that
+        # optimiser, built over the whole learner (no state is allocated), gives the order.
+        order = optimizer_parameters(make_optimizer(list(learner.parameters())))
+        self.indices = global_indices(order, optimizer_parameters(self.optimizer))
+        self.group_sizes = [len(group["params"]) for group in self.optimizer.param_groups]
         self.in_shape = learner.describe()[self.stage[0] - 1].output_shape if not self.first else None
         # h crosses a cut in the precision the forward pass runs in.
         self.wire_dtype = learner.amp_dtype or params[0].dtype
@@ -126,7 +131,7 @@ class MeshTrainer:
         return 0 < num_samples % batch_size < 2 * self.D * self.micro_batches
 
     def load_optimizer(self, state: dict[str, Any]) -> None:
-        self.optimizer.load_state_dict(optimizer_state_for(state, self.indices))
+        self.optimizer.load_state_dict(optimizer_state_for(state, self.indices, self.group_sizes))
 
     def _neighbour(self, step: int) -> int:
         return self.runtime.rank_of(self.p + step, self.d)
@@ -214,7 +219,7 @@ class MeshTrainer:
                     if self.sync:
                         self.link.flush()
                 else:
-                    correct += (h.argmax(1) == y_m).sum()
+                    correct += (h.argmax(1) == (y_m.argmax(1) if y_m.is_floating_point() else y_m)).sum()
             if self.reduction is not None:
                 self.reduction.wait(f"averaging gradients (epoch {epoch + 1}, step {step + 1})")
             if (step + 1) % finite.CHECK_EVERY == 0:

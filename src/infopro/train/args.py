@@ -64,8 +64,12 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     o = parser.add_argument_group("optimisation")
     o.add_argument("--epochs", type=int, default=160, help="(default: %(default)s, the paper's)")
     o.add_argument("--batch-size", type=int, default=128, help="(default: %(default)s)")
+    o.add_argument("--optimizer", choices=["sgd", "adamw"], default="sgd",
+                   help="sgd (the paper's: Nesterov momentum, --momentum, --nesterov) or adamw (DeiT's: betas 0.9, "
+                        "0.999, eps 1e-8, decoupled --weight-decay) (default: %(default)s)")
     o.add_argument("--lr", type=float, default=None,
-                   help="initial learning rate; default 0.1 per 128 images (the paper: batch 128 lr 0.1, batch 1024 lr 0.8)")
+                   help="initial learning rate; default for sgd 0.1 per 128 images (the paper: batch 128 lr 0.1, "
+                        "batch 1024 lr 0.8), for adamw 5e-4 per 512 images (DeiT)")
     o.add_argument("--schedule", choices=SCHEDULES, default="cosine",
                    help="cosine to --min-lr, or step: x0.1 at 50%% and 75%% of the epochs; set once per epoch "
                         "(default: %(default)s)")
@@ -86,7 +90,40 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
                    help="the cosine's end value (timm's lr_min; 0 in the InfoPro code) (default: %(default)s)")
     o.add_argument("--momentum", type=float, default=0.9, help="SGD momentum")
     o.add_argument("--nesterov", action=argparse.BooleanOptionalAction, default=True, help="Nesterov momentum")
-    o.add_argument("--weight-decay", type=float, default=1e-4, help="L2 weight decay")
+    o.add_argument("--weight-decay", type=float, default=1e-4,
+                   help="L2 weight decay (default: %(default)s); with adamw decoupled, as DeiT's (0.05)")
+    o.add_argument("--decay-norm-bias", action=argparse.BooleanOptionalAction, default=None,
+                   help="weight decay also on norm weights, biases, position embeddings and class tokens; default: "
+                        "on for sgd (the paper's code decays every parameter), off for adamw (DeiT/timm exempt them)")
+    o.add_argument("--label-smoothing", type=float, default=0.0, metavar="F",
+                   help="label smoothing of the last piece's cross-entropy (the network's own classifier; DeiT: "
+                        "0.1); the local pieces' heads keep plain targets, as they are auxiliary (default: %(default)s)")
+    o.add_argument("--model-ema", type=float, default=None, metavar="DECAY",
+                   help="also keep an exponential moving average of the network's weights (and BatchNorm "
+                        "statistics), updated every step with this decay (e.g. 0.99996, DeiT's), evaluated each "
+                        "epoch and saved in the checkpoint as model_ema; single process only (default: off)")
+
+    a = parser.add_argument_group("extra augmentation (training batches, on the device; default: all off)")
+    a.add_argument("--randaugment", type=float, nargs=2, default=None, metavar=("N", "M"),
+                   help="RandAugment: N ops per image from the 15 of timm's 'rand-...-inc1' set, magnitude M of 10, "
+                        "each applied with probability 0.5 (DeiT: 2 9), on uint8 images after crop and flip")
+    a.add_argument("--randaugment-std", type=float, default=0.5, metavar="S",
+                   help="--randaugment: std of the per-op magnitude noise, clipped to [0, 10] (DeiT's mstd0.5) "
+                        "(default: %(default)s)")
+    a.add_argument("--random-erasing", type=float, default=0.0, metavar="P",
+                   help="erase one random rectangle (2-33%% of the area, aspect 0.3-3.3) per image with probability "
+                        "P, filled with per-pixel normal noise of the normalised image (DeiT: 0.25, pixel mode)")
+    a.add_argument("--mixup", type=float, default=0.0, metavar="A",
+                   help="mixup alpha: blend each batch with itself reversed, lam ~ Beta(A, A), targets mixed alike "
+                        "(soft targets; DeiT: 0.8); not with a supervised contrastive loss (needs hard labels)")
+    a.add_argument("--cutmix", type=float, default=0.0, metavar="A",
+                   help="cutmix alpha: paste a box of the reversed batch, lam ~ Beta(A, A) corrected to the box's "
+                        "area (DeiT: 1.0)")
+    a.add_argument("--mix-prob", type=float, default=1.0, metavar="P",
+                   help="probability that a batch is mixed at all (default: %(default)s, DeiT's)")
+    a.add_argument("--mix-switch-prob", type=float, default=0.5, metavar="P",
+                   help="with both --mixup and --cutmix: probability of cutmix for a mixed batch (default: "
+                        "%(default)s, DeiT's)")
 
     r = parser.add_argument_group("run")
     r.add_argument("--seed", type=int, default=0, help="seed of the weights, the subsets, the split and the batches")
@@ -219,10 +256,17 @@ def resolved_config(args: argparse.Namespace) -> dict[str, Any]:
 def check_args(args: argparse.Namespace) -> None:
     """Reject values no run can use, before anything is read or written."""
     if args.lr is None:
-        args.lr = 0.1 * args.batch_size / 128
-    for flag, value in (("--lr", args.lr), ("--momentum", args.momentum), ("--weight-decay", args.weight_decay),
-                        ("--dist-timeout", args.dist_timeout), ("--warmup-start", args.warmup_start),
-                        ("--min-lr", args.min_lr)):
+        args.lr = 0.1 * args.batch_size / 128 if args.optimizer == "sgd" else 5e-4 * args.batch_size / 512
+    if args.decay_norm_bias is None:  # recorded in config.yaml, so a resumed run keeps its groups
+        args.decay_norm_bias = args.optimizer == "sgd"
+    numbers = (("--lr", args.lr), ("--momentum", args.momentum), ("--weight-decay", args.weight_decay),
+               ("--dist-timeout", args.dist_timeout), ("--warmup-start", args.warmup_start),
+               ("--min-lr", args.min_lr), ("--label-smoothing", args.label_smoothing),
+               ("--mixup", args.mixup), ("--cutmix", args.cutmix), ("--mix-prob", args.mix_prob),
+               ("--mix-switch-prob", args.mix_switch_prob), ("--random-erasing", args.random_erasing),
+               ("--randaugment-std", args.randaugment_std))
+    numbers += tuple(("--randaugment", v) for v in args.randaugment or ()) + (("--model-ema", args.model_ema or 0.0),)
+    for flag, value in numbers:
         if not math.isfinite(value):
             raise InfoProError(f"{flag} must be a finite number, got {value}")
     check_learner_arguments(args)
@@ -248,6 +292,18 @@ def check_args(args: argparse.Namespace) -> None:
         (args.workers is None or args.workers >= 0, f"--workers must be >= 0, got {args.workers}"),
         ((args.mean is None) == (args.std is None), "--mean and --std go together: give both or neither"),
         (args.std is None or min(args.std) > 0, f"--std must be > 0, got {args.std}"),
+        (0 <= args.label_smoothing < 1, f"--label-smoothing must be in [0, 1), got {args.label_smoothing}"),
+        (args.mixup >= 0 and args.cutmix >= 0, f"--mixup and --cutmix must be >= 0 (0: off), got {args.mixup}, {args.cutmix}"),
+        (0 <= args.mix_prob <= 1 and 0 <= args.mix_switch_prob <= 1,
+         f"--mix-prob and --mix-switch-prob must be in [0, 1], got {args.mix_prob}, {args.mix_switch_prob}"),
+        (0 <= args.random_erasing <= 1, f"--random-erasing must be a probability in [0, 1], got {args.random_erasing}"),
+        (args.randaugment is None or (args.randaugment[0] == int(args.randaugment[0]) and args.randaugment[0] >= 0
+                                      and 0 <= args.randaugment[1] <= 10),
+         f"--randaugment takes N (a whole number of ops >= 0) and M (a magnitude in [0, 10]), got {args.randaugment}"),
+        (args.randaugment_std >= 0, f"--randaugment-std must be >= 0, got {args.randaugment_std}"),
+        (args.model_ema is None or 0 < args.model_ema < 1, f"--model-ema takes a decay in (0, 1), got {args.model_ema}"),
+        (args.model_ema is None or args.parallel == "none",
+         f"--model-ema runs in one process only; drop it or run without --parallel {args.parallel}"),
     ]
     for ok, message in checks:
         if not ok:

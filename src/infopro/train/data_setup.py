@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from ..data import Data, DataOptions, make_loader, open_data
+from ..data import Data, DataOptions, ExtraAugment, make_loader, open_data
 from ..errors import InfoProError
 from ..local.pieces import feature_shapes
 from ..models import build_backbone
@@ -72,10 +72,22 @@ def make_loaders(data: Data, args: argparse.Namespace, device: torch.device, dro
     """train (shuffled, augmented), val and test loaders on the data's path; `shard` = (slice, slices) along
     the data dimension of --parallel data or pieces,data, so that each process decodes only its slice."""
     eval_batch = EVAL_BATCH_MEMORY if data.path == "memory" else args.batch_size
+    extra = extra_augment(args, data.num_classes)
 
     def loader(items: Any, train: bool) -> Any:
         return make_loader(data, items, device, args.batch_size if train else eval_batch, train, args.seed,
-                           workers=args.workers, drop_last=drop_last and train, shard=shard)
+                           workers=args.workers, drop_last=drop_last and train, shard=shard,
+                           extra=extra if train else None)
 
     return Loaders(loader(data.train, True), loader(data.val, False) if data.val is not None else None,
                    loader(data.test, False))
+
+
+def extra_augment(args: argparse.Namespace, num_classes: int) -> ExtraAugment | None:
+    """The training batches' augmentation beyond crop and flip from the flags (--randaugment, --random-erasing,
+    --mixup, --cutmix), or None when all are off (the loaders then run exactly as before)."""
+    ops, magnitude = (int(args.randaugment[0]), args.randaugment[1]) if args.randaugment else (0, 9.0)
+    extra = ExtraAugment(randaugment_ops=ops, randaugment_magnitude=magnitude, randaugment_std=args.randaugment_std,
+                         erasing=args.random_erasing, mixup=args.mixup, cutmix=args.cutmix, mix_prob=args.mix_prob,
+                         mix_switch_prob=args.mix_switch_prob, num_classes=num_classes)
+    return extra if ops > 0 or extra.erasing > 0 or extra.mixes else None

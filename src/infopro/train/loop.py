@@ -23,8 +23,8 @@ from ..parallel import MeshTrainer, ParallelRuntime, PeerLost, start_parallel
 from .args import check_args, resolved_config
 from .checkpoint import load_checkpoint, save_checkpoint
 from .data_setup import Loaders, check_image_size, make_loaders, open_training_data
-from .parts import (build_learner, build_schedule, evaluate, evaluate_metrics, make_optimizer,
-                    replan_schedule)
+from .parts import (build_learner, build_schedule, decay_exempt, ema_network, evaluate, evaluate_metrics,
+                    make_optimizer, model_ema, replan_schedule)
 from .provenance import as_comment, now, provenance
 from .run_log import RunLog
 from .schedule import Schedule
@@ -51,8 +51,9 @@ class SingleProcessTrainer:
 
     def __init__(self, learner: LocalLearner, args: argparse.Namespace, device: torch.device) -> None:
         self.learner, self.device = learner, device
-        self.optimizer = make_optimizer(learner.parameters(), args)
+        self.optimizer = make_optimizer(learner.parameters(), args, decay_exempt(learner.named_parameters()))
         self.where = str(device)
+        self.ema = model_ema(learner, args.model_ema) if args.model_ema is not None else None
 
     def drop_last(self, num_samples: int, batch_size: int) -> bool:
         # A last batch of one sample would break BatchNorm in training mode: drop it in that case only.
@@ -61,8 +62,12 @@ class SingleProcessTrainer:
     def load_optimizer(self, state: dict[str, Any]) -> None:
         self.optimizer.load_state_dict(state)
 
+    def load_ema(self, state: dict[str, Any]) -> None:
+        self.ema.load_state_dict(state)
+
     def train_epoch(self, loader: DeviceLoader, epoch: int, args: argparse.Namespace) -> dict[str, Any]:
-        return train_one_epoch(self.learner, self.optimizer, loader, epoch, args, self.device)
+        extra = {"ema": self.ema} if self.ema is not None else {}
+        return train_one_epoch(self.learner, self.optimizer, loader, epoch, args, self.device, **extra)
 
     def finish_epoch(self, record: dict[str, Any], eval_loaders: dict[str, DeviceLoader], args: argparse.Namespace
                      ) -> tuple[dict[str, Any], dict[str, float], dict[str, Any]] | None:
@@ -71,8 +76,15 @@ class SingleProcessTrainer:
         results = {name: evaluate_metrics(self.learner, loader, args, self.device) for name, loader in eval_loaders.items()}
         accuracies = {name: result["accuracy"] for name, result in results.items()}
         record.update(evaluation_record(results))
+        state = {"model": self.learner.state_dict(), "optimizer": self.optimizer.state_dict()}
+        if self.ema is not None:  # the averaged weights: evaluated alike, kept in the checkpoint as an extra
+            network = ema_network(self.ema, self.learner)
+            for name, loader in eval_loaders.items():
+                result = evaluate_metrics(network, loader, args, self.device)
+                record.update({f"ema_{name}_accuracy": result["accuracy"], f"ema_{name}_loss": result["loss"]})
+            state["model_ema"] = self.ema.state_dict()
         record["peak_memory_bytes"], record["memory_kind"] = peak_memory_bytes(self.device)
-        return record, accuracies, {"model": self.learner.state_dict(), "optimizer": self.optimizer.state_dict()}
+        return record, accuracies, state
 
 
 def check_resumable(saved: dict[str, Any], args: argparse.Namespace, path: Path) -> None:
@@ -121,10 +133,15 @@ def _train(args: argparse.Namespace, runtime: ParallelRuntime | None) -> int:
         )
     build_on = device if runtime is None else runtime.build_device
     learner = build_learner(args, data.image_shape, data.num_classes, data.mean, data.std, build_on)
+    if (args.mixup > 0 or args.cutmix > 0) and not learner.takes_soft_targets:
+        raise InfoProError(f"--mixup and --cutmix give soft targets, but method {args.method!r} trains with a "
+                           f"supervised contrastive loss, which needs class labels; use --mixup 0 --cutmix 0, or a "
+                           f"cross-entropy method (e.g. infopro-softmax for infopro-contrast)")
     if runtime is None:
         trainer = SingleProcessTrainer(learner, args, device)
     else:
-        trainer = MeshTrainer(learner, args, runtime, partial(make_optimizer, args=args))
+        trainer = MeshTrainer(learner, args, runtime,
+                              partial(make_optimizer, args=args, exempt=decay_exempt(learner.named_parameters())))
     if args.compile:
         learner.compile_pieces()  # after the pieces reached their device
     schedule = build_schedule(trainer.optimizer, args)
@@ -223,6 +240,10 @@ def _epochs(args: argparse.Namespace, run: RunDir, state: dict[str, Any] | None,
     if state is not None:
         _load_model(learner, state, run.checkpoint)
         trainer.load_optimizer(state["optimizer"])
+        if args.model_ema is not None:
+            if "model_ema" not in state:
+                raise InfoProError(f"{run.checkpoint} holds no model_ema to continue --model-ema {args.model_ema} from")
+            trainer.load_ema(state["model_ema"])
         start_epoch = state["epoch"]
         # The rate is a formula of the epoch (`schedule.py`): set from it, not from the saved scheduler, so a
         # run resumed mid-warm-up, or one saved by an older version, continues the same schedule.
@@ -278,7 +299,9 @@ def _epochs(args: argparse.Namespace, run: RunDir, state: dict[str, Any] | None,
             losses = " ".join(f"{v:.3f}" for v in record["train_losses"])
             print(f"epoch {epoch + 1:>3}/{args.epochs}  lr {record['lr']:.4f}  losses [{losses}]  "
                   f"train acc {100 * record['train_accuracy']:5.2f}%  "
-                  + "".join(f"{split} acc {100 * a:5.2f}%  " for split, a in accuracies.items()) +
+                  + "".join(f"{split} acc {100 * a:5.2f}%  " for split, a in accuracies.items())
+                  + "".join(f"EMA {split} acc {100 * record[f'ema_{split}_accuracy']:5.2f}%  " for split in accuracies
+                            if f"ema_{split}_accuracy" in record) +
                   f"{record['epoch_seconds']:.1f}s  {record['images_per_second']:.0f} img/s")
 
     if not writer:
@@ -300,7 +323,9 @@ def _epochs(args: argparse.Namespace, run: RunDir, state: dict[str, Any] | None,
 
 
 def train_one_epoch(learner: LocalLearner, optimizer: torch.optim.Optimizer, loader: DeviceLoader, epoch: int,
-                    args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
+                    args: argparse.Namespace, device: torch.device, ema: Any = None) -> dict[str, Any]:
+    """One epoch of local steps; `ema` (an `AveragedModel` of the pieces, --model-ema) follows every step.
+    Labels may be soft targets (mixup, cutmix): training accuracy then counts their largest class."""
     learner.train()
     loader.set_epoch(epoch)
     lr = optimizer.param_groups[0]["lr"]
@@ -322,9 +347,11 @@ def train_one_epoch(learner: LocalLearner, optimizer: torch.optim.Optimizer, loa
             watch.check(f"by step {i + 1} of epoch {epoch + 1}")
         optimizer.step()
         learner.after_optimizer_step()  # e.g. MAN's EMA copies follow the next piece
+        if ema is not None:
+            ema.update_parameters(learner.pieces)
         for k, value in enumerate(step["losses"]):
             loss_sums[k] += value * len(y)
-        correct += (step["logits"].argmax(1) == y).sum()
+        correct += (step["logits"].argmax(1) == (y.argmax(1) if y.is_floating_point() else y)).sum()
         seen += len(y)
         terms.add(len(y))
         bar.set_postfix(loss=f"{step['losses'][-1]:.3f}")
@@ -368,4 +395,5 @@ def summarize(history: list[dict[str, Any]], learner: LocalLearner, args: argpar
         "memory_kind": history[-1]["memory_kind"],
         "parameters": sum(p.numel() for p in learner.pieces.parameters()),
         "aux_parameters": sum(p.numel() for p in learner.aux.parameters()),
+        **({"final_ema_test_error": 1 - history[-1]["ema_test_accuracy"]} if "ema_test_accuracy" in history[-1] else {}),
     }

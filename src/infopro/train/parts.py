@@ -6,9 +6,11 @@ from __future__ import annotations
 import argparse
 import time
 import warnings
-from typing import Any
+from typing import Any, Collection, Iterable
 
 import torch
+from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from ..data import DeviceLoader
 from ..describe import method_options
@@ -34,14 +36,38 @@ def build_learner(args: argparse.Namespace, image_shape: tuple[int, int, int], n
         lambdas=args.lambdas, head=args.aux_head, widen=args.aux_widen, feature_dim=args.aux_feature_dim,
         temperature=args.temperature, mean=mean, std=std, profile_batch_size=args.batch_size,
         decoder_chunk_channels=args.aux_decoder_chunk, method_options=method_options(args),
+        label_smoothing=args.label_smoothing,
     )
     learner.amp_dtype = AMP_DTYPES[args.amp]
     return learner
 
 
-def make_optimizer(params: Any, args: argparse.Namespace) -> torch.optim.Optimizer:
-    """SGD with the run's settings (one per process in the parallel modes, same hyper-parameters)."""
-    return torch.optim.SGD(params, lr=args.lr, momentum=args.momentum,
+# Parameters kept out of weight decay by name besides every 1-D one (DeiT's ViT.no_weight_decay(), via timm).
+NO_DECAY_NAMES = ("pos_embed", "cls_token")
+
+
+def decay_exempt(named_parameters: Iterable[tuple[str, torch.nn.Parameter]]) -> set[int]:
+    """ids of the parameters DeiT (timm's create_optimizer) trains without weight decay: every 1-D one (norm
+    weights, biases), every bias, the position embedding and the class token."""
+    return {id(p) for name, p in named_parameters
+            if p.ndim <= 1 or name.endswith(".bias") or name.rsplit(".", 1)[-1] in NO_DECAY_NAMES}
+
+
+def make_optimizer(params: Iterable[torch.nn.Parameter], args: argparse.Namespace,
+                   exempt: Collection[int] = ()) -> torch.optim.Optimizer:
+    """The run's optimiser (--optimizer: SGD, the paper's, or AdamW, DeiT's), one per process in the parallel
+    modes with the same hyper-parameters. With --no-decay-norm-bias, two parameter groups: the others
+    (weight decay), then those whose id is in `exempt` (none); else one group, as before."""
+    params = list(params)
+    decay_all = args.decay_norm_bias if args.decay_norm_bias is not None else args.optimizer == "sgd"
+    if decay_all:
+        groups: Any = params
+    else:  # both groups always, even empty, so every process numbers its state alike
+        groups = [{"params": [p for p in params if id(p) not in exempt]},
+                  {"params": [p for p in params if id(p) in exempt], "weight_decay": 0.0}]
+    if args.optimizer == "adamw":  # betas (0.9, 0.999), eps 1e-8: torch's defaults, DeiT's (timm's)
+        return torch.optim.AdamW(groups, lr=args.lr, weight_decay=args.weight_decay)
+    return torch.optim.SGD(groups, lr=args.lr, momentum=args.momentum,
                            nesterov=args.nesterov and args.momentum > 0, weight_decay=args.weight_decay)
 
 
@@ -62,6 +88,19 @@ def replan_schedule(optimizer: torch.optim.Optimizer, args: argparse.Namespace,
         for _ in range(done_epochs):
             schedule.step()
     return schedule
+
+
+def model_ema(learner: LocalLearner, decay: float) -> AveragedModel:
+    """An exponential moving average of the pieces' weights and buffers (BatchNorm statistics too), as timm's
+    ModelEma keeps for DeiT; `update_parameters(learner.pieces)` after every optimiser step."""
+    return AveragedModel(learner.pieces, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
+
+
+def ema_network(ema: AveragedModel, learner: LocalLearner) -> nn.Module:
+    """The averaged pieces in turn, as something `evaluate_metrics` evaluates like the learner."""
+    network = nn.Sequential(*ema.module)
+    network.amp_dtype = learner.amp_dtype
+    return network
 
 
 def evaluate(learner: LocalLearner, loader: DeviceLoader, args: argparse.Namespace, device: torch.device) -> float:

@@ -97,6 +97,7 @@ class PieceContext:
     options: Mapping[str, Any]
     tokens: TokenLayout | None = None  # how a token feature lies on the image (ViTs)
     stage_sizes: tuple[int, ...] = ()  # blocks per stage, the stem stage 0 (`SequentialBackbone.stage_sizes`)
+    label_smoothing: float = 0.0  # of the last piece's cross-entropy (the network's own classifier)
 
     @property
     def is_last(self) -> bool:
@@ -196,8 +197,9 @@ class LocalMethod:
         raise NotImplementedError
 
     def last_objective(self, ctx: PieceContext) -> Objective:
-        """The last piece ends with the network's own head: cross-entropy on its logits."""
-        return LocalObjective(CrossEntropyTerm())
+        """The last piece ends with the network's own head: cross-entropy on its logits (label-smoothed
+        by `ctx.label_smoothing`)."""
+        return LocalObjective(CrossEntropyTerm(ctx.label_smoothing))
 
     def build(self, ctx: PieceContext) -> Objective:
         return self.last_objective(ctx) if ctx.is_last else self.objective(ctx)

@@ -110,10 +110,10 @@ class HPFFLastObjective(Objective):
 
     needs_cascade = True
 
-    def __init__(self, weights: tuple[float, float]) -> None:
+    def __init__(self, weights: tuple[float, float], label_smoothing: float = 0.0) -> None:
         super().__init__()
         self.own_weight, self.cascade_weight = weights
-        self.ce = CrossEntropyTerm()
+        self.ce = CrossEntropyTerm(label_smoothing)  # both terms are the network's own classifier
 
     def forward(self, h: torch.Tensor, labels: torch.Tensor, image: torch.Tensor | None = None,
                 cascade: Sequence | None = None) -> torch.Tensor:
@@ -187,7 +187,7 @@ class HPFF(LocalMethod):
         ))
 
     def last_objective(self, ctx: PieceContext) -> Objective:
-        return HPFFLastObjective(self._weights(ctx))
+        return HPFFLastObjective(self._weights(ctx), ctx.label_smoothing)
 
 
 METHODS.add("hpff", HPFF("hpff", "cross-entropy", "HPFF: own 2c2f CE head (0.001) + cascade through pieces k-1, k "

@@ -38,7 +38,7 @@ def similarity_matrix(x: torch.Tensor) -> torch.Tensor:
 
 
 def similarity_matching_loss(features: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch.Tensor:
-    one_hot = F.one_hot(labels, num_classes).float()
+    one_hot = labels.float() if labels.is_floating_point() else F.one_hot(labels, num_classes).float()  # soft: as is
     return F.mse_loss(similarity_matrix(features), similarity_matrix(one_hot))
 
 
