@@ -17,11 +17,14 @@ import math
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from .errors import InfoProError
 from .files import atomic_write, atomic_write_text, check_output_dir
 from .train.run_dir import RunDir
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 # Settings that do not make two runs different experiments: the seed is what is averaged over.
 NOT_AN_EXPERIMENT = frozenset({"seed", "out"})
@@ -234,25 +237,26 @@ def runs_csv(runs: Sequence[Run], rows: str, cols: str) -> str:
                   "" if r.seconds_per_epoch is None else r.seconds_per_epoch] for r in runs])
 
 
-def plot(cells: dict[tuple[str, str], Cell], rows: str, cols: str, runs: Sequence[Run],
-         paper: PaperNumbers | None = None) -> bytes:
-    """Left: test error against the column key, one line per row value (error bars: std over seeds; with
-    `paper`, the published errors as crosses on dotted lines). Right: every run's test accuracy against the
-    epoch, coloured by row value (dashed: not averaged)."""
-    import matplotlib
+def figure(cells: dict[tuple[str, str], Cell], rows: str, cols: str, runs: Sequence[Run],
+           paper: PaperNumbers | None = None) -> Figure:
+    """compare.png as a Figure. Left: test error against the column key, one line per row value (error bars:
+    std over seeds; with `paper`, the published errors as crosses on dotted lines). Right: every run's test
+    accuracy against the epoch, coloured by row value (dashed: not averaged), with a legend of both."""
+    from matplotlib.lines import Line2D
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from . import plots
 
     row_values = _sorted_values({r for r, _ in cells})
     col_values = _sorted_values({c for _, c in cells})
     colours = {r: f"C{i % 10}" for i, r in enumerate(row_values)}
-    fig, (err, acc) = plt.subplots(1, 2, figsize=(11, 4))
+    markers = {r: plots.MARKERS[i % len(plots.MARKERS)] for i, r in enumerate(row_values)}
+    fig = plots.new_figure(13, 4.2)
+    err, acc = fig.subplots(1, 2)
     for i, r in enumerate(row_values):
         xs = [j for j, c in enumerate(col_values) if (r, c) in cells and cells[r, c].runs]
         offset = 0.03 * (i - (len(row_values) - 1) / 2)  # so that equal values do not hide each other
         err.errorbar([x + offset for x in xs], [100 * cells[r, col_values[x]].mean for x in xs],
-                     yerr=[100 * cells[r, col_values[x]].std for x in xs], marker="o", capsize=3,
+                     yerr=[100 * cells[r, col_values[x]].std for x in xs], marker=markers[r], capsize=3,
                      color=colours[r], label=r)
         published = [(j, paper[r, c][0]) for j, c in enumerate(col_values)
                      if paper is not None and (r, c) in cells and paper.get((r, c), (None,))[0] is not None]
@@ -262,18 +266,35 @@ def plot(cells: dict[tuple[str, str], Cell], rows: str, cols: str, runs: Sequenc
     err.set_xticks(range(len(col_values)), col_values)
     err.set_xlim(-0.5, len(col_values) - 0.5)
     err.set(xlabel=cols, ylabel="test error (%)", title=f"test error against {cols}")
-    err.legend(title=rows, fontsize="small")
+    plots.legend_outside(err, title=rows)
+    drawn: dict[str, set[str]] = {}  # row value -> the line styles drawn for it
     for run in runs:
         points = [(h["epoch"], 100 * h["test_accuracy"]) for h in run.history if "test_accuracy" in h]
         if points:
-            acc.plot(*zip(*points), "-" if run.status == "finished" else "--", marker="o", markersize=3,
-                     color=colours[_label(run.config[rows])], alpha=0.7)
+            r = _label(run.config[rows])
+            style = "-" if run.status == "finished" else "--"
+            acc.plot(*zip(*points), style, marker=markers[r], markersize=3, color=colours[r], alpha=0.7,
+                     markevery=max(1, len(points) // 20))
+            drawn.setdefault(r, set()).add(style)
+    # One entry per row value (its runs share colour and marker), and one for the dashed unfinished runs.
+    handles = [Line2D([], [], color=colours[r], marker=markers[r], markersize=3, label=r)
+               for r in row_values if r in drawn]
+    if any("--" in styles for styles in drawn.values()):
+        handles.append(Line2D([], [], color="grey", linestyle="--", label="not averaged (unfinished, diverged)"))
+    if handles:
+        acc.legend(handles=handles, title=rows, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0,
+                   fontsize="small")
+    plots.epoch_axis(acc)
     acc.set(xlabel="epoch", ylabel="test accuracy (%)", title="test accuracy of each run")
-    fig.tight_layout()
-    out = io.BytesIO()
-    fig.savefig(out, format="png", dpi=100)
-    plt.close(fig)
-    return out.getvalue()
+    return fig
+
+
+def plot(cells: dict[tuple[str, str], Cell], rows: str, cols: str, runs: Sequence[Run],
+         paper: PaperNumbers | None = None) -> bytes:
+    """compare.png's bytes (see `figure`)."""
+    from . import plots
+
+    return plots.png(figure(cells, rows, cols, runs, paper))
 
 
 def compare_runs(paths: Sequence[str | Path], out: str | Path, rows: str = "method", cols: str = "K",

@@ -7,12 +7,16 @@ from __future__ import annotations
 import contextlib
 import csv
 import io
+import math
 import sys
-from typing import Any, Iterator, Sequence, TextIO
+from typing import TYPE_CHECKING, Any, Iterator, Sequence, TextIO
 
 from ..errors import InfoProError
 from ..files import WriteError, atomic_write, atomic_write_text, error_reason
 from .run_dir import RunDir
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 
 def flat_record(record: dict[str, Any]) -> dict[str, Any]:
@@ -41,36 +45,82 @@ def metrics_csv(history: Sequence[dict[str, Any]]) -> str:
     return out.getvalue()
 
 
-def plot_curves(history: Sequence[dict[str, Any]], title: str) -> bytes:
-    """curves.png: accuracy (train / val / test), each piece's training loss and the learning rate against the epoch."""
-    import matplotlib
+# Names of the piece loss terms (epoch_metrics' train_piece_terms) in the panel titles; others are shown as named.
+TERM_NAMES = {"task": "task loss", "recon": "reconstruction loss"}
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+
+def _finite_or_nan(value: Any) -> float:
+    return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else math.nan
+
+
+def curves_figure(history: Sequence[dict[str, Any]], title: str) -> Figure:
+    """curves.png as a Figure: accuracy (train / val / test), each piece's training loss (the weighted sum it
+    trains on) beside the whole network's test loss, one panel per loss term (task, reconstruction: unweighted,
+    one line per piece that has the term) and the learning rate, all against the epoch."""
+    from .. import plots
 
     epochs = [r["epoch"] for r in history]
-    fig, (acc, loss, rate) = plt.subplots(1, 3, figsize=(15, 4))
+    term_names = list(dict.fromkeys(name for r in history for terms in r.get("train_piece_terms", [])
+                                    for name in terms))
+    term_names.sort(key=lambda name: name != "task")  # the task term first, the others as they come
+    panels = 3 + len(term_names)
+    columns = 2
+    rows = -(-panels // columns)
+    fig = plots.new_figure(13, 3.2 * rows)
+    axes = fig.subplots(rows, columns, squeeze=False).ravel()
+    for extra in axes[panels:]:
+        extra.remove()
+    acc, loss, *term_axes, rate = axes[:panels]
+
     for split, style in (("train", "-"), ("val", "--"), ("test", "-.")):
         key = f"{split}_accuracy"
         if all(key in r for r in history):
             acc.plot(epochs, [100 * r[key] for r in history], style, marker="o", markersize=3, label=split)
     acc.set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy")
-    acc.legend()
-    for k in range(len(history[-1]["train_losses"])):
-        loss.plot(epochs, [r["train_losses"][k] for r in history], marker="o", markersize=3, label=f"piece {k + 1}")
+
+    pieces = max(len(r.get("train_losses", [])) for r in history)
+    shown: list[float] = []
+    for k in range(pieces):
+        values = [_finite_or_nan(r["train_losses"][k]) if k < len(r.get("train_losses", [])) else math.nan
+                  for r in history]
+        loss.plot(epochs, values, label=f"piece {k + 1}", **plots.piece_style(k, len(epochs)))
+        shown += values
     if all("test_loss" in r for r in history):
-        loss.plot(epochs, [r["test_loss"] for r in history], "k--", label="test (whole network, CE)")
-    loss.set(xlabel="epoch", ylabel="loss", title="training loss of each piece", yscale="log")
-    loss.legend(fontsize="small")
+        values = [_finite_or_nan(r["test_loss"]) for r in history]
+        loss.plot(epochs, values, "k--", label="test (whole network, CE)")
+        shown += values
+    loss.set(xlabel="epoch", ylabel="loss", title="training loss of each piece (weighted sum of its terms)")
+    plots.readable_y(loss, shown)
+
+    for name, ax in zip(term_names, term_axes):
+        shown = []
+        for k in range(pieces):
+            values = [_finite_or_nan(terms[k][name]) if k < len(terms := r.get("train_piece_terms", []))
+                      and name in terms[k] else math.nan for r in history]
+            if not all(math.isnan(v) for v in values):
+                ax.plot(epochs, values, label=f"piece {k + 1}", **plots.piece_style(k, len(epochs)))
+                shown += values
+        label = TERM_NAMES.get(name, f"{name} term")
+        ax.set(xlabel="epoch", ylabel=label, title=f"{label} of each piece (unweighted)")
+        plots.readable_y(ax, shown)
+
     if all("lr" in r for r in history):
         rate.plot(epochs, [r["lr"] for r in history], marker="o", markersize=3)
     rate.set(xlabel="epoch", ylabel="learning rate", title="learning rate (per epoch)")
+
+    for ax in axes[:panels]:
+        plots.epoch_axis(ax)
+        if any(not line.get_label().startswith("_") for line in ax.get_lines()):
+            plots.legend_outside(ax)
     fig.suptitle(title)
-    fig.tight_layout()
-    out = io.BytesIO()
-    fig.savefig(out, format="png", dpi=100)
-    plt.close(fig)
-    return out.getvalue()
+    return fig
+
+
+def plot_curves(history: Sequence[dict[str, Any]], title: str) -> bytes:
+    """curves.png's bytes (see `curves_figure`)."""
+    from .. import plots
+
+    return plots.png(curves_figure(history, title))
 
 
 def tensorboard_writer(mode: str) -> Any:
