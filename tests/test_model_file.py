@@ -50,7 +50,7 @@ def test_loaded_model_reproduces_the_runs_test_accuracy(run):
 
 
 @pytest.mark.parametrize("fmt", ["pt", "safetensors", "torchscript"])
-def test_export_gives_the_same_logits(run, tmp_path, fmt):
+def test_export_gives_the_same_logits(run, tmp_path, fmt, capsys, monkeypatch):
     if fmt == "safetensors":
         pytest.importorskip("safetensors")
     out = tmp_path / f"model.{fmt}"
@@ -59,6 +59,55 @@ def test_export_gives_the_same_logits(run, tmp_path, fmt):
     expected = infopro.load_model(run)(x)
     loaded = torch.jit.load(str(out)) if fmt == "torchscript" else infopro.load_model(out)
     assert torch.equal(loaded(x), expected)
+    if fmt == "torchscript":  # still there, behind a note said once per process
+        monkeypatch.setattr(infopro.model_file, "_torchscript_noted", False)
+        capsys.readouterr()
+        for _ in range(2):
+            assert main(["export", str(run), "--format", fmt, "--out", str(out)]) == 0
+        assert capsys.readouterr().err.count("TorchScript is deprecated") == 1
+
+
+def test_pt2_export_runs_without_infopro_with_any_batch(run, tmp_path):
+    out = tmp_path / "model.pt2"
+    assert main(["export", str(run), "--format", "pt2", "--out", str(out)]) == 0
+    extra = {infopro.model_file.PT2_INFO_FILE: ""}
+    program = torch.export.load(out, extra_files=extra)
+    info = json.loads(extra[infopro.model_file.PT2_INFO_FILE])
+    assert info["arch"] == "resnet20" and info["classes"][0] == "airplane" and info["input_shape"] == [3, 32, 32]
+    model = infopro.load_model(run)
+    for batch in (1, 5):
+        x = torch.rand(batch, 3, 32, 32)
+        assert torch.allclose(program.module()(x), model(x), atol=1e-5, rtol=1e-5)
+
+
+def test_onnx_export_gives_the_same_logits_in_onnxruntime(run, tmp_path):
+    pytest.importorskip("onnxscript")
+    ort = pytest.importorskip("onnxruntime")
+    out = tmp_path / "model.onnx"
+    assert main(["export", str(run), "--format", "onnx", "--out", str(out)]) == 0
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    assert [i.name for i in session.get_inputs()] == ["images"]
+    info = json.loads(session.get_modelmeta().custom_metadata_map[infopro.model_file.GRAPH_INFO_KEY])
+    assert info["arch"] == "resnet20" and info["classes"][0] == "airplane"
+    model = infopro.load_model(run)
+    for batch in (1, 5):  # the batch dimension stays free
+        x = torch.rand(batch, 3, 32, 32)
+        (logits,) = session.run(["logits"], {"images": x.numpy()})
+        np.testing.assert_allclose(logits, model(x).detach().numpy(), atol=1e-4, rtol=1e-4)
+
+
+def test_onnx_without_its_packages_is_one_line(run, tmp_path, monkeypatch, capsys):
+    real_import = builtins.__import__
+
+    def no_onnxscript(name, *args, **kwargs):
+        if name.startswith("onnxscript"):
+            raise ImportError(name)
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_onnxscript)
+    assert main(["export", str(run), "--format", "onnx", "--out", str(tmp_path / "m.onnx")]) == 2
+    assert "pip install 'infopro[onnx]'" in capsys.readouterr().err
+    assert not (tmp_path / "m.onnx").exists()
 
 
 def test_export_and_load_say_what_is_wrong(run, tmp_path, monkeypatch, capsys):

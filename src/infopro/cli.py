@@ -30,7 +30,7 @@ def _subcommands() -> dict[str, Subcommand]:
         "bench": ("measure peak memory, FLOPs and time of a training step: E2E, checkpointing, local methods",
                   add_bench_arguments, bench_main),
         "probe": ("estimate I(h, x) and I(h, y) along the depth of trained runs", add_probe_arguments, probe_main),
-        "export": ("write a run's trained network as one file (pt, safetensors or torchscript)",
+        "export": ("write a run's trained network as one file (pt, safetensors, onnx or pt2)",
                    add_export_arguments, export_main),
         "compare": ("one table and one figure for several runs: test error by method and K, mean +- std over seeds",
                     add_compare_arguments, compare_main),

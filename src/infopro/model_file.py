@@ -1,5 +1,5 @@
 """The trained network out of a run: `model.pt` (plain backbone, no auxiliary nets, plus what rebuilds it),
-`load_model` and `infopro export` (pt, safetensors, torchscript).
+`load_model` and `infopro export` (pt, safetensors, onnx, pt2; torchscript, deprecated).
 
 A model file is a dict {format, arch, num_classes, classes, input_shape, mean, std, epoch, method, K, state_dict},
 loadable with `torch.load(..., weights_only=True)`. `load_model` returns an `ImageClassifier`: it takes images
@@ -9,10 +9,14 @@ loadable with `torch.load(..., weights_only=True)`. `load_model` returns an `Ima
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
+import logging
+import sys
 import warnings
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import torch
 from torch import nn
@@ -24,7 +28,15 @@ from .models import SequentialBackbone, build_backbone
 MODEL_FORMAT = "infopro-model-1"
 MODEL_NAME = "model.pt"
 BEST_MODEL_NAME = "model-best.pt"
-EXPORT_FORMATS = {"pt": ".pt", "safetensors": ".safetensors", "torchscript": ".torchscript.pt"}
+EXPORT_FORMATS = {"pt": ".pt", "safetensors": ".safetensors", "onnx": ".onnx", "pt2": ".pt2",
+                  "torchscript": ".torchscript.pt"}
+# Where the graph formats (onnx, pt2) keep MODEL_INFO_KEYS as JSON: the ONNX model's metadata_props key, the
+# .pt2 archive's extra file (torch.export.load(f, extra_files={"infopro.json": ""}) reads it back).
+GRAPH_INFO_KEY = "infopro"
+PT2_INFO_FILE = "infopro.json"
+TORCHSCRIPT_NOTE = ("note: TorchScript is deprecated by PyTorch; --format pt2 (torch.export) or onnx is its "
+                    "replacement, and torchscript will go when PyTorch drops torch.jit")
+_torchscript_noted = False
 # What rebuilds the network, besides its weights (safetensors keeps it as JSON in the file's metadata).
 MODEL_INFO_KEYS = ("arch", "num_classes", "classes", "input_shape", "mean", "std", "epoch", "method", "K")
 
@@ -105,9 +117,10 @@ def read_model_file(path: str | Path, best: bool = False) -> dict[str, Any]:
         raise
     except OSError as error:
         raise InfoProError(f"cannot read {path}: {error_reason(error)}") from None
-    except Exception as error:  # truncated, foreign, or a TorchScript archive
+    except Exception as error:  # truncated, foreign, or a pt2 / TorchScript archive
         raise InfoProError(f"cannot read {path} as an infopro model file ({type(error).__name__}: "
-                           f"{error_reason(error)}); a TorchScript export loads with torch.jit.load") from None
+                           f"{error_reason(error)}); a pt2 export loads with torch.export.load, an onnx one with "
+                           f"onnxruntime, a TorchScript one with torch.jit.load") from None
     if not isinstance(payload, dict) or payload.get("format") != MODEL_FORMAT:
         raise InfoProError(f"{path} is not an infopro model file (checkpoint.pt is not one either: give the run "
                            f"directory, its model.pt or model-best.pt)")
@@ -144,14 +157,100 @@ def export_model(source: str | Path, fmt: str, out: str | Path | None = None, be
     elif fmt == "safetensors":
         safetensors = _safetensors()  # before anything is written: a missing extra is one line
         tensors = {k: v.contiguous() for k, v in load_model(path).state_dict().items()}
-        metadata = {"format": MODEL_FORMAT, "info": json.dumps({k: payload[k] for k in MODEL_INFO_KEYS})}
+        metadata = {"format": MODEL_FORMAT, "info": _info_json(payload)}
         atomic_write(out, lambda f: f.write(safetensors.save(tensors, metadata=metadata)))
+    elif fmt == "onnx":
+        _onnx_packages()  # before anything is written: a missing extra is one line
+        _onnx_export(load_model(path), tuple(payload["input_shape"]), _info_json(payload), out)
+    elif fmt == "pt2":
+        _pt2_export(load_model(path), tuple(payload["input_shape"]), _info_json(payload), out)
     else:
-        with warnings.catch_warnings():  # TorchScript is deprecated in favour of torch.export, still runs anywhere
+        _note_torchscript()
+        with warnings.catch_warnings():  # the note above says it once; torch's own warning would repeat it
             warnings.simplefilter("ignore", DeprecationWarning)
             scripted = torch.jit.script(load_model(path))
             atomic_write(out, lambda f: torch.jit.save(scripted, f))
     return out
+
+
+def _info_json(payload: dict[str, Any]) -> str:
+    return json.dumps({k: payload[k] for k in MODEL_INFO_KEYS})
+
+
+def _note_torchscript() -> None:
+    """TorchScript's deprecation, said once per process on stderr."""
+    global _torchscript_noted
+    if not _torchscript_noted:
+        _torchscript_noted = True
+        print(TORCHSCRIPT_NOTE, file=sys.stderr)
+
+
+def _graph_inputs(input_shape: tuple[int, ...]) -> tuple[tuple[torch.Tensor], dict[str, Any]]:
+    """The example input of a graph export (two float images in [0, 1]) and its batch dimension, left free so
+    the exported graph takes any batch size (a batch of 1 would be specialised: hence two)."""
+    batch = torch.export.Dim("batch", min=1)
+    return (torch.rand(2, *input_shape),), {"images": {0: batch}}
+
+
+@contextlib.contextmanager
+def _quiet_exporter() -> Iterator[None]:
+    """torch.export / the ONNX exporter warn about things that do not concern this model (torchvision's ops not
+    being there, pytree deprecations): the export either works, or raises."""
+    loggers = [logging.getLogger(name) for name in ("torch.onnx", "torch.export", "torch._export")]
+    levels = [logger.level for logger in loggers]
+    try:
+        for logger in loggers:
+            logger.setLevel(logging.ERROR)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
+
+
+def _exported_program(model: nn.Module, input_shape: tuple[int, ...]) -> Any:
+    example, dynamic = _graph_inputs(input_shape)
+    try:
+        with _quiet_exporter():
+            return torch.export.export(model, example, dynamic_shapes=dynamic)
+    except Exception as error:  # an architecture torch.export cannot capture: say which, not a traceback
+        raise InfoProError(f"torch.export cannot capture this network ({type(error).__name__}: "
+                           f"{error_reason(error).splitlines()[0]}); export --format pt or safetensors") from None
+
+
+def _pt2_export(model: nn.Module, input_shape: tuple[int, ...], info: str, out: Path) -> None:
+    """A torch.export archive: `torch.export.load(out).module()` runs the network (float images in [0, 1],
+    normalisation inside) without infopro; the model info as the extra file PT2_INFO_FILE."""
+    program = _exported_program(model, input_shape)
+    archive = io.BytesIO()  # torch.export.save wants a path or an io buffer, and atomic_write wraps its file
+    torch.export.save(program, archive, extra_files={PT2_INFO_FILE: info})
+    atomic_write(out, lambda f: f.write(archive.getvalue()))
+
+
+def _onnx_packages() -> None:
+    try:
+        import onnx  # noqa: F401  (the exporter needs both, and imports them only when it runs)
+        import onnxscript  # noqa: F401
+    except ImportError:
+        raise InfoProError("--format onnx needs the onnx and onnxscript packages: pip install 'infopro[onnx]'"
+                           ) from None
+
+
+def _onnx_export(model: nn.Module, input_shape: tuple[int, ...], info: str, out: Path) -> None:
+    """An ONNX model by torch's dynamo exporter: input "images" (batch, C, H, W) float32 in [0, 1], output
+    "logits"; the model info in its metadata_props under GRAPH_INFO_KEY."""
+    example, dynamic = _graph_inputs(input_shape)
+    try:
+        with _quiet_exporter(), contextlib.redirect_stdout(io.StringIO()):
+            program = torch.onnx.export(model, example, dynamo=True, dynamic_shapes=dynamic,
+                                        input_names=["images"], output_names=["logits"], verbose=False)
+    except Exception as error:
+        raise InfoProError(f"the ONNX exporter cannot convert this network ({type(error).__name__}: "
+                           f"{error_reason(error).splitlines()[0]}); export --format pt2 or pt") from None
+    program.model.metadata_props[GRAPH_INFO_KEY] = info
+    data = program.model_proto.SerializeToString()  # one file, weights inside (ONNX's limit: 2 GB)
+    atomic_write(out, lambda f: f.write(data))
 
 
 def _safetensors() -> Any:
@@ -181,11 +280,15 @@ def add_export_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--format", choices=list(EXPORT_FORMATS), default="pt",
                         help="pt: torch.load(weights_only=True) dict with the weights and how to rebuild the "
                              "network; safetensors: the weights (normalisation included) with that info as "
-                             "metadata (optional extra); torchscript: torch.jit.load runs it without infopro "
+                             "metadata (optional extra); onnx: an ONNX graph by torch's dynamo exporter, input "
+                             "'images' (any batch, float32 in [0, 1]), output 'logits' (optional extra "
+                             "infopro[onnx]); pt2: a torch.export archive, torch.export.load(FILE).module() runs "
+                             "it without infopro (same input); torchscript: deprecated by PyTorch, use pt2 "
                              "(default: %(default)s)")
     parser.add_argument("--best", action="store_true", help="the best validation epoch's model (model-best.pt)")
     parser.add_argument("--out", default=None, metavar="FILE",
-                        help="output file (default: beside the model, e.g. RUN/model.safetensors, RUN/model-export.pt)")
+                        help="output file (default: beside the model, e.g. RUN/model.safetensors, RUN/model.onnx, "
+                             "RUN/model-export.pt)")
 
 
 def export_main(args: argparse.Namespace) -> int:
