@@ -14,11 +14,12 @@ from ..data import DATASETS
 from ..describe import add_learner_arguments, check_learner_arguments
 from ..errors import InfoProError
 from .run_dir import read_run_settings, read_yaml_mapping, run_to_continue
-from .run_log import tensorboard_writer
+from .run_log import TRACKERS, tensorboard_writer, tracker_module
 from .schedule import SCHEDULES, WARMUP_TARGETS
 
 # Arguments that say how to run, not what the run is: kept out of config.yaml.
-RUNTIME_KEYS = {"config", "resume", "test_only", "quiet", "tensorboard", "main", "command", "command_line"}
+RUNTIME_KEYS = {"config", "resume", "test_only", "quiet", "tensorboard", "mlflow", "wandb", "main", "command",
+                "command_line"}
 # How the work is spread over processes: also kept out of config.yaml, so a run trained on several
 # processes resumes or is evaluated in one and the other way round. Micro-batches change BatchNorm's
 # batch statistics (and a contrastive loss's pairs), not what the run is.
@@ -146,6 +147,15 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     r.add_argument("--tensorboard", choices=["auto", "on", "off"], default="auto",
                    help="TensorBoard event files in RUN/tensorboard: auto = when the tensorboard package is "
                         "installed (default: %(default)s)")
+    r.add_argument("--mlflow", choices=["auto", "on", "off"], default="off",
+                   help="also log the run to MLflow (settings as params, each epoch's numbers, the run's files at "
+                        "the end; where: MLflow's own MLFLOW_TRACKING_URI, experiment MLFLOW_EXPERIMENT_NAME or "
+                        "'infopro'): on, or auto = when the mlflow package is installed (optional extra "
+                        "infopro[mlflow]; default: %(default)s)")
+    r.add_argument("--wandb", choices=["auto", "on", "off"], default="off",
+                   help="also log the run to Weights & Biases (the same, project WANDB_PROJECT or 'infopro', files "
+                        "under RUN/wandb; WANDB_MODE=offline keeps it local): on, or auto = when the wandb package "
+                        "is installed (optional extra infopro[wandb]; default: %(default)s)")
 
     p = parser.add_argument_group("several processes (launch with torchrun; see README)")
     p.add_argument("--parallel", choices=["none", "pieces", "data", "pieces,data"], default="none",
@@ -271,6 +281,8 @@ def check_args(args: argparse.Namespace) -> None:
             raise InfoProError(f"{flag} must be a finite number, got {value}")
     check_learner_arguments(args)
     tensorboard_writer(args.tensorboard)  # --tensorboard on without the package: said before anything runs
+    for name in TRACKERS:
+        tracker_module(name, getattr(args, name))  # the same for --mlflow on / --wandb on
     checks = [
         (args.epochs >= 1, f"--epochs must be >= 1, got {args.epochs}"),
         (args.batch_size >= 1, f"--batch-size must be >= 1, got {args.batch_size}"),

@@ -222,12 +222,19 @@ def _run_epochs(args: argparse.Namespace, run: RunDir, state: dict[str, Any] | N
                 learner: LocalLearner, trainer: Any, schedule: Any, data: Any, loaders: Loaders, writer: bool) -> int:
     if not writer:
         return _epochs(args, run, state, notice, learner, trainer, schedule, data, loaders, writer, None)
-    log = RunLog(run, args.tensorboard, f"{args.arch} · {args.method} K={args.K} · {run.path.name}")
+    log = RunLog(run, args.tensorboard, f"{args.arch} · {args.method} K={args.K} · {run.path.name}",
+                 trackers={"mlflow": args.mlflow, "wandb": args.wandb}, config=resolved_config(args))
     try:
         with log.tee():
-            return _epochs(args, run, state, notice, learner, trainer, schedule, data, loaders, writer, log)
-    finally:
-        log.close()
+            code = _epochs(args, run, state, notice, learner, trainer, schedule, data, loaders, writer, log)
+    except KeyboardInterrupt:  # Ctrl-C, SIGTERM: a tracker's run is marked killed (`--resume` continues it)
+        log.close("killed")
+        raise
+    except BaseException:  # diverged, a peer lost, a bug: marked failed
+        log.close("failed")
+        raise
+    log.close("finished")
+    return code
 
 
 def _epochs(args: argparse.Namespace, run: RunDir, state: dict[str, Any] | None, notice: str | None,

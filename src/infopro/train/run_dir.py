@@ -9,7 +9,8 @@
     RUN/model.pt        the plain backbone of the last epoch done, with what rebuilds it (`infopro.load_model`)
     RUN/model-best.pt   the same at the best validation epoch so far (runs with a validation split)
     RUN/metrics.csv     metrics.jsonl as a table, RUN/curves.png the curves, RUN/train.log what was printed,
-                        RUN/tensorboard/ event files (when the tensorboard package is there): see run_log.py
+                        RUN/tensorboard/ event files (when the tensorboard package is there), RUN/wandb/ the
+                        files of Weights & Biases (--wandb): see run_log.py
     RUN/console.log     all a run printed (stdout and stderr), when `infopro reproduce` launched it; not a run
                         file: a directory holding only it is fresh
     RUN/.lock           `fcntl.flock`ed by the one process writing the run, and holding its pid; the OS

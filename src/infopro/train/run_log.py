@@ -1,14 +1,18 @@
 """What a run shows a person, beside `run_dir.py`'s files: metrics.csv, curves.png, train.log, TensorBoard
-events (all rebuilt from metrics.jsonl, so a resumed run's are whole). The per-epoch numbers themselves
+events (all rebuilt from metrics.jsonl, so a resumed run's are whole), and, when asked, MLflow and Weights & Biases
+runs (optional extras). The per-epoch numbers themselves
 (per-term piece losses, evaluation metrics, progress lines) are measured in `infopro.epoch_metrics`."""
 
 from __future__ import annotations
 
 import contextlib
 import csv
+import importlib
 import io
 import math
+import os
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, Sequence, TextIO
 
 from ..errors import InfoProError
@@ -138,13 +142,107 @@ def tensorboard_writer(mode: str) -> Any:
     return SummaryWriter
 
 
-class RunLog:
-    """Writes metrics.csv, curves.png and TensorBoard events after every epoch, and keeps train.log."""
+# Trackers beside TensorBoard (--mlflow, --wandb): optional extras, off unless asked for. Where they write is
+# theirs to say, by their own environment variables (MLFLOW_TRACKING_URI, WANDB_MODE=offline, ...); the
+# experiment / project is "infopro" unless MLFLOW_EXPERIMENT_NAME / WANDB_PROJECT name another.
+TRACKERS = ("mlflow", "wandb")
+TRACKER_PROJECT = "infopro"
+# What a tracker gets at the end besides the metrics: the run's recipe, results, table and curves.
+TRACKER_FILES = ("config.yaml", "summary.json", "metrics.csv", "curves.png")
 
-    def __init__(self, run: RunDir, tensorboard: str, title: str) -> None:
+
+def tracker_module(name: str, mode: str) -> Any:
+    """The `mlflow` / `wandb` module for --mlflow / --wandb auto|on when it is installed, else None (auto, off);
+    `on` without the package is an error, said before anything runs."""
+    if mode == "off":
+        return None
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        if mode == "on":
+            raise InfoProError(f"--{name} on needs the {name} package: pip install 'infopro[{name}]' "
+                               f"(or --{name} off)") from None
+        return None
+
+
+def _numbers(record: dict[str, Any]) -> dict[str, float]:
+    """A metrics record's numbers as flat names (train_loss_1, piece_1_recon, test_accuracy, lr...)."""
+    return {key: float(value) for key, value in flat_record(record).items()
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and key != "epoch"}
+
+
+class MlflowTracker:
+    """One MLflow run per process of `infopro train` (named after the run directory): its settings as params,
+    every epoch's numbers as metrics at step = epoch, the run's files as artifacts at the end."""
+
+    def __init__(self, mlflow: Any, run: RunDir, config: dict[str, Any]) -> None:
+        self.mlflow = mlflow
+        mlflow.set_experiment(os.environ.get("MLFLOW_EXPERIMENT_NAME", TRACKER_PROJECT))
+        mlflow.start_run(run_name=run.path.name, tags={"infopro.run_dir": str(run.path)})
+        # MLflow keeps a param as a string of at most 6000 characters: long lists are cut, not refused
+        mlflow.log_params({key: str(value)[:6000] for key, value in config.items()})
+
+    def log(self, numbers: dict[str, float], epoch: int) -> None:
+        self.mlflow.log_metrics(numbers, step=epoch)
+
+    def finish(self, files: Sequence[Path], ending: str) -> None:
+        for path in files:
+            self.mlflow.log_artifact(str(path))
+        self.mlflow.end_run(status=ending.upper())  # MLflow's FINISHED, FAILED, KILLED
+
+
+class WandbTracker:
+    """One Weights & Biases run per process of `infopro train` (named after the run directory; its files under
+    RUN/wandb/): its settings as the run's config, every epoch's numbers at step = epoch, the run's files
+    saved at the end."""
+
+    def __init__(self, wandb: Any, run: RunDir, config: dict[str, Any]) -> None:
+        self.run = wandb.init(project=os.environ.get("WANDB_PROJECT", TRACKER_PROJECT), name=run.path.name,
+                              dir=str(run.path), config=config)
+        self.base = str(run.path)
+
+    def log(self, numbers: dict[str, float], epoch: int) -> None:
+        self.run.log(numbers, step=epoch)
+
+    def finish(self, files: Sequence[Path], ending: str) -> None:
+        for path in files:
+            self.run.save(str(path), base_path=self.base, policy="now")
+        self.run.finish(exit_code=0 if ending == "finished" else 1)
+
+
+TRACKER_CLASSES = {"mlflow": MlflowTracker, "wandb": WandbTracker}
+
+
+def start_trackers(modes: dict[str, str], run: RunDir, config: dict[str, Any]) -> list[Any]:
+    """The trackers asked for in `modes` ({"mlflow": "auto"|"on"|"off", ...}) and installed, started. A
+    tracker that cannot start (not logged in, its server not reached) is one line naming the way out."""
+    trackers = []
+    for name in TRACKERS:
+        module = tracker_module(name, modes.get(name, "off"))
+        if module is None:
+            continue
+        try:
+            trackers.append(TRACKER_CLASSES[name](module, run, config))
+        except Exception as error:  # the library's own errors: not ours to list
+            for tracker in trackers:
+                tracker.finish([], "failed")
+            raise InfoProError(f"--{name}: {name} could not start a run ({type(error).__name__}: "
+                               f"{error_reason(error)}); check its login / tracking settings, or pass --{name} off"
+                               ) from None
+    return trackers
+
+
+class RunLog:
+    """Writes metrics.csv, curves.png and TensorBoard events after every epoch, keeps train.log, and sends the
+    epochs' numbers to MLflow / Weights & Biases when asked (`trackers`: {"mlflow": mode, "wandb": mode})."""
+
+    def __init__(self, run: RunDir, tensorboard: str, title: str, trackers: dict[str, str] | None = None,
+                 config: dict[str, Any] | None = None) -> None:
         self.run, self.title = run, title
-        writer = tensorboard_writer(tensorboard)
+        self.trackers = start_trackers(trackers or {}, run, config or {})  # first: one that cannot start leaves
+        writer = tensorboard_writer(tensorboard)                           # no tensorboard/ behind
         self.events = writer(str(run.tensorboard)) if writer is not None else None
+        self.sent = 0  # records sent to the trackers: a resumed run's first epoch sends the earlier ones too
 
     def epoch(self, history: Sequence[dict[str, Any]]) -> None:
         atomic_write_text(self.run.metrics_csv, metrics_csv(history))
@@ -156,10 +254,19 @@ class RunLog:
                 if isinstance(value, (int, float)) and not isinstance(value, bool) and key != "epoch":
                     self.events.add_scalar(key.replace("_", "/", 1), value, record["epoch"])
             self.events.flush()
+        for record in history[self.sent:]:
+            for tracker in self.trackers:
+                tracker.log(_numbers(record), record["epoch"])
+        self.sent = len(history)
 
-    def close(self) -> None:
+    def close(self, ending: str = "finished") -> None:
+        """`ending`: how this process's part of the run ended, for the trackers: "finished", "killed"
+        (interrupted: `--resume` continues it) or "failed"."""
         if self.events is not None:
             self.events.close()
+        files = [self.run.path / name for name in TRACKER_FILES if (self.run.path / name).is_file()]
+        for tracker in self.trackers:
+            tracker.finish(files, ending)
 
     @contextlib.contextmanager
     def tee(self) -> Iterator[None]:
