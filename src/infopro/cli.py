@@ -20,6 +20,7 @@ def _subcommands() -> dict[str, Subcommand]:
     from .analysis import add_probe_arguments, probe_main
     from .compare import add_compare_arguments, compare_main
     from .describe import add_describe_arguments, describe_main
+    from .hub import add_pull_arguments, add_push_arguments, pull_main, push_main
     from .model_file import add_export_arguments, export_main
     from .reproduce import add_reproduce_arguments, reproduce_main
     from .train import add_train_arguments, train_main
@@ -32,6 +33,9 @@ def _subcommands() -> dict[str, Subcommand]:
         "probe": ("estimate I(h, x) and I(h, y) along the depth of trained runs", add_probe_arguments, probe_main),
         "export": ("write a run's trained network as one file (pt, safetensors, onnx or pt2)",
                    add_export_arguments, export_main),
+        "push": ("upload a run's model with a model card (its recipe and results) to the Hugging Face Hub",
+                 add_push_arguments, push_main),
+        "pull": ("download a model pushed by `infopro push` from the Hugging Face Hub", add_pull_arguments, pull_main),
         "compare": ("one table and one figure for several runs: test error by method and K, mean +- std over seeds",
                     add_compare_arguments, compare_main),
         "reproduce": ("run a published table's grid (methods x K x seeds) as train runs that resume, then compare "
