@@ -41,21 +41,21 @@ def prose(text: str) -> str:
 
 # --- links -----------------------------------------------------------------------------------------------
 
-def slugs(markdown: str) -> set[str]:
-    """Anchors of a page's headings, as GitHub makes them (with -1, -2 for repeats) and as mkdocs does."""
-    found: set[str] = set()
+def slugs(markdown: str) -> tuple[set[str], set[str]]:
+    """Anchors of a page's headings as GitHub makes them (with -1, -2 for repeats) and as mkdocs does."""
+    github, mkdocs = set(), set()
     seen: dict[str, int] = {}
     for line in FENCE.sub("", markdown).splitlines():
         heading = re.match(r"#{1,6}\s+(.*?)\s*#*\s*$", line)
         if not heading:
             continue
         text = re.sub(r"\[([^\]]*)\]\([^)]*\)", r"\1", heading.group(1)).replace("`", "").replace("*", "")
-        github = re.sub(r"[^\w\- ]", "", text.lower()).replace(" ", "-")
-        count = seen.get(github, 0)
-        seen[github] = count + 1
-        found.add(github if count == 0 else f"{github}-{count}")
-        found.add(re.sub(r"[-\s]+", "-", re.sub(r"[^\w\s-]", "", text).strip().lower()))
-    return found
+        slug = re.sub(r"[^\w\- ]", "", text.lower()).replace(" ", "-")
+        count = seen.get(slug, 0)
+        seen[slug] = count + 1
+        github.add(slug if count == 0 else f"{slug}-{count}")
+        mkdocs.add(re.sub(r"[-\s]+", "-", re.sub(r"[^\w\s-]", "", text).strip().lower()))
+    return github, mkdocs
 
 
 def links(page: Path) -> list[str]:
@@ -76,8 +76,11 @@ def test_every_relative_link_leads_somewhere():
             checked += 1
             if not file.exists():
                 broken.append(f"{page.relative_to(ROOT)}: {target} (no such file)")
-            elif anchor and file.suffix == ".md" and anchor not in slugs(file.read_text()):
-                broken.append(f"{page.relative_to(ROOT)}: {target} (no heading with anchor #{anchor})")
+            elif anchor and file.suffix == ".md":
+                # The same link is followed on GitHub and on the mkdocs site: the anchor must hold in both.
+                for site, anchors in zip(("GitHub", "mkdocs"), slugs(file.read_text())):
+                    if anchor not in anchors:
+                        broken.append(f"{page.relative_to(ROOT)}: {target} (no heading with anchor #{anchor} on {site})")
     assert checked > 20, f"only {checked} relative links found: the link extraction is broken"
     assert not broken, "broken links:\n" + "\n".join(broken)
 
@@ -122,7 +125,8 @@ def parse(argv: list[str]) -> None:
     errors = io.StringIO()
     try:
         with contextlib.redirect_stderr(errors), contextlib.redirect_stdout(io.StringIO()):
-            get_args_parser(argv).parse_args(argv)
+            args = get_args_parser(argv).parse_args(argv)
+        check_names(args)
     except SystemExit as stop:
         if stop.code not in (0, None):
             raise AssertionError(errors.getvalue().strip().splitlines()[-1]) from None
@@ -130,6 +134,21 @@ def parse(argv: list[str]) -> None:
         raise AssertionError(str(error)) from None
     if passed_on is not None:
         parse(["train", *passed_on])
+
+
+def check_names(args) -> None:
+    """The names the parser takes as free text (validated when a command runs) are in their registries."""
+    from infopro.data import DATASETS
+
+    for flag, registry in (("arch", infopro.ARCHITECTURES), ("method", infopro.METHODS), ("dataset", DATASETS)):
+        name = getattr(args, flag, None)
+        if name is not None and name not in registry:
+            raise AssertionError(f"--{flag} {name}: not in infopro's registry ({', '.join(registry)})")
+    methods = getattr(args, "methods", None)
+    if isinstance(methods, str):  # bench: a comma list, checkpointing beside the methods
+        for name in methods.split(","):
+            if name not in infopro.METHODS and name != "checkpoint":
+                raise AssertionError(f"--methods {name}: not a method")
 
 
 def shown_commands() -> list[tuple[str, str, dict[str, str]]]:
@@ -213,6 +232,21 @@ def _resolves(dotted: str) -> bool:
         except ImportError:
             return False
     return True
+
+
+def test_the_site_shows_the_readme_commands():
+    """docs/index.md (the site's front page) repeats README's two set-up commands, CI's included: verbatim."""
+    def setup_commands(text: str) -> list[str]:
+        return [code.strip() for language, code in code_blocks(text) if "python3 -m venv" in code]
+
+    readme = setup_commands((ROOT / "README.md").read_text())
+    assert len(readme) == 2 and setup_commands((ROOT / "docs" / "index.md").read_text()) == readme
+
+
+def test_every_docs_page_is_in_the_site():
+    nav = (ROOT / "mkdocs.yml").read_text()
+    missing = [p.name for p in (ROOT / "docs").glob("*.md") if f": {p.name}" not in nav]
+    assert not missing, f"docs pages missing from mkdocs.yml's nav: {missing}"
 
 
 # --- the CLI reference -----------------------------------------------------------------------------------
