@@ -205,7 +205,7 @@ def test_scripts_the_docs_run_exist():
     assert not missing, "scripts the docs run that do not exist:\n" + "\n".join(missing)
 
 
-def test_python_blocks_use_names_that_exist():
+def test_infopro_names_shown_exist():
     names, missing = 0, []
     for page in PAGES:
         for language, code in code_blocks(page.read_text()):
@@ -215,6 +215,11 @@ def test_python_blocks_use_names_that_exist():
                 names += 1
                 if not _resolves("infopro" + dotted):
                     missing.append(f"{page.relative_to(ROOT)}: infopro{dotted}")
+        # and the names the prose gives in code spans: `infopro.data.DATASETS`, `infopro.parallel.MeshTrainer`
+        for dotted in re.findall(r"`infopro((?:\.[A-Za-z_]\w*)+)(?:\(\))?`", FENCE.sub("", page.read_text())):
+            names += 1
+            if not _resolves("infopro" + dotted):
+                missing.append(f"{page.relative_to(ROOT)}: infopro{dotted}")
     assert names > 5, f"only {names} infopro names found in Python blocks"
     assert not missing, "names the docs use that infopro lacks:\n" + "\n".join(missing)
 
