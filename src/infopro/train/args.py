@@ -132,7 +132,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     r.add_argument("--amp", choices=["none", "bf16"], default="none", help="autocast the forward passes to bfloat16")
     r.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
                    help="channels-last memory format; default: on for convolutional networks (faster on CPUs and GPUs, "
-                        "see README); --no-channels-last turns it off")
+                        "see docs/training.md); --no-channels-last turns it off")
     r.add_argument("--compile", action="store_true",
                    help="torch.compile each piece and each objective on its own (gradient isolation and the "
                         "one-piece-at-a-time memory are kept); the first steps are slow while it compiles")
@@ -157,7 +157,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
                         "under RUN/wandb; WANDB_MODE=offline keeps it local): on, or auto = when the wandb package "
                         "is installed (optional extra infopro[wandb]; default: %(default)s)")
 
-    p = parser.add_argument_group("several processes (launch with torchrun; see README)")
+    p = parser.add_argument_group("several processes (launch with torchrun; see docs/parallel.md)")
     p.add_argument("--parallel", choices=["none", "pieces", "data", "pieces,data"], default="none",
                    help="pieces: rank k trains piece k (torchrun --nproc-per-node K); data: every rank a full copy "
                         "on a slice of each batch, one DistributedDataParallel per piece; pieces,data: a K x D mesh, "
