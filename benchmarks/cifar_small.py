@@ -24,7 +24,7 @@ warm-up from 0.01, cosine from the 1-based epoch), 30 epochs, the full test set,
 the mean and spread over seeds:
 
     python benchmarks/cifar_small.py --K 4 --epochs 30 --test-subset 0 --seeds 0 1 \
-        --out benchmarks/results/cifar_recipe_30ep
+        --methods e2e infopro-contrast greedy infopro-softmax dgl --out benchmarks/results/cifar_recipe_30ep
 """
 
 from __future__ import annotations
@@ -78,6 +78,8 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0],
                         help="one run per seed; the table then gives the mean and spread (default: 0)")
     parser.add_argument("--K", type=int, nargs="+", default=None, help="only these K (E2E always runs)")
+    parser.add_argument("--methods", nargs="+", default=None,
+                        help="only these methods, in this order (default: all, E2E first)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--rivals", action="store_true", help="the rivals at K=4, 8, 16 (see above)")
     add_no_warmup_argument(parser)
@@ -88,6 +90,8 @@ def main() -> None:
     out = Path(args.out)
     rows = []
     runs = [(m, K) for m, K in (RIVAL_RUNS if args.rivals else RUNS) if args.K is None or K == 1 or K in args.K]
+    if args.methods:
+        runs = [(m, K) for name in args.methods for m, K in runs if m == name]
     for seed in args.seeds:  # every method once before any runs twice: a partial grid still compares
         for method, K in runs:
             run = out / (f"{method}-K{K}" + (f"-seed{seed}" if len(args.seeds) > 1 else ""))
