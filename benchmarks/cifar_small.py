@@ -78,6 +78,8 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0],
                         help="one run per seed; the table then gives the mean and spread (default: 0)")
     parser.add_argument("--K", type=int, nargs="+", default=None, help="only these K (E2E always runs)")
+    parser.add_argument("--report-only", action="store_true",
+                        help="train nothing: the table of the runs that have finished, naming the others")
     parser.add_argument("--methods", nargs="+", default=None,
                         help="only these methods, in this order (default: all, E2E first)")
     parser.add_argument("--device", default="cpu")
@@ -88,7 +90,7 @@ def main() -> None:
     args = parser.parse_args()
 
     out = Path(args.out)
-    rows = []
+    rows, missing = [], []
     runs = [(m, K) for m, K in (RIVAL_RUNS if args.rivals else RUNS) if args.K is None or K == 1 or K in args.K]
     if args.methods:
         runs = [(m, K) for name in args.methods for m, K in runs if m == name]
@@ -96,11 +98,20 @@ def main() -> None:
         for method, K in runs:
             run = out / (f"{method}-K{K}" + (f"-seed{seed}" if len(args.seeds) > 1 else ""))
             config, extra = config_and_flags(method, K)
-            summary = train_if_needed(run, config, argparse.Namespace(**{**vars(args), "seed": seed}), extra)
+            if args.report_only:
+                if not (run / "summary.json").exists():
+                    missing.append(run.name)
+                    continue
+                summary = json.loads((run / "summary.json").read_text())
+            else:
+                summary = train_if_needed(run, config, argparse.Namespace(**{**vars(args), "seed": seed}), extra)
             rows.append({"method": method, "K": K, "seed": seed, "cuts": summary["cuts"],
                          "aux_parameters": summary["aux_parameters"], "final_test_error": summary["final_test_error"],
                          "best_test_error": summary["best_test_error"], "total_seconds": summary["total_seconds"],
                          "epochs": summary["epochs"], "run": str(run)})
+    if missing:
+        print(f"not finished (left out of the table; run the same command without --report-only to train or "
+              f"resume them): {', '.join(missing)}")
     if len(args.seeds) > 1:
         print_seed_table(rows, args)
         path = out / "cifar_small.json"
