@@ -148,8 +148,9 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
                         "installed (default: %(default)s)")
 
     p = parser.add_argument_group("several processes (launch with torchrun; see README)")
-    p.add_argument("--parallel", choices=["none", "pieces", "data", "pieces,data"], default="none",
-                   help="pieces: rank k trains piece k (torchrun --nproc-per-node K); data: every rank a full copy "
+    # MODE, not argparse's {a,b,...}: one choice holds a comma, so the braces would show "pieces,data" as two
+    p.add_argument("--parallel", choices=["none", "pieces", "data", "pieces,data"], default="none", metavar="MODE",
+                   help="none, pieces, data or pieces,data. pieces: rank k trains piece k (torchrun --nproc-per-node K); data: every rank a full copy "
                         "on a slice of each batch, one DistributedDataParallel per piece; pieces,data: a K x D mesh, "
                         "process (k, d) trains piece k on slice d (torchrun --nproc-per-node K*D) (default: %(default)s)")
     p.add_argument("--micro-batches", type=int, default=1, metavar="M",
@@ -204,7 +205,13 @@ def coerce_config(values: dict[str, Any], path: Path, parser: argparse.ArgumentP
     values = {str(k).replace("-", "_"): v for k, v in values.items()}
     unknown = sorted(set(values) - known)
     if unknown:
-        raise InfoProError(f"unknown key(s) {', '.join(unknown)} in config file {path}; known keys: {', '.join(sorted(known))}")
+        from ..cli import ALIASES
+        from ..registry import closest_name
+
+        named = [key + (f" (did you mean {close}?)" if (close := closest_name(key, known, ALIASES)) else "")
+                 for key in unknown]
+        raise InfoProError(f"config file {path}: unknown key{'s' if len(unknown) > 1 else ''} {', '.join(named)}; "
+                           f"a key is a flag of `infopro train --help` without its -- and with _ for -")
     actions = {a.dest: a for a in parser._actions}
     return {key: _coerce(actions[key], value, path) for key, value in values.items()}
 
@@ -270,6 +277,7 @@ def check_args(args: argparse.Namespace) -> None:
         if not math.isfinite(value):
             raise InfoProError(f"{flag} must be a finite number, got {value}")
     check_learner_arguments(args)
+    DATASETS.get(args.dataset)
     tensorboard_writer(args.tensorboard)  # --tensorboard on without the package: said before anything runs
     checks = [
         (args.epochs >= 1, f"--epochs must be >= 1, got {args.epochs}"),
