@@ -18,7 +18,8 @@ from .run_log import tensorboard_writer
 from .schedule import SCHEDULES, WARMUP_TARGETS
 
 # Arguments that say how to run, not what the run is: kept out of config.yaml.
-RUNTIME_KEYS = {"config", "resume", "test_only", "quiet", "tensorboard", "main", "command", "command_line"}
+RUNTIME_KEYS = {"config", "resume", "test_only", "quiet", "tensorboard", "main", "command", "command_line",
+                "lr_from_batch"}
 # How the work is spread over processes: also kept out of config.yaml, so a run trained on several
 # processes resumes or is evaluated in one and the other way round. Micro-batches change BatchNorm's
 # batch statistics (and a contrastive loss's pairs), not what the run is.
@@ -260,10 +261,30 @@ def resolved_config(args: argparse.Namespace) -> dict[str, Any]:
     return {k: v for k, v in sorted(vars(args).items()) if k not in RUNTIME_KEYS}
 
 
+def default_lr(optimizer: str, batch_size: int) -> float:
+    """--lr's default: sgd 0.1 per 128 images (the paper), adamw 5e-4 per 512 (DeiT)."""
+    return 0.1 * batch_size / 128 if optimizer == "sgd" else 5e-4 * batch_size / 512
+
+
+def fit_batch_to_set(args: argparse.Namespace, train_images: int) -> str | None:
+    """A --batch-size larger than the training set becomes the set's size (one step per epoch), and a --lr
+    derived from the batch follows it; returns the line that says so, or None when the batch fits."""
+    if args.batch_size <= train_images:
+        return None
+    asked, args.batch_size = args.batch_size, train_images
+    lr = ""
+    if getattr(args, "lr_from_batch", False):
+        args.lr = default_lr(args.optimizer, args.batch_size)
+        lr = f" and lr {args.lr:g} ({args.optimizer}'s default for that batch)"
+    return (f"note: --batch-size {asked} is larger than the training set ({train_images} images): training with "
+            f"batch {train_images}{lr}, one step per epoch; pass --batch-size N to choose another")
+
+
 def check_args(args: argparse.Namespace) -> None:
     """Reject values no run can use, before anything is read or written."""
+    args.lr_from_batch = args.lr is None  # not a setting: `fit_batch_to_set` may re-derive it for a smaller batch
     if args.lr is None:
-        args.lr = 0.1 * args.batch_size / 128 if args.optimizer == "sgd" else 5e-4 * args.batch_size / 512
+        args.lr = default_lr(args.optimizer, args.batch_size)
     if args.decay_norm_bias is None:  # recorded in config.yaml, so a resumed run keeps its groups
         args.decay_norm_bias = args.optimizer == "sgd"
     numbers = (("--lr", args.lr), ("--momentum", args.momentum), ("--weight-decay", args.weight_decay),
