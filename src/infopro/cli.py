@@ -45,15 +45,11 @@ def _subcommands() -> dict[str, Subcommand]:
 PASSES_FLAGS_ON = {"reproduce"}
 
 
-# Other tools' names for our flags and config keys (timm's train.py and common habit): "did you mean" finds these
-# where spelling alone would not.
-ALIASES = {"learning_rate": "lr", "learning-rate": "lr", "wd": "weight_decay", "bs": "batch_size", "model": "arch",
-           "opt": "optimizer", "sched": "schedule", "warmup_lr": "warmup_start", "num_epochs": "epochs"}
-
-
 def flag_aliases() -> dict[str, str]:
-    """ALIASES as flags: --learning-rate -> --lr."""
-    return {f"--{k.replace('_', '-')}": f"--{v.replace('_', '-')}" for k, v in ALIASES.items()}
+    """Other tools' names of our settings as flags (--learning-rate -> --lr), for "did you mean"."""
+    from .train.args import KEY_ALIASES
+
+    return {f"--{k.replace('_', '-')}": f"--{v.replace('_', '-')}" for k, v in KEY_ALIASES.items()}
 
 
 def unknown_arguments(parser: argparse.ArgumentParser, extras: Sequence[str]) -> str:

@@ -13,6 +13,7 @@ import yaml
 from ..data import DATASETS
 from ..describe import add_learner_arguments, check_learner_arguments
 from ..errors import InfoProError
+from ..registry import closest_name
 from .run_dir import read_run_settings, read_yaml_mapping, run_to_continue
 from .run_log import tensorboard_writer
 from .schedule import SCHEDULES, WARMUP_TARGETS
@@ -28,6 +29,12 @@ RUNTIME_KEYS |= {"parallel", "micro_batches", "sync_pieces", "dist_timeout", "sy
 RUNTIME_KEYS |= {"workers"}
 
 
+# Other tools' names of our settings (timm's train.py, common habit), so that "did you mean" finds them where
+# spelling alone would not: a config key or a flag (`cli.flag_aliases`) of that name suggests ours.
+KEY_ALIASES = {"learning_rate": "lr", "wd": "weight_decay", "bs": "batch_size", "model": "arch", "opt": "optimizer",
+               "sched": "schedule", "warmup_lr": "warmup_start", "num_epochs": "epochs"}
+
+
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-c", "--config", default=None, metavar="YAML",
                         help="YAML file of defaults (keys are the flag names, e.g. batch_size); flags override it")
@@ -36,7 +43,8 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
                    help=f"{', '.join(DATASETS.names())}; folder: any image folder (default: %(default)s)")
     d.add_argument("--data-dir", default=None,
                    help="the data set as it lies on disk: cifar-10-batches-py / cifar-100-python, an image folder "
-                        "with train/<class>/ and val/<class>/ and/or test/<class>/, SVHN's .mat, stl10_binary/, "
+                        "with train/<class>/ and val/<class>/ and/or test/<class>/ (or <class>/ folders only, with "
+                        "--val-split), SVHN's .mat, stl10_binary/, "
                         "MNIST's idx files; default: the bundled CIFAR-10 subset")
     d.add_argument("--image-size", type=int, default=None, metavar="S",
                    help="train on S x S images (default: the images' own size; needed when sizes differ)")
@@ -44,7 +52,8 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
                    help="1 or 3 (default: what most training images have; grayscale sets train as 1)")
     d.add_argument("--val-split", type=float, default=None, metavar="F",
                    help="hold out a stratified fraction F of the training split for validation (picks the best "
-                        "epoch); a folder with both val/ and test/ uses val/")
+                        "epoch); a folder with both val/ and test/ uses val/; a folder of class folders only "
+                        "(no test/ or val/) needs it, and its hold-out is then the test set")
     d.add_argument("--data-path", choices=["auto", "memory", "stream"], default="auto",
                    help="memory: decode the set once and keep it on the device; stream: decode per sample in "
                         "--workers processes with ImageNet's augmentation; auto: memory when it fits "
@@ -64,7 +73,9 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
 
     o = parser.add_argument_group("optimisation")
     o.add_argument("--epochs", type=int, default=160, help="(default: %(default)s, the paper's)")
-    o.add_argument("--batch-size", type=int, default=128, help="(default: %(default)s)")
+    o.add_argument("--batch-size", type=int, default=128,
+                   help="(default: %(default)s; a new run on a smaller training set uses the set's size, and the "
+                        "default --lr follows it)")
     o.add_argument("--optimizer", choices=["sgd", "adamw"], default="sgd",
                    help="sgd (the paper's: Nesterov momentum, --momentum, --nesterov) or adamw (DeiT's: betas 0.9, "
                         "0.999, eps 1e-8, decoupled --weight-decay) (default: %(default)s)")
@@ -143,7 +154,9 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
                    help="continue a run (its directory, or a checkpoint file; default: OUT) with its own settings")
     r.add_argument("--test-only", nargs="?", const="auto", default=None, metavar="RUN",
                    help="evaluate a run (its directory or checkpoint; default: --resume's or OUT) on its own data and exit")
-    r.add_argument("--quiet", action="store_true", help="no progress bars, no per-epoch lines")
+    r.add_argument("--quiet", action="store_true",
+                   help="no progress bars, no per-epoch lines, no final line; the two lines that say what will run "
+                        "(the recipe, the data) and the notes (resuming, a batch cut to the set) still print")
     r.add_argument("--tensorboard", choices=["auto", "on", "off"], default="auto",
                    help="TensorBoard event files in RUN/tensorboard: auto = when the tensorboard package is "
                         "installed (default: %(default)s)")
@@ -206,10 +219,7 @@ def coerce_config(values: dict[str, Any], path: Path, parser: argparse.ArgumentP
     values = {str(k).replace("-", "_"): v for k, v in values.items()}
     unknown = sorted(set(values) - known)
     if unknown:
-        from ..cli import ALIASES
-        from ..registry import closest_name
-
-        named = [key + (f" (did you mean {close}?)" if (close := closest_name(key, known, ALIASES)) else "")
+        named = [key + (f" (did you mean {close}?)" if (close := closest_name(key, known, KEY_ALIASES)) else "")
                  for key in unknown]
         raise InfoProError(f"config file {path}: unknown key{'s' if len(unknown) > 1 else ''} {', '.join(named)}; "
                            f"a key is a flag of `infopro train --help` without its -- and with _ for -")
