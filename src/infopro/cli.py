@@ -95,7 +95,8 @@ class Parser(argparse.ArgumentParser):
             choices = [str(c) for c in action.choices]
             close = closest_name(str(value), choices)
             hint = f"; did you mean {close!r}?" if close else ""
-            raise argparse.ArgumentError(action, f"invalid choice {str(value)!r}{hint} (choose from {', '.join(map(repr, action.choices))})")
+            listed = ", ".join(map(repr, action.choices))
+            raise argparse.ArgumentError(action, f"invalid choice {str(value)!r}{hint} (choose from {listed})")
 
 
 class DefaultsHelpFormatter(argparse.HelpFormatter):

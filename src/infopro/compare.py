@@ -341,7 +341,8 @@ def compare_runs(paths: Sequence[str | Path], out: str | Path, rows: str = "meth
     if len(groups) == 1:
         cells = tables[0][1]
         table = markdown(cells, rows, cols, runs, paper) + _also_differ(runs, rows, cols)
-        cells_text, runs_text, figures = cells_csv(cells, rows, cols, paper), runs_csv(runs, rows, cols), ["compare.png"]
+        cells_text, runs_text = cells_csv(cells, rows, cols, paper), runs_csv(runs, rows, cols)
+        figures = ["compare.png"]
     else:  # one table per experiment: the settings that tell them apart lead each table and each csv line
         keys = list(groups[0].settings)
         figures = [f"compare-{i}.png" for i in range(1, len(groups) + 1)]

@@ -347,7 +347,7 @@ def open_data(name: str, data_dir: str | Path | None = None, options: DataOption
         rest = np.setdiff1d(np.arange(len(train)), held)
         prepared["test"], train, test_name = train.take(held), train.take(rest), "test"
         train_desc = f"the class folders ({len(held) + len(rest)} images) minus the test hold-out"
-        held_out = (f"the --val-split {options.val_split:g} hold-out of the class folders ({len(held)} images), "
+        test_desc = (f"the --val-split {options.val_split:g} hold-out of the class folders ({len(held)} images), "
                     f"stratified, seed {options.seed}")
     elif options.val_split is not None:
         held = stratified_split(train.labels, options.val_split, options.seed)
@@ -361,8 +361,9 @@ def open_data(name: str, data_dir: str | Path | None = None, options: DataOption
     train = _subset(train, options.train_subset, options.seed, "--train-subset")
     test = _subset(prepared[test_name], options.test_subset, options.seed, "--test-subset")
     splits["train"] = train_desc + (f", stratified subset of {len(train)}" if options.train_subset else "")
-    splits["test"] = (held_out if train_only else f"{_where(reader, test_name)} ({len(prepared[test_name])} images)") + (
-        f", stratified subset of {len(test)}" if options.test_subset else "")
+    if not train_only:
+        test_desc = f"{_where(reader, test_name)} ({len(prepared[test_name])} images)"
+    splits["test"] = test_desc + (f", stratified subset of {len(test)}" if options.test_subset else "")
     return Data(name=name, source=str(root.resolve()), classes=list(raw.classes), path=path, size=size,
                 channels=channels, mean=tuple(mean), std=tuple(std), train=train, val=val, test=test,
                 splits=dict(sorted(splits.items())), test_is_held_out=train_only)

@@ -164,8 +164,8 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     p = parser.add_argument_group("several processes (launch with torchrun; see README)")
     # MODE, not argparse's {a,b,...}: one choice holds a comma, so the braces would show "pieces,data" as two
     p.add_argument("--parallel", choices=["none", "pieces", "data", "pieces,data"], default="none", metavar="MODE",
-                   help="none, pieces, data or pieces,data. pieces: rank k trains piece k (torchrun --nproc-per-node K); data: every rank a full copy "
-                        "on a slice of each batch, one DistributedDataParallel per piece; pieces,data: a K x D mesh, "
+                   help="none, pieces, data or pieces,data. pieces: rank k trains piece k (torchrun "
+                        "--nproc-per-node K); data: every rank a full copy on a slice of each batch, one DistributedDataParallel per piece; pieces,data: a K x D mesh, "
                         "process (k, d) trains piece k on slice d (torchrun --nproc-per-node K*D) (default: %(default)s)")
     p.add_argument("--micro-batches", type=int, default=1, metavar="M",
                    help="--parallel pieces: split each batch into M micro-batches so all ranks work at once; "

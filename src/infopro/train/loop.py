@@ -322,8 +322,9 @@ def _epochs(args: argparse.Namespace, run: RunDir, state: dict[str, Any] | None,
 
 def recipe_line(args: argparse.Namespace, learner: LocalLearner, where: str) -> str:
     """The recipe a run follows, as one line: network, method, pieces, epochs, batch, optimiser, schedule, device."""
+    epochs = f"{args.epochs} epoch{'s' if args.epochs != 1 else ''}"
     return (f"train {args.arch} · {args.method} K={args.K} cuts {learner.cuts} "
-            f"({cuts_label(args.cuts, args.arch, args.K)}) · {args.epochs} epoch{'s' if args.epochs != 1 else ''} · batch {args.batch_size} · "
+            f"({cuts_label(args.cuts, args.arch, args.K)}) · {epochs} · batch {args.batch_size} · "
             f"{args.optimizer} {Schedule.from_args(args).describe()} · {where}")
 
 
