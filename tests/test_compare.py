@@ -2,6 +2,7 @@
 
 import csv
 import json
+import re
 import shutil
 import statistics
 
@@ -66,9 +67,18 @@ def test_other_keys_and_runs_that_differ_in_more_than_the_seed(runs, tmp_path, c
     for (method, seed), path in paths.items():
         error = json.loads((path / "summary.json").read_text())["final_test_error"]
         assert float(cells[str(seed), method]["test_error_mean"]) == pytest.approx(error)
-    # Rows by K and columns by seed put both methods in one cell: refused, not averaged.
-    assert main(["compare", *map(str, paths.values()), "--rows", "K", "--cols", "seed", "--out", str(out)]) == 2
-    assert "differ in method" in capsys.readouterr().err
+    # Rows by K and columns by seed would put both methods in one cell: one table per method, never averaged.
+    capsys.readouterr()
+    assert main(["compare", *map(str, paths.values()), "--rows", "K", "--cols", "seed", "--out", str(out)]) == 0
+    assert "differ in method, not only the seed, so there is one table per value of method" in capsys.readouterr().out
+    table = (out / "compare.md").read_text()
+    assert "### method=greedy (2 runs; compare-1.png)" in table and "### method=infopro-contrast (2 runs" in table
+    cells = {(r["method"], r["seed"]): r for r in csv.DictReader(open(out / "compare.csv"))}
+    for (method, seed), path in paths.items():
+        error = json.loads((path / "summary.json").read_text())["final_test_error"]
+        assert int(cells[method, str(seed)]["runs"]) == 1
+        assert float(cells[method, str(seed)]["test_error_mean"]) == pytest.approx(error)
+    assert (out / "compare-2.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 @pytest.mark.parametrize("case", ["not a run", "unknown key", "out is a file"])
@@ -140,3 +150,45 @@ def test_paper_numbers_beside_each_cell(runs, tmp_path, capsys):
     assert main(["compare", *map(str, paths.values()), "--out", str(with_paper), "--paper", "table2-resnet32",
                  "--rows", "seed"]) == 2
     assert "--paper numbers are by method and K" in capsys.readouterr().err
+
+
+def _copy_with(run, to, **settings):
+    """A copy of a finished run whose config.yaml says other settings (as another experiment's run would)."""
+    shutil.copytree(run, to)
+    config = (to / "config.yaml").read_text()
+    for key, value in settings.items():
+        config = re.sub(rf"^{key}: .*$", f"{key}: {value}", config, count=1, flags=re.M)
+    (to / "config.yaml").write_text(config)
+    return to
+
+
+def test_a_folder_of_several_experiments_is_one_table_per_experiment(runs, tmp_path, capsys):
+    """`compare runs/*` on a folder that also holds another experiment's run (the README's first command beside
+    the first hour's runs): one table per value of what tells them apart, instead of a refusal."""
+    paths, unfinished = runs
+    longer = _copy_with(paths["greedy", 0], tmp_path / "greedy-longer", epochs=5, arch="resnet32")
+    out = tmp_path / "cmp"
+    assert main(["compare", *map(str, paths.values()), str(unfinished), str(longer), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "runs that would share a cell differ in arch, epochs" in printed and "combination of arch, epochs" in printed
+    table = (out / "compare.md").read_text()
+    assert "### arch=resnet20, epochs=1 (5 runs; compare-1.png)" in table
+    assert "### arch=resnet32, epochs=5 (1 run; compare-2.png)" in table
+    cells = list(csv.DictReader(open(out / "compare.csv")))
+    assert [(c["arch"], c["epochs"], c["method"], c["runs"]) for c in cells] == [
+        ("resnet20", "1", "greedy", "2"), ("resnet20", "1", "infopro-contrast", "2"), ("resnet32", "5", "greedy", "1")]
+    by_run = {r["run"]: r for r in csv.DictReader(open(out / "runs.csv"))}
+    assert (by_run[str(longer)]["arch"], by_run[str(longer)]["epochs"]) == ("resnet32", "5")
+    assert all((out / f"compare-{i}.png").is_file() for i in (1, 2)) and not (out / "compare.png").exists()
+
+
+def test_a_table_says_what_else_differs_between_its_runs(runs, tmp_path):
+    """Runs that fall in different cells share a table; a line names the settings in which they also differ."""
+    paths, _ = runs
+    longer = _copy_with(paths["infopro-contrast", 0], tmp_path / "infopro-longer", epochs=5)
+    out = tmp_path / "cmp"
+    assert main(["compare", str(paths["greedy", 0]), str(longer), "--out", str(out)]) == 0
+    table = (out / "compare.md").read_text()
+    assert "###" not in table and "The runs of this table also differ in: epochs (runs.csv" in table
+    assert main(["compare", str(paths["greedy", 0]), str(paths["greedy", 1]), "--out", str(out)]) == 0
+    assert "also differ" not in (out / "compare.md").read_text()

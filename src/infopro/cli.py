@@ -10,6 +10,7 @@ from typing import Callable, Sequence
 
 from .errors import InfoProError, Interrupted
 from .files import error_reason
+from .registry import closest_name
 
 # name -> (help, add_arguments(parser), main(args))
 Subcommand = tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int | None]]
@@ -48,6 +49,60 @@ def _subcommands() -> dict[str, Subcommand]:
 PASSES_FLAGS_ON = {"reproduce"}
 
 
+def flag_aliases() -> dict[str, str]:
+    """Other tools' names of our settings as flags (--learning-rate -> --lr), for "did you mean"."""
+    from .train.args import KEY_ALIASES
+
+    return {f"--{k.replace('_', '-')}": f"--{v.replace('_', '-')}" for k, v in KEY_ALIASES.items()}
+
+
+def unknown_arguments(parser: argparse.ArgumentParser, extras: Sequence[str]) -> str:
+    """One line for the words `parser` did not recognise: each unknown flag with the closest real one."""
+    flags = [o for action in parser._actions for o in action.option_strings]
+    unknown, stray, after_flag = [], [], False
+    for word in extras:
+        if word.startswith("-") and len(word) > 1 and not word[1:2].isdigit():
+            name = word.split("=", 1)[0]
+            close = closest_name(name, flags, flag_aliases())
+            unknown.append(name + (f" (did you mean {close}?)" if close else ""))
+            after_flag = "=" not in word
+        elif not after_flag:  # a value right after an unknown flag is its value, not a word of its own
+            stray.append(word)
+        else:
+            after_flag = False
+    parts = []
+    if unknown:
+        parts.append(f"unknown flag{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}")
+    if stray:
+        parts.append(f"unrecognized arguments: {' '.join(stray)}")
+    return "; ".join(parts)
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (the usage is what --help is for) and "did you mean" for flags and choices.
+    Subcommand parsers are of this class too (argparse makes them of their parent's class)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message}; see {self.prog} --help\n")
+
+    def parse_args(self, args: Sequence[str] | None = None,  # type: ignore[override]
+                   namespace: argparse.Namespace | None = None) -> argparse.Namespace:
+        parsed, extras = self.parse_known_args(args, namespace)
+        if extras:  # argparse collects a subcommand's unknown words and reports them against the top parser
+            sub = next((a for a in self._actions if isinstance(a, argparse._SubParsersAction)), None)
+            owner = sub.choices.get(getattr(parsed, sub.dest, None), self) if sub is not None else self
+            owner.error(unknown_arguments(owner, extras))
+        return parsed
+
+    def _check_value(self, action: argparse.Action, value: object) -> None:
+        if action.choices is not None and value not in action.choices:
+            choices = [str(c) for c in action.choices]
+            close = closest_name(str(value), choices)
+            hint = f"; did you mean {close!r}?" if close else ""
+            listed = ", ".join(map(repr, action.choices))
+            raise argparse.ArgumentError(action, f"invalid choice {str(value)!r}{hint} (choose from {listed})")
+
+
 class DefaultsHelpFormatter(argparse.HelpFormatter):
     """Every option's help ends with its default, unless the help already says what the default is."""
 
@@ -65,7 +120,7 @@ def get_args_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParse
     from . import __version__
     from .train import apply_config_file
 
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="infopro",
         description="Locally supervised deep learning: E2E, Greedy SL, DGL and InfoPro side by side.",
     )
@@ -85,12 +140,12 @@ def get_args_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParse
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    command = next((a for a in argv if not a.startswith("-")), None)
     try:
         parser = get_args_parser(argv)
-    except InfoProError as error:
-        print(f"infopro: error: {error}", file=sys.stderr)
+    except InfoProError as error:  # a -c file's keys or values
+        print(f"infopro {command}: error: {error}", file=sys.stderr)
         return 2
-    command = next((a for a in argv if not a.startswith("-")), None)
     passed_on = None
     if command in PASSES_FLAGS_ON and "--" in argv:
         at = argv.index("--")

@@ -4,7 +4,9 @@ Rows by one setting (method), columns by another (K); each cell is the test erro
 only in their seed, as mean +- std, with peak memory and seconds per epoch beside. The error is the final
 one, or the one at the best validation epoch when the runs selected on a validation split. Runs without a
 summary (unfinished) or with a non-finite loss or error (diverged) are listed and marked, never averaged.
-Writes compare.md, compare.csv (one line per cell), runs.csv (one line per run) and compare.png.
+Writes compare.md, compare.csv (one line per cell), runs.csv (one line per run) and compare.png. A folder of
+several experiments (runs of one cell that differ in more than the seed) becomes one table per experiment
+(`group_runs`), each headed by the settings that set it apart, with compare-1.png, compare-2.png, ...
 With `--paper TABLE` (a table of `infopro reproduce`), each cell shows the published number beside it.
 """
 
@@ -115,13 +117,34 @@ def _label(value: Any) -> str:
     return str(value)
 
 
-def tabulate(runs: Sequence[Run], rows: str, cols: str) -> dict[tuple[str, str], Cell]:
-    """(row value, column value) -> Cell. Two finished runs in one cell must differ only in their seed."""
+def _check_keys(runs: Sequence[Run], rows: str, cols: str) -> None:
     for key in (rows, cols):
         for run in runs:
             if key not in run.config:
                 raise InfoProError(f"unknown key {key!r}: {run.path}/config.yaml has no such setting; "
                                    f"choose among {', '.join(sorted(run.config))}")
+
+
+def _differ(a: Run, b: Run) -> list[str]:
+    """The settings in which two runs are different experiments (not the seed)."""
+    return sorted(k for k in set(a.config) | set(b.config) if k not in NOT_AN_EXPERIMENT
+                  and a.config.get(k) != b.config.get(k))
+
+
+def _clashes(runs: Sequence[Run], rows: str, cols: str) -> set[str]:
+    """The settings in which two finished runs that would share a cell differ."""
+    first: dict[tuple[str, str], Run] = {}
+    keys: set[str] = set()
+    for run in runs:
+        if run.status == "finished":
+            keys.update(_differ(first.setdefault((_label(run.config[rows]), _label(run.config[cols])), run), run))
+    return keys
+
+
+def tabulate(runs: Sequence[Run], rows: str, cols: str) -> dict[tuple[str, str], Cell]:
+    """(row value, column value) -> Cell. Two finished runs in one cell must differ only in their seed
+    (`group_runs` puts runs that would not into separate tables)."""
+    _check_keys(runs, rows, cols)
     cells: dict[tuple[str, str], Cell] = {}
     for run in runs:
         cell = cells.setdefault((_label(run.config[rows]), _label(run.config[cols])), Cell())
@@ -130,14 +153,41 @@ def tabulate(runs: Sequence[Run], rows: str, cols: str) -> dict[tuple[str, str],
             continue
         if cell.runs:
             first = cell.runs[0]
-            differ = sorted(k for k in set(first.config) | set(run.config) if k not in NOT_AN_EXPERIMENT
-                            and first.config.get(k) != run.config.get(k))
+            differ = _differ(first, run)
             if differ:
                 raise InfoProError(f"{first.path} and {run.path} share the cell {rows}={run.config[rows]}, "
                                    f"{cols}={run.config[cols]} but differ in {', '.join(differ)}, not only the seed; "
                                    f"compare them with --rows/--cols set to that key, or separately")
         cell.runs.append(run)
     return cells
+
+
+@dataclass
+class Group:
+    """The runs of one table: `settings` are the values that set them apart from the other tables' runs."""
+
+    settings: dict[str, str]
+    runs: list[Run]
+
+    @property
+    def title(self) -> str:
+        return ", ".join(f"{k}={v}" for k, v in self.settings.items())
+
+
+def group_runs(runs: Sequence[Run], rows: str, cols: str) -> list[Group]:
+    """The runs in as few tables as can hold them: one, unless two finished runs of one cell differ in more than
+    the seed (a folder of several experiments); then one table per value of the settings they differ in, split
+    until no cell mixes experiments. Runs that differ only where they fall in other cells share a table."""
+    _check_keys(runs, rows, cols)
+    keys: list[str] = []
+    while True:
+        groups: dict[tuple[str, ...], list[Run]] = {}
+        for run in runs:
+            groups.setdefault(tuple(_label(run.config.get(k)) for k in keys), []).append(run)
+        clashing = set().union(*(_clashes(members, rows, cols) for members in groups.values())) - set(keys)
+        if not clashing:
+            return [Group(dict(zip(keys, values)), members) for values, members in sorted(groups.items())]
+        keys += sorted(clashing)
 
 
 def _sorted_values(values: set[str]) -> list[str]:
@@ -306,17 +356,55 @@ def compare_runs(paths: Sequence[str | Path], out: str | Path, rows: str = "meth
     if not paths:
         raise InfoProError("no runs given; pass one or more run directories")
     runs = [read_run(p) for p in paths]
-    cells = tabulate(runs, rows, cols)
+    groups = group_runs(runs, rows, cols)
+    tables = [(group, tabulate(group.runs, rows, cols)) for group in groups]
     out.mkdir(parents=True, exist_ok=True)
-    table = markdown(cells, rows, cols, runs, paper)
+    if len(groups) == 1:
+        cells = tables[0][1]
+        table = markdown(cells, rows, cols, runs, paper) + _also_differ(runs, rows, cols)
+        cells_text, runs_text = cells_csv(cells, rows, cols, paper), runs_csv(runs, rows, cols)
+        figures = ["compare.png"]
+    else:  # one table per experiment: the settings that tell them apart lead each table and each csv line
+        keys = list(groups[0].settings)
+        figures = [f"compare-{i}.png" for i in range(1, len(groups) + 1)]
+        table = (f"The runs are {len(groups)} experiments: runs that would share a cell differ in "
+                 f"{', '.join(keys)}, not only the seed, so there is one table per "
+                 f"{'value of ' + keys[0] if len(keys) == 1 else 'combination of ' + ', '.join(keys)}.\n")
+        cells_text, runs_text = "", ""
+        for i, ((group, cells), figure_name) in enumerate(zip(tables, figures)):
+            table += (f"\n### {group.title} ({len(group.runs)} run{'s' if len(group.runs) > 1 else ''}; "
+                      f"{figure_name})\n\n" + markdown(cells, rows, cols, group.runs, paper)
+                      + _also_differ(group.runs, rows, cols))
+            values = list(group.settings.values())
+            cells_text += _with_columns(cells_csv(cells, rows, cols, paper), keys, values, header=i == 0)
+            runs_text += _with_columns(runs_csv(group.runs, rows, cols), keys, values, header=i == 0)
     atomic_write_text(out / "compare.md", table)
-    atomic_write_text(out / "compare.csv", cells_csv(cells, rows, cols, paper))
-    atomic_write_text(out / "runs.csv", runs_csv(runs, rows, cols))
-    figure = plot(cells, rows, cols, runs, paper)
-    atomic_write(out / "compare.png", lambda f: f.write(figure))
+    atomic_write_text(out / "compare.csv", cells_text)
+    atomic_write_text(out / "runs.csv", runs_text)
+    for (group, cells), figure_name in zip(tables, figures):
+        figure = plot(cells, rows, cols, group.runs, paper)
+        atomic_write(out / figure_name, lambda f: f.write(figure))
     print(table, end="")
-    print(f"Wrote {out / 'compare.md'}, compare.csv, runs.csv and compare.png")
+    print(f"Wrote {out / 'compare.md'}, compare.csv, runs.csv and {', '.join(figures)}")
     return table
+
+
+def _also_differ(runs: Sequence[Run], rows: str, cols: str) -> str:
+    """A line naming the settings that differ between runs of one table besides its rows, columns and seeds
+    (e.g. a method's own epochs or weights), so that a table of unlike runs says so; empty when there are none."""
+    keys = sorted({k for run in runs[1:] for k in _differ(runs[0], run)} - {rows, cols})
+    return f"\nThe runs of this table also differ in: {', '.join(keys)} (runs.csv lists each run).\n" if keys else ""
+
+
+def _with_columns(text: str, keys: Sequence[str], values: Sequence[str], header: bool) -> str:
+    """A csv text with the columns `keys` (each line: `values`) in front; without its header line unless `header`."""
+    lines = list(csv.reader(io.StringIO(text)))
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    if header:
+        writer.writerow([*keys, *lines[0]])
+    writer.writerows([*values, *line] for line in lines[1:])
+    return out.getvalue()
 
 
 def compare_main(args: argparse.Namespace) -> int:

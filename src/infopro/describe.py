@@ -88,6 +88,8 @@ def method_options(args: argparse.Namespace) -> dict[str, Any]:
 
 def check_learner_arguments(args: argparse.Namespace) -> None:
     """Refuse learner settings no network can use (nan and inf included), before anything is built."""
+    ARCHITECTURES.get(args.arch)  # a misspelt name is one line (with the closest name) before any data is read
+    METHODS.get(args.method)
     if args.K is None:
         args.K = 1 if args.method in METHODS and METHODS.get(args.method).end_to_end else DEFAULT_K
     lambdas = list(args.lambdas or [])

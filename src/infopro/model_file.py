@@ -291,7 +291,29 @@ def add_export_arguments(parser: argparse.ArgumentParser) -> None:
                              "RUN/model-export.pt)")
 
 
+def unfinished_run_note(source: str | Path, best: bool = False) -> str | None:
+    """A line for a model taken from a run that has not finished: still training (another process holds the run),
+    or stopped before its last epoch; None for a finished run or a model file outside a run directory."""
+    from .train.run_dir import RunDir  # run_dir imports this module
+
+    path = model_file(source, best)
+    run = RunDir(path.parent)
+    if not run.config.is_file() or run.progress() == "finished":
+        return None
+    epoch = read_model_file(path).get("epoch")
+    planned = run.read_config().get("epochs", "?")
+    pid = run.writer_pid()
+    if pid is not None:
+        return (f"note: {run.path} is still training (process {pid}, {epoch} of {planned} epochs done): this is "
+                f"the model of epoch {epoch}; export again when the run has finished")
+    return (f"note: {run.path} stopped after epoch {epoch} of {planned} (unfinished): this is the model of epoch "
+            f"{epoch}; finish the run with: infopro train --resume {run.path}")
+
+
 def export_main(args: argparse.Namespace) -> int:
     out = export_model(args.run, args.format, args.out, args.best)
     print(f"wrote {out} ({args.format})")
+    note = unfinished_run_note(args.run, args.best)
+    if note:
+        print(note)
     return 0

@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
-from typing import Callable, Generic, Iterator, TypeVar
+import difflib
+from typing import Callable, Generic, Iterable, Iterator, Mapping, TypeVar
 
 from .errors import InfoProError
 
 T = TypeVar("T")
+
+
+def closest_name(word: str, choices: Iterable[str], aliases: Mapping[str, str] | None = None) -> str | None:
+    """The choice `word` most likely misspells (difflib's closest, or the choice an alias of another tool names),
+    for a "did you mean" hint; None when nothing is close."""
+    choices = [str(c) for c in choices]
+    if aliases and aliases.get(word) in choices:
+        return aliases[word]
+    close = difflib.get_close_matches(str(word), choices, n=1)
+    return close[0] if close else None
 
 
 class Registry(Generic[T]):
@@ -34,8 +45,10 @@ class Registry(Generic[T]):
         try:
             return self._entries[name]
         except (KeyError, TypeError):
+            close = closest_name(name, self.names()) if isinstance(name, str) else None
+            hint = f"did you mean {close!r}? " if close else ""
             raise InfoProError(
-                f"unknown {self.kind} {name!r}; choose one of: {', '.join(self.names())}"
+                f"unknown {self.kind} {name!r}; {hint}choose one of: {', '.join(self.names())}"
             ) from None
 
     def names(self) -> list[str]:

@@ -4,7 +4,7 @@ as the run saw it (image size, channels, normalisation, evaluation view), decodi
 from __future__ import annotations
 
 import argparse
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from ..data import Data, DataOptions, Items, decode_for_eval, open_data
+from ..data.prepare import NoTestSplit
 from ..errors import InfoProError
 from ..files import error_reason
 from ..models import SequentialBackbone
@@ -102,7 +103,14 @@ def open_run_data(config: dict[str, Any], data_dir: str | Path | None = None) ->
     options = DataOptions(image_size=config.get("image_size"), channels=channels, path="stream",
                           cache_dir=config.get("cache_dir"), progress=False,
                           mean=tuple(mean) if mean else None, std=tuple(std) if std else None)
-    return open_data(config["dataset"], data_dir if data_dir is not None else config.get("data_dir"), options)
+    where = data_dir if data_dir is not None else config.get("data_dir")
+    try:
+        return open_data(config["dataset"], where, options)
+    except NoTestSplit:  # class folders only: the run's test set is its own --val-split hold-out
+        if config.get("val_split") is None:
+            raise
+        return open_data(config["dataset"], where, replace(options, val_split=config["val_split"],
+                                                           seed=config.get("seed", 0)))
 
 
 def run_images(config: dict[str, Any], data: Data, items: Items, progress: bool = False) -> np.ndarray:

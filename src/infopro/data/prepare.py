@@ -45,6 +45,10 @@ MEMORY_FRACTION = 0.5  # `auto` keeps a set in memory when it takes at most this
 STATS_SAMPLE = 2000  # stream path: training images the mean/std are measured on
 
 
+class NoTestSplit(InfoProError):
+    """A set of class folders only, opened without --val-split (which would hold out its test set)."""
+
+
 @dataclass(frozen=True)
 class DataOptions:
     image_size: int | None = None
@@ -79,6 +83,7 @@ class Data:
     val: Items | None
     test: Items
     splits: dict[str, str] = field(default_factory=dict)  # role -> where its images come from
+    test_is_held_out: bool = False  # the test set is --val-split's hold-out (a set with no test or val split)
 
     @property
     def num_classes(self) -> int:
@@ -307,6 +312,12 @@ def open_data(name: str, data_dir: str | Path | None = None, options: DataOption
     if own_val and options.val_split is not None:
         raise InfoProError(f"{root} has its own val/ split (beside test/), which is the validation set; "
                            "drop --val-split")
+    # Class folders only (a plain ImageFolder root, or train/ alone): --val-split's stratified hold-out is the test
+    # set, and with no validation set the best epoch is picked on it, as for any set without one.
+    train_only = not {"val", "test"} & set(raw.splits)
+    if train_only and options.val_split is None:
+        raise NoTestSplit(f"{root} has class folders but no test/ or val/ split; pass --val-split 0.2 to hold out "
+                           f"a stratified 20% of its images as the test set (or add test/<class>/ folders)")
     test_name = "test" if "test" in raw.splits else "val"
 
     size, channels = _choose_shape(spec, lambda: _headers(raw, reader, root, options), raw, root, options)
@@ -331,7 +342,14 @@ def open_data(name: str, data_dir: str | Path | None = None, options: DataOption
     train, val = prepared["train"], None
     train_desc = f"{_where(reader, 'train')} ({len(train)} images)"
     splits = {}
-    if options.val_split is not None:
+    if train_only:
+        held = stratified_split(train.labels, options.val_split, options.seed)
+        rest = np.setdiff1d(np.arange(len(train)), held)
+        prepared["test"], train, test_name = train.take(held), train.take(rest), "test"
+        train_desc = f"the class folders ({len(held) + len(rest)} images) minus the test hold-out"
+        test_desc = (f"the --val-split {options.val_split:g} hold-out of the class folders ({len(held)} images), "
+                    f"stratified, seed {options.seed}")
+    elif options.val_split is not None:
         held = stratified_split(train.labels, options.val_split, options.seed)
         rest = np.setdiff1d(np.arange(len(train)), held)
         val, train = train.take(held), train.take(rest)
@@ -343,11 +361,12 @@ def open_data(name: str, data_dir: str | Path | None = None, options: DataOption
     train = _subset(train, options.train_subset, options.seed, "--train-subset")
     test = _subset(prepared[test_name], options.test_subset, options.seed, "--test-subset")
     splits["train"] = train_desc + (f", stratified subset of {len(train)}" if options.train_subset else "")
-    splits["test"] = f"{_where(reader, test_name)} ({len(prepared[test_name])} images)" + (
-        f", stratified subset of {len(test)}" if options.test_subset else "")
+    if not train_only:
+        test_desc = f"{_where(reader, test_name)} ({len(prepared[test_name])} images)"
+    splits["test"] = test_desc + (f", stratified subset of {len(test)}" if options.test_subset else "")
     return Data(name=name, source=str(root.resolve()), classes=list(raw.classes), path=path, size=size,
                 channels=channels, mean=tuple(mean), std=tuple(std), train=train, val=val, test=test,
-                splits=dict(sorted(splits.items())))
+                splits=dict(sorted(splits.items())), test_is_held_out=train_only)
 
 
 def _where(reader: Reader, split: str) -> str:

@@ -13,19 +13,26 @@ import yaml
 from ..data import DATASETS
 from ..describe import add_learner_arguments, check_learner_arguments
 from ..errors import InfoProError
+from ..registry import closest_name
 from .run_dir import read_run_settings, read_yaml_mapping, run_to_continue
 from .run_log import TRACKERS, tensorboard_writer, tracker_module
 from .schedule import SCHEDULES, WARMUP_TARGETS
 
 # Arguments that say how to run, not what the run is: kept out of config.yaml.
 RUNTIME_KEYS = {"config", "resume", "test_only", "quiet", "tensorboard", "mlflow", "wandb", "main", "command",
-                "command_line"}
+                "command_line", "lr_from_batch"}
 # How the work is spread over processes: also kept out of config.yaml, so a run trained on several
 # processes resumes or is evaluated in one and the other way round. Micro-batches change BatchNorm's
 # batch statistics (and a contrastive loss's pairs), not what the run is.
 RUNTIME_KEYS |= {"parallel", "micro_batches", "sync_pieces", "dist_timeout", "sync_batchnorm"}
 # Decoding processes change the speed, never the batches.
 RUNTIME_KEYS |= {"workers"}
+
+
+# Other tools' names of our settings (timm's train.py, common habit), so that "did you mean" finds them where
+# spelling alone would not: a config key or a flag (`cli.flag_aliases`) of that name suggests ours.
+KEY_ALIASES = {"learning_rate": "lr", "wd": "weight_decay", "bs": "batch_size", "model": "arch", "opt": "optimizer",
+               "sched": "schedule", "warmup_lr": "warmup_start", "num_epochs": "epochs"}
 
 
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:
@@ -36,7 +43,8 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
                    help=f"{', '.join(DATASETS.names())}; folder: any image folder (default: %(default)s)")
     d.add_argument("--data-dir", default=None,
                    help="the data set as it lies on disk: cifar-10-batches-py / cifar-100-python, an image folder "
-                        "with train/<class>/ and val/<class>/ and/or test/<class>/, SVHN's .mat, stl10_binary/, "
+                        "with train/<class>/ and val/<class>/ and/or test/<class>/ (or <class>/ folders only, with "
+                        "--val-split), SVHN's .mat, stl10_binary/, "
                         "MNIST's idx files; default: the bundled CIFAR-10 subset")
     d.add_argument("--image-size", type=int, default=None, metavar="S",
                    help="train on S x S images (default: the images' own size; needed when sizes differ)")
@@ -44,7 +52,8 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
                    help="1 or 3 (default: what most training images have; grayscale sets train as 1)")
     d.add_argument("--val-split", type=float, default=None, metavar="F",
                    help="hold out a stratified fraction F of the training split for validation (picks the best "
-                        "epoch); a folder with both val/ and test/ uses val/")
+                        "epoch); a folder with both val/ and test/ uses val/; a folder of class folders only "
+                        "(no test/ or val/) needs it, and its hold-out is then the test set")
     d.add_argument("--data-path", choices=["auto", "memory", "stream"], default="auto",
                    help="memory: decode the set once and keep it on the device; stream: decode per sample in "
                         "--workers processes with ImageNet's augmentation; auto: memory when it fits "
@@ -64,7 +73,9 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
 
     o = parser.add_argument_group("optimisation")
     o.add_argument("--epochs", type=int, default=160, help="(default: %(default)s, the paper's)")
-    o.add_argument("--batch-size", type=int, default=128, help="(default: %(default)s)")
+    o.add_argument("--batch-size", type=int, default=128,
+                   help="(default: %(default)s; a new run on a smaller training set uses the set's size, and the "
+                        "default --lr follows it)")
     o.add_argument("--optimizer", choices=["sgd", "adamw"], default="sgd",
                    help="sgd (the paper's: Nesterov momentum, --momentum, --nesterov) or adamw (DeiT's: betas 0.9, "
                         "0.999, eps 1e-8, decoupled --weight-decay) (default: %(default)s)")
@@ -143,7 +154,9 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
                    help="continue a run (its directory, or a checkpoint file; default: OUT) with its own settings")
     r.add_argument("--test-only", nargs="?", const="auto", default=None, metavar="RUN",
                    help="evaluate a run (its directory or checkpoint; default: --resume's or OUT) on its own data and exit")
-    r.add_argument("--quiet", action="store_true", help="no progress bars, no per-epoch lines")
+    r.add_argument("--quiet", action="store_true",
+                   help="no progress bars, no per-epoch lines, no final line; the two lines that say what will run "
+                        "(the recipe, the data) and the notes (resuming, a batch cut to the set) still print")
     r.add_argument("--tensorboard", choices=["auto", "on", "off"], default="auto",
                    help="TensorBoard event files in RUN/tensorboard: auto = when the tensorboard package is "
                         "installed (default: %(default)s)")
@@ -158,9 +171,10 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
                         "is installed (optional extra infopro[wandb]; default: %(default)s)")
 
     p = parser.add_argument_group("several processes (launch with torchrun; see docs/parallel.md)")
-    p.add_argument("--parallel", choices=["none", "pieces", "data", "pieces,data"], default="none",
-                   help="pieces: rank k trains piece k (torchrun --nproc-per-node K); data: every rank a full copy "
-                        "on a slice of each batch, one DistributedDataParallel per piece; pieces,data: a K x D mesh, "
+    # MODE, not argparse's {a,b,...}: one choice holds a comma, so the braces would show "pieces,data" as two
+    p.add_argument("--parallel", choices=["none", "pieces", "data", "pieces,data"], default="none", metavar="MODE",
+                   help="none, pieces, data or pieces,data. pieces: rank k trains piece k (torchrun "
+                        "--nproc-per-node K); data: every rank a full copy on a slice of each batch, one DistributedDataParallel per piece; pieces,data: a K x D mesh, "
                         "process (k, d) trains piece k on slice d (torchrun --nproc-per-node K*D) (default: %(default)s)")
     p.add_argument("--micro-batches", type=int, default=1, metavar="M",
                    help="--parallel pieces: split each batch into M micro-batches so all ranks work at once; "
@@ -214,7 +228,10 @@ def coerce_config(values: dict[str, Any], path: Path, parser: argparse.ArgumentP
     values = {str(k).replace("-", "_"): v for k, v in values.items()}
     unknown = sorted(set(values) - known)
     if unknown:
-        raise InfoProError(f"unknown key(s) {', '.join(unknown)} in config file {path}; known keys: {', '.join(sorted(known))}")
+        named = [key + (f" (did you mean {close}?)" if (close := closest_name(key, known, KEY_ALIASES)) else "")
+                 for key in unknown]
+        raise InfoProError(f"config file {path}: unknown key{'s' if len(unknown) > 1 else ''} {', '.join(named)}; "
+                           f"a key is a flag of `infopro train --help` without its -- and with _ for -")
     actions = {a.dest: a for a in parser._actions}
     return {key: _coerce(actions[key], value, path) for key, value in values.items()}
 
@@ -263,10 +280,30 @@ def resolved_config(args: argparse.Namespace) -> dict[str, Any]:
     return {k: v for k, v in sorted(vars(args).items()) if k not in RUNTIME_KEYS}
 
 
+def default_lr(optimizer: str, batch_size: int) -> float:
+    """--lr's default: sgd 0.1 per 128 images (the paper), adamw 5e-4 per 512 (DeiT)."""
+    return 0.1 * batch_size / 128 if optimizer == "sgd" else 5e-4 * batch_size / 512
+
+
+def fit_batch_to_set(args: argparse.Namespace, train_images: int) -> str | None:
+    """A --batch-size larger than the training set becomes the set's size (one step per epoch), and a --lr
+    derived from the batch follows it; returns the line that says so, or None when the batch fits."""
+    if args.batch_size <= train_images:
+        return None
+    asked, args.batch_size = args.batch_size, train_images
+    lr = ""
+    if getattr(args, "lr_from_batch", False):
+        args.lr = default_lr(args.optimizer, args.batch_size)
+        lr = f" and lr {args.lr:g} ({args.optimizer}'s default for that batch)"
+    return (f"note: --batch-size {asked} is larger than the training set ({train_images} images): training with "
+            f"batch {train_images}{lr}, one step per epoch; pass --batch-size N to choose another")
+
+
 def check_args(args: argparse.Namespace) -> None:
     """Reject values no run can use, before anything is read or written."""
+    args.lr_from_batch = args.lr is None  # not a setting: `fit_batch_to_set` may re-derive it for a smaller batch
     if args.lr is None:
-        args.lr = 0.1 * args.batch_size / 128 if args.optimizer == "sgd" else 5e-4 * args.batch_size / 512
+        args.lr = default_lr(args.optimizer, args.batch_size)
     if args.decay_norm_bias is None:  # recorded in config.yaml, so a resumed run keeps its groups
         args.decay_norm_bias = args.optimizer == "sgd"
     numbers = (("--lr", args.lr), ("--momentum", args.momentum), ("--weight-decay", args.weight_decay),
@@ -280,6 +317,7 @@ def check_args(args: argparse.Namespace) -> None:
         if not math.isfinite(value):
             raise InfoProError(f"{flag} must be a finite number, got {value}")
     check_learner_arguments(args)
+    DATASETS.get(args.dataset)
     tensorboard_writer(args.tensorboard)  # --tensorboard on without the package: said before anything runs
     for name in TRACKERS:
         tracker_module(name, getattr(args, name))  # the same for --mlflow on / --wandb on

@@ -20,7 +20,7 @@ from ..finite import CHECK_EVERY, LossWatch, check_finite_state
 from ..local import LocalLearner
 from ..local.cuts import cuts_label
 from ..parallel import MeshTrainer, ParallelRuntime, PeerLost, start_parallel
-from .args import check_args, resolved_config
+from .args import check_args, fit_batch_to_set, resolved_config
 from .checkpoint import load_checkpoint, save_checkpoint
 from .data_setup import Loaders, check_image_size, make_loaders, open_training_data
 from .parts import (build_learner, build_schedule, decay_exempt, ema_network, evaluate, evaluate_metrics,
@@ -126,11 +126,8 @@ def _train(args: argparse.Namespace, runtime: ParallelRuntime | None) -> int:
     use_fast_settings(device, args.tf32)
     data = open_training_data(args, device)
     check_image_size(args, data)
-    if args.batch_size > len(data.train):
-        raise InfoProError(
-            f"--batch-size {args.batch_size} is larger than the training set ({len(data.train)} images); "
-            f"use a smaller batch or a larger --train-subset"
-        )
+    # A new run only (before the optimiser and loaders are made): a continued run keeps its own batch.
+    batch_note = fit_batch_to_set(args, len(data.train)) if args.resume is None and not args.test_only else None
     build_on = device if runtime is None else runtime.build_device
     learner = build_learner(args, data.image_shape, data.num_classes, data.mean, data.std, build_on)
     if (args.mixup > 0 or args.cutmix > 0) and not learner.takes_soft_targets:
@@ -166,6 +163,7 @@ def _train(args: argparse.Namespace, runtime: ParallelRuntime | None) -> int:
     run = RunDir(args.out)
     with run.locked() if writer else run:
         state, notice = run.begin(args.resume is not None, path, device, writer)
+        notice = "\n".join(n for n in (batch_note, notice) if n) or None
         if args.resume is not None and (writer or state is not None):  # every rank refuses what rank 0 refuses
             if state is not None:
                 check_resumable(state["args"], args, path or run.checkpoint)
@@ -252,6 +250,9 @@ def _epochs(args: argparse.Namespace, run: RunDir, state: dict[str, Any] | None,
                 raise InfoProError(f"{run.checkpoint} holds no model_ema to continue --model-ema {args.model_ema} from")
             trainer.load_ema(state["model_ema"])
         start_epoch = state["epoch"]
+        if writer and start_epoch < args.epochs:
+            print(f"resuming from epoch {start_epoch + 1} of {args.epochs} ({run.checkpoint.name} holds epoch "
+                  f"{start_epoch})")
         # The rate is a formula of the epoch (`schedule.py`): set from it, not from the saved scheduler, so a
         # run resumed mid-warm-up, or one saved by an older version, continues the same schedule.
         schedule = replan_schedule(trainer.optimizer, args, start_epoch)
@@ -273,12 +274,9 @@ def _epochs(args: argparse.Namespace, run: RunDir, state: dict[str, Any] | None,
     model_info = {"arch": args.arch, "num_classes": data.num_classes, "classes": list(data.classes),
                   "input_shape": list(data.image_shape), "mean": list(data.mean), "std": list(data.std),
                   "method": args.method, "K": args.K}
-    if verbose:
-        val = f" / {len(data.val)} val" if data.val is not None else ""
-        print(f"{data.name} ({len(data.train)} train{val} / {len(data.test)} test, {data.size[1]}x{data.size[0]}x"
-              f"{data.channels}, {data.path} path, {data.source}) · {args.arch} · "
-              f"{args.method} K={args.K} cuts {learner.cuts} ({cuts_label(args.cuts, args.arch, args.K)}) · {trainer.where} · run dir {run.path}")
-        print(f"{args.epochs} epochs, batch {args.batch_size}, {Schedule.from_args(args).describe()}")
+    if writer:  # also with --quiet: two lines that say what will run, before it runs
+        print(recipe_line(args, learner, trainer.where))
+        print(data_line(data, run.path, args.val_split))
         if args.warmup_epochs >= args.epochs:
             print(f"note: --warmup-epochs {args.warmup_epochs} is not below --epochs {args.epochs}: the whole run is "
                   f"warm-up and never reaches --lr {args.lr:g}; pass --warmup-epochs 0 for a short run")
@@ -327,6 +325,23 @@ def _epochs(args: argparse.Namespace, run: RunDir, state: dict[str, Any] | None,
               f"on {summary['best_selected_on']}: test error {100 * summary['test_error_at_best_epoch']:.2f}% "
               f"({summary['total_seconds']:.0f}s) -> {run.path}")
     return 0
+
+
+def recipe_line(args: argparse.Namespace, learner: LocalLearner, where: str) -> str:
+    """The recipe a run follows, as one line: network, method, pieces, epochs, batch, optimiser, schedule, device."""
+    epochs = f"{args.epochs} epoch{'s' if args.epochs != 1 else ''}"
+    return (f"train {args.arch} · {args.method} K={args.K} cuts {learner.cuts} "
+            f"({cuts_label(args.cuts, args.arch, args.K)}) · {epochs} · batch {args.batch_size} · "
+            f"{args.optimizer} {Schedule.from_args(args).describe()} · {where}")
+
+
+def data_line(data: Any, run_path: Path, val_split: float | None) -> str:
+    """What a run trains and tests on (sizes, image shape, path, source) and where it writes."""
+    val = f" / {len(data.val)} val" if data.val is not None else ""
+    held_out = (f" (test: the stratified --val-split {val_split:g} hold-out, as the set has no test split)"
+                if data.test_is_held_out else "")
+    return (f"  on {data.name}: {len(data.train)} train{val} / {len(data.test)} test images{held_out}, "
+            f"{data.size[1]}x{data.size[0]}x{data.channels}, {data.path} path, {data.source} · run dir {run_path}")
 
 
 def train_one_epoch(learner: LocalLearner, optimizer: torch.optim.Optimizer, loader: DeviceLoader, epoch: int,

@@ -154,6 +154,27 @@ class RunDir:
             return "fresh"
         return "finished" if self.summary.exists() else "unfinished"
 
+    def writer_pid(self) -> str | None:
+        """The pid of the process training this run now ("?" when it wrote none), or None when no process holds
+        its lock. Probes the lock with a shared one, released at once (a writer starting in that instant would
+        be told the run is in use)."""
+        try:
+            fd = os.open(self.lock_file, os.O_RDONLY)
+        except OSError:
+            return None  # no lock file: nobody trains it (the writer removes it on its way out)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError as error:
+            if error.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                return None
+            holder = os.pread(fd, 64, 0).decode(errors="replace").strip()
+            return holder if holder.isdigit() else "?"
+        else:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            return None
+        finally:
+            os.close(fd)
+
     # -- the lock ------------------------------------------------------------------------------------
 
     def locked(self) -> RunDir:

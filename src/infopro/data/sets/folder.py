@@ -1,7 +1,10 @@
 """Any image-folder tree: `train/<class>/*` with `val/<class>/*` and/or `test/<class>/*`, a directory or a .zip.
 
-Classes are the sorted class-folder names of train/ (any number of them) and a
+Classes are the sorted class-folder names of train/ (two or more) and a
 label is the index in that order; ImageNet's own layout is train/ + val/.
+A plain ImageFolder root (`<class>/*` directly under it, as torchvision's
+ImageFolder reads) and a lone train/ are read as a training split only:
+`open_data` then needs --val-split to hold out the test set.
 Files are kept by image extension, as torchvision's ImageFolder does, so a
 stray notes.txt or .DS_Store is skipped; an empty class folder or a class
 folder present in one split and not in another is an error naming it.
@@ -35,22 +38,37 @@ def is_image_zip(path: Path) -> bool:
     return path.is_file() and path.suffix.lower() == ".zip"
 
 
+def _is_class_folder_root(path: Path) -> bool:
+    """Class folders of images directly under `path` (torchvision's ImageFolder root), and no split folders."""
+    if not path.is_dir() or any((path / s).is_dir() for s in SPLIT_NAMES):
+        return False
+    with os.scandir(path) as it:
+        folders = [e.path for e in it if not e.name.startswith(".") and e.is_dir()]
+    for folder in folders:
+        with os.scandir(folder) as it:
+            if any(is_image_file(e.name) and e.is_file() for e in it):
+                return True
+    return False
+
+
 def locate_image_folder(path: Path) -> Path | None:
-    """`path` if it holds `train/` and `val/` or `test/` folders or is a .zip file, else None."""
+    """`path` if it holds a `train/` folder, is a plain ImageFolder root, or is a .zip file, else None."""
     if is_image_zip(path):
         return path
-    if path.is_dir() and (path / "train").is_dir() and any((path / s).is_dir() for s in SPLIT_NAMES[1:]):
+    if path.is_dir() and (path / "train").is_dir() or _is_class_folder_root(path):
         return path
     return None
 
 
 def _scan_dir(root: Path) -> dict[str, dict[str, list[os.DirEntry]]]:
-    """split -> class -> image file entries sorted by name, from two levels of os.scandir."""
+    """split -> class -> image file entries sorted by name, from two levels of os.scandir. A plain ImageFolder
+    root (no split folders) is the training split."""
     tree: dict[str, dict[str, list[os.DirEntry]]] = {}
+    plain = not any((root / s).is_dir() for s in SPLIT_NAMES)
     for split in SPLIT_NAMES:
-        if not (root / split).is_dir():
+        if not plain and not (root / split).is_dir() or plain and split != "train":
             continue
-        with os.scandir(root / split) as it:
+        with os.scandir(root if plain else root / split) as it:
             class_dirs = sorted((e for e in it if not e.name.startswith(".") and e.is_dir()), key=lambda e: e.name)
         tree[split] = {}
         for class_dir in class_dirs:
@@ -91,11 +109,14 @@ def _zip_tree(root: Path, zf: zipfile.ZipFile) -> Tree:
 
 
 def _check(root: Path, tree: Tree) -> list[str]:
-    if "train" not in tree or not ({"val", "test"} & set(tree)):
+    if "train" not in tree:
         raise InfoProError(f"{root} needs train/<class>/ and val/<class>/ or test/<class>/ image folders")
     classes = list(tree["train"])
     if not classes:
         raise InfoProError(f"{root}/train has no class folders; put images in train/<class>/")
+    if len(classes) == 1:
+        raise InfoProError(f"{root} holds one class ({classes[0]}); a classifier needs two or more: add a folder "
+                           f"of images per class beside {classes[0]}/")
     for split, by_class in tree.items():
         if list(by_class) != classes:
             missing = sorted(set(classes) - set(by_class))
@@ -142,7 +163,8 @@ def read_image_folder(root: Path) -> RawSet:
 
 IMAGE_FOLDER = Reader(
     "image-folder",
-    "an image folder train/<class>/* with val/<class>/* and/or test/<class>/* (a directory or a .zip of one)",
+    "an image folder train/<class>/* with val/<class>/* and/or test/<class>/* (a directory or a .zip of one), "
+    "or class folders <class>/* with --val-split",
     locate_image_folder,
     read_image_folder,
     image_folder_files,
