@@ -34,3 +34,19 @@ def snapshot(folder: Path) -> dict:
     """Every file under `folder` (sub-folders too, e.g. tensorboard/) and its bytes."""
     files = sorted(p for p in folder.rglob("*") if p.is_file()) if folder.exists() else []
     return {str(p.relative_to(folder)): p.read_bytes() for p in files}
+
+
+def stop_after_first_checkpoint(monkeypatch, train) -> None:
+    """Run `train()` (an `infopro train` call returning its exit code) so that it is interrupted right after
+    its first checkpoint is written (exit 130), as a killed run would be; the patch is undone after."""
+    import infopro.train.loop as loop
+
+    real_save = loop.save_checkpoint
+
+    def save_then_die(state, path):
+        real_save(state, path)
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        patch.setattr(loop, "save_checkpoint", save_then_die)
+        assert train() == 130

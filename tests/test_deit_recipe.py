@@ -23,7 +23,7 @@ from infopro.parallel.merge import (global_indices, merge_optimizer_states, opti
                                     optimizer_state_to_global)
 from infopro.train import load_checkpoint
 from infopro.train.parts import decay_exempt, make_optimizer
-from conftest import FAST
+from conftest import FAST, stop_after_first_checkpoint
 
 
 def optimizer_args(**changes):
@@ -247,7 +247,6 @@ RECIPE = ["--method", "infopro-softmax", "--optimizer", "adamw", "--weight-decay
 
 
 def test_the_recipe_trains_and_its_ema_resumes_exactly(tmp_path, monkeypatch):
-    import infopro.train.loop as loop
 
     straight = tmp_path / "straight"
     flags = [*FAST, *RECIPE, "--model-ema", "0.9", "--train-subset", "100"]
@@ -263,15 +262,7 @@ def test_the_recipe_trains_and_its_ema_resumes_exactly(tmp_path, monkeypatch):
     assert [g["weight_decay"] for g in state["optimizer"]["param_groups"]] == [0.05, 0.0]
 
     interrupted = tmp_path / "interrupted"
-    real_save = loop.save_checkpoint
-
-    def save_then_die(state, path):
-        real_save(state, path)
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(loop, "save_checkpoint", save_then_die)
-    assert main(["train", *flags, "--out", str(interrupted)]) == 130
-    monkeypatch.setattr(loop, "save_checkpoint", real_save)
+    stop_after_first_checkpoint(monkeypatch, lambda: main(["train", *flags, "--out", str(interrupted)]))
     assert main(["train", *flags, "--out", str(interrupted), "--resume"]) == 0
     a, b = state, load_checkpoint(interrupted / "checkpoint.pt")
     for key in ("model", "model_ema"):

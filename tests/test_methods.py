@@ -305,22 +305,14 @@ def test_rivals_train_from_the_cli(tmp_path, method, flags):
 
 def test_resume_keeps_ema_copies_and_learnable_scalars(tmp_path, monkeypatch):
     """MAN++'s EMA blocks and s live in the checkpoint: a resumed run ends where an uninterrupted one does."""
-    import infopro.train.loop as loop
+    from conftest import stop_after_first_checkpoint
     from infopro.train import load_checkpoint
 
     flags = ["--method", "man++", "--ema-momentum", "0.9"]
     straight = tmp_path / "straight"
     assert _train("--out", straight, *flags) == 0
     interrupted = tmp_path / "interrupted"
-    real_save = loop.save_checkpoint
-
-    def save_then_die(state, path):
-        real_save(state, path)
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(loop, "save_checkpoint", save_then_die)
-    assert _train("--out", interrupted, *flags) == 130
-    monkeypatch.setattr(loop, "save_checkpoint", real_save)
+    stop_after_first_checkpoint(monkeypatch, lambda: _train("--out", interrupted, *flags))
     assert _train("--out", interrupted, "--resume", *flags) == 0
     a = load_checkpoint(straight / "checkpoint.pt")["model"]
     b = load_checkpoint(interrupted / "checkpoint.pt")["model"]

@@ -9,8 +9,7 @@ import torch
 from infopro.cli import main
 from infopro.train import load_checkpoint
 from infopro.train.schedule import Schedule, build_lr_scheduler
-import infopro.train.loop as loop
-from conftest import FAST
+from conftest import FAST, stop_after_first_checkpoint
 
 
 def cifar_train_py(e: int, lr0: float, E: int) -> float:
@@ -85,15 +84,8 @@ def test_lr_of_each_epoch_is_recorded_and_a_run_resumed_mid_warmup_continues_it(
     assert "lr" in (straight / "metrics.csv").read_text().splitlines()[0].split(",")
 
     interrupted = tmp_path / "interrupted"
-    real_save = loop.save_checkpoint
-
-    def save_then_die(state, path):
-        real_save(state, path)
-        raise KeyboardInterrupt  # killed right after epoch 1, inside the warm-up
-
-    monkeypatch.setattr(loop, "save_checkpoint", save_then_die)
-    assert main(["train", *FAST, *flags, "--out", str(interrupted)]) == 130
-    monkeypatch.setattr(loop, "save_checkpoint", real_save)
+    # killed right after epoch 1, inside the warm-up
+    stop_after_first_checkpoint(monkeypatch, lambda: main(["train", *FAST, *flags, "--out", str(interrupted)]))
     assert main(["train", "--out", str(interrupted), "--resume", "--quiet"]) == 0
     resumed = [json.loads(line)["lr"] for line in (interrupted / "metrics.jsonl").read_text().splitlines()]
     assert resumed == recorded

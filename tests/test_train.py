@@ -8,7 +8,7 @@ import yaml
 from infopro.cli import main
 from infopro.train import load_checkpoint
 import infopro.train.loop as loop
-from conftest import FAST, snapshot
+from conftest import FAST, snapshot, stop_after_first_checkpoint
 
 
 def train(*args):
@@ -54,15 +54,7 @@ def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tmp_path, monkeyp
     assert train("--out", straight) == 0
 
     interrupted = tmp_path / "interrupted"
-    real_save = loop.save_checkpoint
-
-    def save_then_die(state, path):
-        real_save(state, path)
-        raise KeyboardInterrupt  # killed right after epoch 1 was saved
-
-    monkeypatch.setattr(loop, "save_checkpoint", save_then_die)
-    assert train("--out", interrupted) == 130
-    monkeypatch.setattr(loop, "save_checkpoint", real_save)
+    stop_after_first_checkpoint(monkeypatch, lambda: train("--out", interrupted))  # killed right after epoch 1
     assert load_checkpoint(interrupted / "checkpoint.pt")["epoch"] == 1
     assert train("--out", interrupted, "--resume") == 0
 
@@ -173,15 +165,7 @@ def test_unreadable_image_in_a_class_folder(tmp_path, capsys):
 
 def test_resume_from_a_run_directory_continues_it_in_place(tmp_path, monkeypatch):
     run = tmp_path / "run"
-    real_save = loop.save_checkpoint
-
-    def save_then_die(state, path):
-        real_save(state, path)
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(loop, "save_checkpoint", save_then_die)
-    assert train("--out", run) == 130
-    monkeypatch.setattr(loop, "save_checkpoint", real_save)
+    stop_after_first_checkpoint(monkeypatch, lambda: train("--out", run))
     monkeypatch.chdir(tmp_path)  # a stray default run directory would land here
     assert train("--resume", run) == 0
     assert [json.loads(l)["epoch"] for l in (run / "metrics.jsonl").read_text().splitlines()] == [1, 2]
