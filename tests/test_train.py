@@ -7,7 +7,6 @@ import yaml
 
 from infopro.cli import main
 from infopro.train import load_checkpoint
-import infopro.train.loop as loop
 from conftest import FAST, snapshot, stop_after_first_checkpoint
 
 
