@@ -24,7 +24,7 @@ from .args import check_args, fit_batch_to_set, resolved_config
 from .checkpoint import load_checkpoint, save_checkpoint
 from .data_setup import Loaders, check_image_size, make_loaders, open_training_data
 from .parts import (build_learner, build_schedule, decay_exempt, ema_network, evaluate, evaluate_metrics,
-                    make_optimizer, model_ema, replan_schedule)
+                    make_optimizer, model_ema)
 from .provenance import as_comment, now, provenance
 from .run_log import RunLog
 from .schedule import Schedule
@@ -255,7 +255,7 @@ def _epochs(args: argparse.Namespace, run: RunDir, state: dict[str, Any] | None,
                   f"{start_epoch})")
         # The rate is a formula of the epoch (`schedule.py`): set from it, not from the saved scheduler, so a
         # run resumed mid-warm-up, or one saved by an older version, continues the same schedule.
-        schedule = replan_schedule(trainer.optimizer, args, start_epoch)
+        schedule = build_schedule(trainer.optimizer, args, start_epoch)
         planned = state["args"].get("epochs", args.epochs)
         if planned != args.epochs and start_epoch < args.epochs:
             if writer:

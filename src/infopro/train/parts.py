@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import time
-import warnings
 from typing import Any, Collection, Iterable
 
 import torch
@@ -71,23 +70,12 @@ def make_optimizer(params: Iterable[torch.nn.Parameter], args: argparse.Namespac
                            nesterov=args.nesterov and args.momentum > 0, weight_decay=args.weight_decay)
 
 
-def build_schedule(optimizer: torch.optim.Optimizer, args: argparse.Namespace) -> torch.optim.lr_scheduler.LRScheduler:
-    """Stepped once per epoch, as in the authors' code (`schedule.py` has the formula and its sources)."""
-    return build_lr_scheduler(optimizer, Schedule.from_args(args))
-
-
-def replan_schedule(optimizer: torch.optim.Optimizer, args: argparse.Namespace,
-                    done_epochs: int) -> torch.optim.lr_scheduler.LRScheduler:
-    """The schedule planned for `args.epochs` epochs, as it stands after `done_epochs`: what a resumed run
-    whose --epochs changed follows from here on. Its learning rate from now on is the one a run planned
-    that long from the start would have; the epochs already done followed the old plan, so the run as a
-    whole is not bitwise that run."""
-    schedule = build_schedule(optimizer, args)
-    with warnings.catch_warnings():  # "scheduler stepped before optimizer.step()": on purpose here
-        warnings.simplefilter("ignore")
-        for _ in range(done_epochs):
-            schedule.step()
-    return schedule
+def build_schedule(optimizer: torch.optim.Optimizer, args: argparse.Namespace,
+                   done_epochs: int = 0) -> torch.optim.lr_scheduler.LRScheduler:
+    """Stepped once per epoch, as in the authors' code (`schedule.py` has the formula and its sources), as it
+    stands after `done_epochs`: a resumed run (whose --epochs may have changed) follows the formula of
+    `args.epochs` from there; if they changed, the epochs already done followed the old plan."""
+    return build_lr_scheduler(optimizer, Schedule.from_args(args), done_epochs)
 
 
 def model_ema(learner: LocalLearner, decay: float) -> AveragedModel:

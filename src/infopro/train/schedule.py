@@ -78,9 +78,11 @@ class Schedule:
         return text + f" (epochs counted from {self.first_epoch})"
 
 
-def build_lr_scheduler(optimizer: torch.optim.Optimizer, schedule: Schedule) -> torch.optim.lr_scheduler.LambdaLR:
-    """torch's `LambdaLR` following `schedule`, stepped once per epoch: its state (the epoch count) goes into the
-    checkpoint, so a resumed run, mid-warm-up or not, continues the same formula. The first epoch's rate is set here."""
+def build_lr_scheduler(optimizer: torch.optim.Optimizer, schedule: Schedule,
+                       done_epochs: int = 0) -> torch.optim.lr_scheduler.LambdaLR:
+    """torch's `LambdaLR` following `schedule`, stepped once per epoch, set for the epoch after `done_epochs`
+    (the rate is a formula of the epoch: a resumed run, mid-warm-up or not, continues the same schedule)."""
     for group in optimizer.param_groups:
         group["initial_lr"] = schedule.lr  # LambdaLR multiplies this; a resumed optimiser may carry a stale one
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda epoch: schedule.learning_rate(epoch) / schedule.lr)
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda epoch: schedule.learning_rate(epoch) / schedule.lr,
+                                             last_epoch=done_epochs - 1)
