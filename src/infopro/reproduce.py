@@ -197,7 +197,7 @@ def _launch(cell: GridCell, seed: int, run: RunDir, argv: list[str], wanted: dic
     progress = run.progress()
     if progress == "fresh":
         return Launch(cell, seed, run, argv, "start")
-    from .train.data_setup import DECIDED_AT_START
+    from .tasks.classify import DECIDED_AT_START
 
     saved = run.read_config() if run.config.is_file() else {}
     differ = [f"{k}={saved[k]!r} (the cell: {wanted[k]!r})" for k in sorted(set(saved) & set(wanted))

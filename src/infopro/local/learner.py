@@ -22,6 +22,7 @@ from .methods import Lambdas, PieceContext, get_method
 from .losses import SupConTerm
 from .objective import Objective
 from .pieces import feature_shapes, split_blocks
+from .task import CLASSIFY, LocalTask
 
 
 @dataclass(frozen=True)
@@ -125,6 +126,8 @@ class LocalLearner(nn.Module):
             `momentum`); None or missing: the method's defaults (`METHODS.get(name).option_defaults`).
         label_smoothing: of the last piece's cross-entropy (the network's own classifier; DeiT: 0.1);
             the local pieces' heads are auxiliary and keep plain targets.
+        task: what the network is trained for (`LocalTask`; default classification). A segmentation task
+            (`infopro.tasks`) takes labels (N, H, W) and backbones whose output is a (classes, h, w) map.
 
     Labels may be class indices (N,) or soft targets (N, classes) (mixup, cutmix), except for a
     supervised contrastive loss, which needs class indices.
@@ -157,6 +160,7 @@ class LocalLearner(nn.Module):
         decoder_chunk_channels: int = 0,
         method_options: Mapping[str, Any] | None = None,
         label_smoothing: float = 0.0,
+        task: LocalTask = CLASSIFY,
     ) -> None:
         super().__init__()
         if not isinstance(backbone, SequentialBackbone):
@@ -165,6 +169,10 @@ class LocalLearner(nn.Module):
                 f"build one with infopro.build_backbone(arch) or infopro.SequentialBackbone(blocks, head)"
             )
         self.method = get_method(method, K)
+        refusal = task.refusal(self.method)
+        if refusal is not None:
+            raise InfoProError(refusal)
+        self.task = task
         self.K = K
         self.input_shape = tuple(int(s) for s in input_shape)
         self.lambdas = Lambdas.parse(lambdas if lambdas is not None else self.method.default_lambdas)
@@ -177,11 +185,7 @@ class LocalLearner(nn.Module):
         options = AuxOptions(widen=widen, feature_dim=feature_dim, decoder_chunk_channels=decoder_chunk_channels)
 
         *shapes, out_shape = feature_shapes([*backbone.blocks, backbone.head], self.input_shape)
-        if tuple(out_shape) != (num_classes,):
-            raise InfoProError(
-                f"the backbone's head gives outputs of shape {tuple(out_shape)}, "
-                f"but num_classes={num_classes}; build the backbone with num_classes={num_classes}"
-            )
+        task.check_output(out_shape, num_classes)
         if len(mean) != self.input_shape[0] or len(std) != self.input_shape[0]:
             raise InfoProError(
                 f"mean and std need one value per input channel ({self.input_shape[0]}), got {mean}, {std}"
@@ -199,12 +203,12 @@ class LocalLearner(nn.Module):
                 num_classes=num_classes, block_shapes=block_shapes, blocks=backbone.blocks, lambdas=self.lambdas,
                 head=head, aux=options, temperature=temperature, tokens=backbone.tokens,
                 options=self.method_options, stage_sizes=tuple(backbone.stage_sizes),
-                label_smoothing=label_smoothing,
+                label_smoothing=label_smoothing, task=task,
             ))
 
         context = CutContext(
             input_shape=self.input_shape, num_classes=num_classes, batch_size=profile_batch_size,
-            objective_for=objective_for,
+            objective_for=objective_for, example_targets=task.example_targets,
             # Pieces of equal kind get the same aux nets at the same cut.
             objective_kind=lambda k: self.method.objective_kind(k, K, self.lambdas, self.method_options),
         )

@@ -16,7 +16,8 @@ from ..errors import InfoProError
 from ..registry import closest_name
 from .run_dir import read_run_settings, read_yaml_mapping, run_to_continue
 from .run_log import TRACKERS, tensorboard_writer, tracker_module
-from .schedule import SCHEDULES, WARMUP_TARGETS
+from .schedule import SCHEDULES, STEPPED_PER, WARMUP_TARGETS
+from ..tasks import TASKS
 
 # Arguments that say how to run, not what the run is: kept out of config.yaml.
 RUNTIME_KEYS = {"config", "resume", "test_only", "quiet", "tensorboard", "mlflow", "wandb", "main", "command",
@@ -69,6 +70,24 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     d.add_argument("--train-subset", type=int, default=None, metavar="N", help="train on a stratified subset of N images (of what --val-split leaves: the validation set is held out of the whole training split first)")
     d.add_argument("--test-subset", type=int, default=None, metavar="N", help="test on a stratified subset of N images")
 
+    t = parser.add_argument_group("task (see docs/segmentation.md)")
+    t.add_argument("--task", choices=TASKS.names(), default=None,
+                   help="classify (a class per image) or segment (a class per pixel: image + mask pairs); default: "
+                        "what the data holds (a folder of image + mask pairs is segment, anything else classify)")
+    t.add_argument("--ignore-index", type=int, default=255, metavar="I",
+                   help="segment: the mask value that marks unlabelled pixels, left out of the loss and the metrics "
+                        "(default: %(default)s)")
+    t.add_argument("--crop-size", type=int, nargs=2, default=None, metavar=("H", "W"),
+                   help="segment: the training crop (after the random rescale), the size the network is built for; "
+                        "evaluation runs on whole images, window by window where they are larger (default: the "
+                        "smallest training image)")
+    t.add_argument("--seg-aux-weight", type=float, default=0.4, metavar="W",
+                   help="segment: weight of the FCN auxiliary head on the last piece's stage-3 output, as "
+                        "MMSegmentation's DeepLabV3 (0: off) (default: %(default)s)")
+    t.add_argument("--pretrained", default=None, metavar="FILE",
+                   help="initial backbone weights from a state dict file you have (torchvision, timm or MMSegmentation "
+                        "ResNet names; mapped by name and shape, what matched is printed); nothing downloads")
+
     add_learner_arguments(parser)
 
     o = parser.add_argument_group("optimisation")
@@ -83,8 +102,17 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
                    help="initial learning rate; default for sgd 0.1 per 128 images (the paper: batch 128 lr 0.1, "
                         "batch 1024 lr 0.8), for adamw 5e-4 per 512 images (DeiT)")
     o.add_argument("--schedule", choices=SCHEDULES, default="cosine",
-                   help="cosine to --min-lr, or step: x0.1 at 50%% and 75%% of the epochs; set once per epoch "
+                   help="cosine to --min-lr; step: x0.1 at 50%% and 75%% of the epochs; poly: (1 - t/T)^--poly-power "
+                        "to --min-lr (MMSegmentation's); set once per epoch unless --schedule-per iteration "
                         "(default: %(default)s)")
+    o.add_argument("--schedule-per", choices=STEPPED_PER, default="epoch",
+                   help="set the learning rate once per epoch (the authors' classification code) or before every "
+                        "step (MMSegmentation's, the segmentation configs) (default: %(default)s)")
+    o.add_argument("--poly-power", type=float, default=0.9, metavar="P",
+                   help="the poly schedule's power (default: %(default)s, MMSegmentation's)")
+    o.add_argument("--iters", type=int, default=None, metavar="N",
+                   help="a budget of N optimiser steps instead of --epochs (MMSegmentation's: 40000 for Cityscapes); "
+                        "the epochs it takes are run, the last one cut short (default: off)")
     o.add_argument("--schedule-first-epoch", type=int, choices=[0, 1], default=0,
                    help="the epoch number the schedule is evaluated at in the first epoch: 1 as the authors' CIFAR "
                         "train.py (the paper configs), 0 as their imagenet_DDP.py and torch's schedulers, which "
@@ -311,7 +339,8 @@ def check_args(args: argparse.Namespace) -> None:
                ("--min-lr", args.min_lr), ("--label-smoothing", args.label_smoothing),
                ("--mixup", args.mixup), ("--cutmix", args.cutmix), ("--mix-prob", args.mix_prob),
                ("--mix-switch-prob", args.mix_switch_prob), ("--random-erasing", args.random_erasing),
-               ("--randaugment-std", args.randaugment_std))
+               ("--randaugment-std", args.randaugment_std), ("--seg-aux-weight", args.seg_aux_weight),
+               ("--poly-power", args.poly_power))
     numbers += tuple(("--randaugment", v) for v in args.randaugment or ()) + (("--model-ema", args.model_ema or 0.0),)
     for flag, value in numbers:
         if not math.isfinite(value):
@@ -354,6 +383,13 @@ def check_args(args: argparse.Namespace) -> None:
         (args.model_ema is None or 0 < args.model_ema < 1, f"--model-ema takes a decay in (0, 1), got {args.model_ema}"),
         (args.model_ema is None or args.parallel == "none",
          f"--model-ema runs in one process only; drop it or run without --parallel {args.parallel}"),
+        (args.iters is None or args.iters >= 1, f"--iters must be >= 1, got {args.iters}"),
+        (args.poly_power > 0, f"--poly-power must be > 0, got {args.poly_power}"),
+        (args.seg_aux_weight >= 0, f"--seg-aux-weight must be >= 0 (0: off), got {args.seg_aux_weight}"),
+        (args.crop_size is None or min(args.crop_size) >= 1, f"--crop-size takes H W >= 1, got {args.crop_size}"),
+        (args.parallel == "none" or (args.iters is None and args.schedule_per == "epoch"),
+         f"--iters and --schedule-per iteration run in one process for now; drop them or run without --parallel "
+         f"{args.parallel}"),
     ]
     for ok, message in checks:
         if not ok:

@@ -7,7 +7,7 @@ import time
 from datetime import datetime
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -22,9 +22,10 @@ from ..local.cuts import cuts_label
 from ..parallel import MeshTrainer, ParallelRuntime, PeerLost, start_parallel
 from .args import check_args, fit_batch_to_set, resolved_config
 from .checkpoint import load_checkpoint, save_checkpoint
-from .data_setup import Loaders, check_image_size, make_loaders, open_training_data
+from .data_setup import check_image_size
 from .parts import (build_learner, build_schedule, decay_exempt, ema_network, evaluate, evaluate_metrics,
-                    make_optimizer, model_ema)
+                    make_optimizer, model_ema, task_from_args)
+from ..tasks import Loaders, Task, task_of
 from .provenance import as_comment, now, provenance
 from .run_log import RunLog
 from .schedule import Schedule
@@ -48,6 +49,9 @@ class SingleProcessTrainer:
     `train_main` runs one epoch/metrics/checkpoint path whatever the mode."""
 
     is_writer = True  # the process that writes the run directory and prints
+    # Set by the loop before each epoch: a schedule stepped per iteration, and the steps an --iters budget leaves.
+    after_step: Any = None
+    max_steps: int | None = None
 
     def __init__(self, learner: LocalLearner, args: argparse.Namespace, device: torch.device) -> None:
         self.learner, self.device = learner, device
@@ -67,7 +71,8 @@ class SingleProcessTrainer:
 
     def train_epoch(self, loader: DeviceLoader, epoch: int, args: argparse.Namespace) -> dict[str, Any]:
         extra = {"ema": self.ema} if self.ema is not None else {}
-        return train_one_epoch(self.learner, self.optimizer, loader, epoch, args, self.device, **extra)
+        return train_one_epoch(self.learner, self.optimizer, loader, epoch, args, self.device, **extra,
+                               after_step=self.after_step, max_steps=self.max_steps)
 
     def finish_epoch(self, record: dict[str, Any], eval_loaders: dict[str, DeviceLoader], args: argparse.Namespace
                      ) -> tuple[dict[str, Any], dict[str, float], dict[str, Any]] | None:
@@ -124,12 +129,13 @@ def train_main(args: argparse.Namespace) -> int:
 def _train(args: argparse.Namespace, runtime: ParallelRuntime | None) -> int:
     device = runtime.device if runtime is not None else pick_device(args.device)
     use_fast_settings(device, args.tf32)
-    data = open_training_data(args, device)
+    task = task_from_args(args)
+    data = task.open_data(args, device)
     check_image_size(args, data)
     # A new run only (before the optimiser and loaders are made): a continued run keeps its own batch.
     batch_note = fit_batch_to_set(args, len(data.train)) if args.resume is None and not args.test_only else None
     build_on = device if runtime is None else runtime.build_device
-    learner = build_learner(args, data.image_shape, data.num_classes, data.mean, data.std, build_on)
+    learner = build_learner(args, data.image_shape, data.num_classes, data.mean, data.std, build_on, task)
     if (args.mixup > 0 or args.cutmix > 0) and not learner.takes_soft_targets:
         raise InfoProError(f"--mixup and --cutmix give soft targets, but method {args.method!r} trains with a "
                            f"supervised contrastive loss, which needs class labels; use --mixup 0 --cutmix 0, or a "
@@ -141,10 +147,12 @@ def _train(args: argparse.Namespace, runtime: ParallelRuntime | None) -> int:
                               partial(make_optimizer, args=args, exempt=decay_exempt(learner.named_parameters())))
     if args.compile:
         learner.compile_pieces()  # after the pieces reached their device
-    schedule = build_schedule(trainer.optimizer, args)
     # Each process of the data dimension decodes only its slice of each batch (streaming path).
     shard = (runtime.data_rank, runtime.data) if runtime is not None and runtime.data > 1 else None
-    loaders = make_loaders(data, args, trainer.device, trainer.drop_last(len(data.train), args.batch_size), shard)
+    loaders = task.make_loaders(data, args, trainer.device, trainer.drop_last(len(data.train), args.batch_size), shard)
+    if args.iters is not None:  # a budget in iterations (MMSegmentation's): the epochs it takes, the last one short
+        args.epochs = -(-args.iters // len(loaders.train))
+    schedule = build_schedule(trainer.optimizer, args, steps_per_epoch=len(loaders.train))
     writer = trainer.is_writer
 
     path = checkpoint_to_read(args)
@@ -152,9 +160,11 @@ def _train(args: argparse.Namespace, runtime: ParallelRuntime | None) -> int:
         if not writer:
             return 0  # the writing rank evaluates the whole checkpoint on its own
         state = _load_weights(learner, path, args, device)
-        accuracy = evaluate(learner.to(device), loaders.test, args, device)
-        print(f"{path}: test accuracy {100 * accuracy:.2f}% (error {100 * (1 - accuracy):.2f}%) "
-              f"on {len(data.test)} images of {data.name} (epoch {state['epoch']})")
+        result = evaluate_metrics(learner.to(device), loaders.test, args, device)
+        print(f"{path}: test {task.score_label} {100 * result[task.score]:.2f}%"
+              + (f" (error {100 * (1 - result['accuracy']):.2f}%)" if task.score == "accuracy" else
+                 f" (pixel accuracy {100 * result['accuracy']:.2f}%)")
+              + f" on {len(data.test)} images of {data.name} (epoch {state['epoch']})")
         return 0
 
     if args.out is None:
@@ -239,6 +249,7 @@ def _epochs(args: argparse.Namespace, run: RunDir, state: dict[str, Any] | None,
             learner: LocalLearner, trainer: Any, schedule: Any, data: Any, loaders: Loaders, writer: bool,
             log: RunLog | None) -> int:
     verbose = writer and not args.quiet
+    task = task_of(learner)
     start_epoch = 0
     if notice and writer:
         print(notice)
@@ -255,7 +266,7 @@ def _epochs(args: argparse.Namespace, run: RunDir, state: dict[str, Any] | None,
                   f"{start_epoch})")
         # The rate is a formula of the epoch (`schedule.py`): set from it, not from the saved scheduler, so a
         # run resumed mid-warm-up, or one saved by an older version, continues the same schedule.
-        schedule = build_schedule(trainer.optimizer, args, start_epoch)
+        schedule = build_schedule(trainer.optimizer, args, start_epoch, steps_per_epoch=len(loaders.train))
         planned = state["args"].get("epochs", args.epochs)
         if planned != args.epochs and start_epoch < args.epochs:
             if writer:
@@ -273,7 +284,7 @@ def _epochs(args: argparse.Namespace, run: RunDir, state: dict[str, Any] | None,
         run.drop_best_model_after(start_epoch)
     model_info = {"arch": args.arch, "num_classes": data.num_classes, "classes": list(data.classes),
                   "input_shape": list(data.image_shape), "mean": list(data.mean), "std": list(data.std),
-                  "method": args.method, "K": args.K}
+                  "method": args.method, "K": args.K, "task": task.name, **task.settings()}
     if writer:  # also with --quiet: two lines that say what will run, before it runs
         print(recipe_line(args, learner, trainer.where))
         print(data_line(data, run.path, args.val_split))
@@ -282,8 +293,12 @@ def _epochs(args: argparse.Namespace, run: RunDir, state: dict[str, Any] | None,
                   f"warm-up and never reaches --lr {args.lr:g}; pass --warmup-epochs 0 for a short run")
 
     for epoch in range(start_epoch, args.epochs):
+        per_iteration = Schedule.from_args(args).per_iteration
+        trainer.after_step = schedule.step if per_iteration else None
+        trainer.max_steps = (args.iters - epoch * len(loaders.train)) if args.iters is not None else None
         record = trainer.train_epoch(loaders.train, epoch, args)
-        schedule.step()
+        if not per_iteration:
+            schedule.step()
         finished = trainer.finish_epoch(record, eval_loaders, args)  # gathers every rank's share
         if finished is None:
             continue
@@ -291,7 +306,8 @@ def _epochs(args: argparse.Namespace, run: RunDir, state: dict[str, Any] | None,
         check_finite_state(state["model"], f"after epoch {epoch + 1}: not written to {run.checkpoint.name}")
         for split, accuracy in accuracies.items():
             record.update({f"{split}_accuracy": accuracy, f"{split}_error": 1 - accuracy})
-        best = "val_error" in record and all(record["val_error"] < r["val_error"] for r in history)
+        score = f"val_{task.score}"
+        best = score in record and all(record[score] > r[score] for r in history)
         history.append(record)
         run.append_metrics(record)
         run.write_models(model_payload(backbone_of(learner, state["model"]), {**model_info, "epoch": epoch + 1}), best)
@@ -304,7 +320,7 @@ def _epochs(args: argparse.Namespace, run: RunDir, state: dict[str, Any] | None,
             losses = " ".join(f"{v:.3f}" for v in record["train_losses"])
             print(f"epoch {epoch + 1:>3}/{args.epochs}  lr {record['lr']:.4f}  losses [{losses}]  "
                   f"train acc {100 * record['train_accuracy']:5.2f}%  "
-                  + "".join(f"{split} acc {100 * a:5.2f}%  " for split, a in accuracies.items())
+                  + "".join(task.epoch_text(record, split) for split in accuracies)
                   + "".join(f"EMA {split} acc {100 * record[f'ema_{split}_accuracy']:5.2f}%  " for split in accuracies
                             if f"ema_{split}_accuracy" in record) +
                   f"{record['epoch_seconds']:.1f}s  {record['images_per_second']:.0f} img/s")
@@ -316,14 +332,12 @@ def _epochs(args: argparse.Namespace, run: RunDir, state: dict[str, Any] | None,
         raise InfoProError(f"{run.metrics} holds no epochs, so summary.json cannot be written")
     if start_epoch == args.epochs:
         print(f"{run.path} had finished its {args.epochs} epochs but not its summary: writing summary.json")
-    summary = summarize(history, learner, args)
+    summary = summarize(history, learner, args, task)
     summary["splits"] = data.splits  # where the train/val/test numbers come from
     summary["provenance"] = {**made, "ended": now()}
     run.write_summary(summary)
     if verbose:
-        print(f"done: final test error {100 * summary['final_test_error']:.2f}%, best epoch {summary['best_epoch']} "
-              f"on {summary['best_selected_on']}: test error {100 * summary['test_error_at_best_epoch']:.2f}% "
-              f"({summary['total_seconds']:.0f}s) -> {run.path}")
+        print(f"done: {task.done_text(summary)} ({summary['total_seconds']:.0f}s) -> {run.path}")
     return 0
 
 
@@ -345,17 +359,22 @@ def data_line(data: Any, run_path: Path, val_split: float | None) -> str:
 
 
 def train_one_epoch(learner: LocalLearner, optimizer: torch.optim.Optimizer, loader: DeviceLoader, epoch: int,
-                    args: argparse.Namespace, device: torch.device, ema: Any = None) -> dict[str, Any]:
-    """One epoch of local steps; `ema` (an `AveragedModel` of the pieces, --model-ema) follows every step.
-    Labels may be soft targets (mixup, cutmix): training accuracy then counts their largest class."""
+                    args: argparse.Namespace, device: torch.device, ema: Any = None,
+                    after_step: Callable[[], None] | None = None, max_steps: int | None = None) -> dict[str, Any]:
+    """One epoch of local steps; `ema` (an `AveragedModel` of the pieces, --model-ema) follows every step, and
+    `after_step` runs after each (a schedule stepped per iteration); `max_steps` ends the epoch early (the last
+    epoch of an --iters budget). Labels may be soft targets (mixup, cutmix): training accuracy then counts their
+    largest class. Segmentation counts pixels (`Task.train_hits`)."""
+    task = task_of(learner)
     learner.train()
     loader.set_epoch(epoch)
     lr = optimizer.param_groups[0]["lr"]
     loss_sums = [0.0] * learner.K
     correct = torch.zeros((), dtype=torch.long, device=device)
-    seen = 0
+    seen = counted = 0
+    steps = len(loader) if max_steps is None else min(len(loader), max_steps)
     start = time.perf_counter()
-    bar, progress = epoch_progress(loader, len(loader), epoch, args.epochs, show=not args.quiet)
+    bar, progress = epoch_progress(loader, steps, epoch, args.epochs, show=not args.quiet)
     terms = PieceTerms(learner.aux)
     watch = LossWatch()
     for i, (x, y) in enumerate(bar):
@@ -368,16 +387,22 @@ def train_one_epoch(learner: LocalLearner, optimizer: torch.optim.Optimizer, loa
         if (i + 1) % CHECK_EVERY == 0:
             watch.check(f"by step {i + 1} of epoch {epoch + 1}")
         optimizer.step()
+        if after_step is not None:
+            after_step()
         learner.after_optimizer_step()  # e.g. MAN's EMA copies follow the next piece
         if ema is not None:
             ema.update_parameters(learner.pieces)
         for k, value in enumerate(step["losses"]):
             loss_sums[k] += value * len(y)
-        correct += (step["logits"].argmax(1) == (y.argmax(1) if y.is_floating_point() else y)).sum()
+        hits, count = task.train_hits(step["logits"], y)
+        correct += hits
+        counted += count
         seen += len(y)
         terms.add(len(y))
         bar.set_postfix(loss=f"{step['losses'][-1]:.3f}")
         progress.step(i + 1, step["losses"][-1], seen)
+        if i + 1 == steps:
+            break
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     seconds = time.perf_counter() - start
@@ -388,22 +413,26 @@ def train_one_epoch(learner: LocalLearner, optimizer: torch.optim.Optimizer, loa
         "lr": lr,
         "train_losses": losses,
         **terms.record(seen),
-        "train_accuracy": correct.item() / seen,
+        "train_accuracy": correct.item() / max(counted, 1),
         "epoch_seconds": seconds,
         "images_per_second": seen / seconds,
     }
 
 
-def summarize(history: list[dict[str, Any]], learner: LocalLearner, args: argparse.Namespace) -> dict[str, Any]:
+def summarize(history: list[dict[str, Any]], learner: LocalLearner, args: argparse.Namespace,
+              task: Task | None = None) -> dict[str, Any]:
+    task = task if task is not None else task_of(learner)
     errors = [r["test_error"] for r in history]
-    # The best epoch is picked on validation when there is one, never on the test split it is reported on.
+    # The best epoch is picked on validation when there is one, never on the test split it is reported on; on the
+    # task's score (classification: accuracy, so the lowest error; segmentation: mean IoU), the first of ties.
     select = "val" if "val_error" in history[-1] else "test"
-    best = min(range(len(history)), key=lambda i: history[i][f"{select}_error"])
+    best = max(range(len(history)), key=lambda i: (history[i][f"{select}_{task.score}"], -i))
     chosen = {"best_selected_on": select, "best_epoch": history[best]["epoch"],
               "test_error_at_best_epoch": errors[best], f"best_{select}_error": history[best][f"{select}_error"]}
     if select == "val":
         chosen["final_val_error"] = history[-1]["val_error"]
     return {
+        "task": task.name,
         "method": args.method,
         "arch": args.arch,
         "dataset": args.dataset,
@@ -418,4 +447,5 @@ def summarize(history: list[dict[str, Any]], learner: LocalLearner, args: argpar
         "parameters": sum(p.numel() for p in learner.pieces.parameters()),
         "aux_parameters": sum(p.numel() for p in learner.aux.parameters()),
         **({"final_ema_test_error": 1 - history[-1]["ema_test_accuracy"]} if "ema_test_accuracy" in history[-1] else {}),
+        **task.summary(history, best),
     }

@@ -14,18 +14,25 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from ..data import DeviceLoader
 from ..describe import method_options
 from ..device import is_convolutional
-from ..epoch_metrics import EvalSums, evaluation_result
 from ..local import LocalLearner
 from ..models import build_backbone
+from ..tasks import TASKS, Task, task_of
+from .checkpoint import load_checkpoint
 from .schedule import Schedule, build_lr_scheduler
 
 AMP_DTYPES = {"none": None, "bf16": torch.bfloat16}
 
 
 def build_learner(args: argparse.Namespace, image_shape: tuple[int, int, int], num_classes: int,
-                  mean: tuple[float, ...], std: tuple[float, ...], device: torch.device) -> LocalLearner:
+                  mean: tuple[float, ...], std: tuple[float, ...], device: torch.device,
+                  task: Task | None = None) -> LocalLearner:
+    """The run's `LocalLearner` (`task`: default the one the flags name, `task_from_args`)."""
+    task = task if task is not None else task_from_args(args)
     torch.manual_seed(args.seed)
-    backbone = build_backbone(args.arch, num_classes, image_shape[0]).to(device)
+    backbone = build_backbone(args.arch, num_classes, image_shape[0])
+    if getattr(args, "pretrained", None):
+        load_pretrained(backbone, args.pretrained, quiet=args.quiet)
+    backbone = backbone.to(device)
     if args.channels_last is None:  # the default: on for convolutional networks, where it is faster (README)
         args.channels_last = is_convolutional(backbone)
     if args.channels_last:
@@ -35,7 +42,7 @@ def build_learner(args: argparse.Namespace, image_shape: tuple[int, int, int], n
         lambdas=args.lambdas, head=args.aux_head, widen=args.aux_widen, feature_dim=args.aux_feature_dim,
         temperature=args.temperature, mean=mean, std=std, profile_batch_size=args.batch_size,
         decoder_chunk_channels=args.aux_decoder_chunk, method_options=method_options(args),
-        label_smoothing=args.label_smoothing,
+        label_smoothing=args.label_smoothing, task=task,
     )
     learner.amp_dtype = AMP_DTYPES[args.amp]
     return learner
@@ -70,12 +77,13 @@ def make_optimizer(params: Iterable[torch.nn.Parameter], args: argparse.Namespac
                            nesterov=args.nesterov and args.momentum > 0, weight_decay=args.weight_decay)
 
 
-def build_schedule(optimizer: torch.optim.Optimizer, args: argparse.Namespace,
-                   done_epochs: int = 0) -> torch.optim.lr_scheduler.LRScheduler:
-    """Stepped once per epoch, as in the authors' code (`schedule.py` has the formula and its sources), as it
-    stands after `done_epochs`: a resumed run (whose --epochs may have changed) follows the formula of
-    `args.epochs` from there; if they changed, the epochs already done followed the old plan."""
-    return build_lr_scheduler(optimizer, Schedule.from_args(args), done_epochs)
+def build_schedule(optimizer: torch.optim.Optimizer, args: argparse.Namespace, done_epochs: int = 0,
+                   steps_per_epoch: int = 1) -> torch.optim.lr_scheduler.LRScheduler:
+    """Stepped once per epoch, as in the authors' code (`schedule.py` has the formula and its sources), or per
+    iteration (--schedule-per iteration, MMSegmentation's), as it stands after `done_epochs`: a resumed run
+    (whose --epochs may have changed) follows the formula of `args.epochs` from there; if they changed, the
+    epochs already done followed the old plan."""
+    return build_lr_scheduler(optimizer, Schedule.from_args(args, steps_per_epoch), done_epochs)
 
 
 def model_ema(learner: LocalLearner, decay: float) -> AveragedModel:
@@ -87,26 +95,51 @@ def model_ema(learner: LocalLearner, decay: float) -> AveragedModel:
 def ema_network(ema: AveragedModel, learner: LocalLearner) -> nn.Module:
     """The averaged pieces in turn, as something `evaluate_metrics` evaluates like the learner."""
     network = nn.Sequential(*ema.module)
-    network.amp_dtype = learner.amp_dtype
+    network.amp_dtype, network.task = learner.amp_dtype, learner.task
     return network
 
 
 def evaluate(learner: LocalLearner, loader: DeviceLoader, args: argparse.Namespace, device: torch.device) -> float:
-    """Top-1 accuracy of the whole network (all pieces, eval mode)."""
+    """The whole network's accuracy (all pieces, eval mode): top-1, or per pixel for segmentation."""
     return evaluate_metrics(learner, loader, args, device)["accuracy"]
 
 
 @torch.no_grad()
 def evaluate_metrics(learner: LocalLearner, loader: DeviceLoader, args: argparse.Namespace,
-                     device: torch.device) -> dict[str, float]:
-    """{accuracy, loss (mean cross-entropy), top5_accuracy (more than 10 classes only), seconds} of the whole
-    network in eval mode: `evaluate`'s accuracy, with what the per-epoch metrics add."""
+                     device: torch.device) -> dict[str, Any]:
+    """The task's evaluation of the whole network in eval mode (classification: {accuracy, loss (mean
+    cross-entropy), top5_accuracy (more than 10 classes only), seconds}; segmentation adds miou, class_iou...):
+    `evaluate`'s accuracy, with what the per-epoch metrics add."""
     start = time.perf_counter()
+    task = task_of(learner)
     learner.eval()
-    sums = EvalSums(device)
+    sums = None  # made at the first batch, which says the class count
     for x, y in loader:
         if args.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with torch.autocast(device.type, dtype=learner.amp_dtype, enabled=learner.amp_dtype is not None):
-            sums.add(learner(x), y)
-    return evaluation_result([sums.totals()], time.perf_counter() - start)
+            logits = task.eval_logits(learner, x, y)
+        if sums is None:
+            sums = task.eval_sums(logits.shape[1], device)
+        sums.add(logits, y)
+    return task.eval_result([sums.totals()], time.perf_counter() - start)
+
+
+def task_from_args(args: argparse.Namespace) -> Task:
+    """The task the flags name (--task; classification where a caller's namespace has none)."""
+    return TASKS.get(getattr(args, "task", None) or "classify").from_args(args)
+
+
+def load_pretrained(backbone: nn.Module, path: str, quiet: bool = False) -> None:
+    """--pretrained: initial weights for the backbone from a state dict file the user has (torchvision, timm or
+    MMSegmentation names), mapped by name and shape; prints what matched."""
+    from ..models.pretrained import load_backbone_weights
+
+    state = load_checkpoint(path, required=set())  # weights_only=True; a clear line for a bad file
+    # mmcv and many training scripts wrap the weights: {"state_dict": ...} or {"model": ...}
+    for key in ("state_dict", "model"):
+        if isinstance(state.get(key), dict):
+            state = state[key]
+    report = load_backbone_weights(backbone, state)
+    if not quiet:
+        print(f"--pretrained {path}: {report.summary()}")

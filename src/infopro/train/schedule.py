@@ -19,6 +19,11 @@ Their ImageNet `imagenet_DDP.py` sets c(t) from the 0-based epoch t, with no war
 
 `min_lr` is a floor the cosine ends at (timm's `lr_min`; 0 in the InfoPro code). The step schedule divides
 by 10 at 50 % and 75 % of the epochs, counted the same way (the authors' `changing_lr` [80, 120] of 160).
+
+The poly schedule is MMSegmentation's (`PolyLrUpdaterHook`, which the authors' segmentation code uses):
+lr(t) = (lr0 - min_lr) * (1 - t / T) ** power + min_lr, power 0.9, min_lr 1e-4, t the 0-based iteration of
+T. `per_iteration` sets the rate before every optimiser step instead of once per epoch, from the fraction of
+the epochs done (`steps_per_epoch`), so a budget given in iterations (--iters) ends at exactly T steps.
 """
 
 from __future__ import annotations
@@ -29,7 +34,8 @@ from dataclasses import dataclass
 
 import torch
 
-SCHEDULES = ("cosine", "step")
+SCHEDULES = ("cosine", "step", "poly")
+STEPPED_PER = ("epoch", "iteration")
 WARMUP_TARGETS = ("schedule", "peak")
 
 
@@ -38,24 +44,35 @@ class Schedule:
     """Every setting of the learning rate of a run, in one place (`from_args` reads them off the command line)."""
 
     lr: float
-    epochs: int
+    epochs: float  # fractional where a budget in iterations ends mid-epoch (--iters)
     kind: str = "cosine"
     first_epoch: int = 0
     warmup_epochs: int = 0
     warmup_start: float = 0.01
     warmup_to: str = "schedule"
     min_lr: float = 0.0
+    power: float = 0.9  # of the poly schedule
+    per_iteration: bool = False
+    steps_per_epoch: int = 1
 
     @classmethod
-    def from_args(cls, args: argparse.Namespace) -> "Schedule":
-        return cls(lr=args.lr, epochs=args.epochs, kind=args.schedule, first_epoch=args.schedule_first_epoch,
+    def from_args(cls, args: argparse.Namespace, steps_per_epoch: int = 1) -> "Schedule":
+        """The run's schedule; `steps_per_epoch` (the training loader's length) where it is stepped per
+        iteration or its budget is in iterations (--iters)."""
+        iters = getattr(args, "iters", None)
+        epochs = iters / steps_per_epoch if iters else args.epochs
+        return cls(lr=args.lr, epochs=epochs, kind=args.schedule, first_epoch=args.schedule_first_epoch,
                    warmup_epochs=args.warmup_epochs, warmup_start=args.warmup_start, warmup_to=args.warmup_to,
-                   min_lr=args.min_lr)
+                   min_lr=args.min_lr, power=getattr(args, "poly_power", 0.9),
+                   per_iteration=getattr(args, "schedule_per", "epoch") == "iteration",
+                   steps_per_epoch=steps_per_epoch)
 
     def base(self, n: float) -> float:
         """The schedule without warm-up at epoch number n (counted from `first_epoch`)."""
         if self.kind == "cosine":
             return self.min_lr + 0.5 * (self.lr - self.min_lr) * (1 + math.cos(math.pi * n / self.epochs))
+        if self.kind == "poly":
+            return (self.lr - self.min_lr) * max(0.0, 1 - n / self.epochs) ** self.power + self.min_lr
         milestones = (int(self.epochs * 0.5), int(self.epochs * 0.75))
         return self.lr * 0.1 ** sum(n >= m for m in milestones)
 
@@ -70,9 +87,11 @@ class Schedule:
 
     def describe(self) -> str:
         """One line for the start of a run: what the learning rate will do."""
-        text = f"lr {self.lr:g} {self.kind}"
-        if self.kind == "cosine" and self.min_lr:
+        text = f"lr {self.lr:g} {self.kind}" + (f" {self.power:g}" if self.kind == "poly" else "")
+        if self.kind in ("cosine", "poly") and self.min_lr:
             text += f" to {self.min_lr:g}"
+        if self.per_iteration:
+            text += " per iteration"
         if self.warmup_epochs:
             text += f", {self.warmup_epochs}-epoch warm-up from {self.warmup_start:g}"
         return text + f" (epochs counted from {self.first_epoch})"
@@ -80,9 +99,11 @@ class Schedule:
 
 def build_lr_scheduler(optimizer: torch.optim.Optimizer, schedule: Schedule,
                        done_epochs: int = 0) -> torch.optim.lr_scheduler.LambdaLR:
-    """torch's `LambdaLR` following `schedule`, stepped once per epoch, set for the epoch after `done_epochs`
-    (the rate is a formula of the epoch: a resumed run, mid-warm-up or not, continues the same schedule)."""
+    """torch's `LambdaLR` following `schedule`, stepped once per epoch (or per iteration: `per_iteration`), set
+    for the epoch after `done_epochs` (the rate is a formula of the epoch: a resumed run, mid-warm-up or not,
+    continues the same schedule)."""
     for group in optimizer.param_groups:
         group["initial_lr"] = schedule.lr  # LambdaLR multiplies this; a resumed optimiser may carry a stale one
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda epoch: schedule.learning_rate(epoch) / schedule.lr,
-                                             last_epoch=done_epochs - 1)
+    per = schedule.steps_per_epoch if schedule.per_iteration else 1
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: schedule.learning_rate(step / per) / schedule.lr,
+                                             last_epoch=done_epochs * per - 1)

@@ -25,7 +25,7 @@ from ...models.backbone import TokenLayout
 from ...registry import Registry
 from ..aux_nets import AuxOptions, Feature
 from ..objective import LocalObjective, Objective
-from ..losses import CrossEntropyTerm
+from ..task import CLASSIFY, LocalTask
 
 
 @dataclass(frozen=True)
@@ -98,6 +98,7 @@ class PieceContext:
     tokens: TokenLayout | None = None  # how a token feature lies on the image (ViTs)
     stage_sizes: tuple[int, ...] = ()  # blocks per stage, the stem stage 0 (`SequentialBackbone.stage_sizes`)
     label_smoothing: float = 0.0  # of the last piece's cross-entropy (the network's own classifier)
+    task: LocalTask = CLASSIFY  # what the network is trained for: its last loss and local task terms
 
     @property
     def is_last(self) -> bool:
@@ -197,9 +198,8 @@ class LocalMethod:
         raise NotImplementedError
 
     def last_objective(self, ctx: PieceContext) -> Objective:
-        """The last piece ends with the network's own head: cross-entropy on its logits (label-smoothed
-        by `ctx.label_smoothing`)."""
-        return LocalObjective(CrossEntropyTerm(ctx.label_smoothing))
+        """The last piece ends with the network's own head: the task's loss on its output (`LocalTask`)."""
+        return ctx.task.last_objective(ctx)
 
     def build(self, ctx: PieceContext) -> Objective:
         return self.last_objective(ctx) if ctx.is_last else self.objective(ctx)
@@ -256,11 +256,9 @@ def head_objective(ctx: PieceContext, head: str, task_loss: str, feature_shape: 
     (default: the cut's), with the auxiliary-net family that fits the feature (map or tokens, small or
     large input). Greedy SL, DGL and InfoPro are this with different heads, losses and lambdas."""
     from ..aux_families import aux_family_for
-    from ..losses import TASK_LOSSES
 
     recon_weight, task_weight = ctx.weights
-    # The SupCon mean is a method option (`supcon_mean`) of the methods that offer it; others get the default.
-    loss = TASK_LOSSES.get(task_loss)(ctx.temperature, **{k: v for k, v in ctx.options.items() if k == "supcon_mean"})
+    loss = ctx.task.task_loss(task_loss, ctx)
     out_dim = ctx.aux.feature_dim if loss.output_is_embedding else ctx.num_classes
     feature = ctx.feature(feature_shape)
     family = aux_family_for(feature)
