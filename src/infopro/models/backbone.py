@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import torch
 from torch import nn
@@ -31,6 +31,10 @@ class SequentialBackbone(nn.Module):
     `image_size` is the input side the network is built for (None: any);
     `tokens` says how token-sequence features lie on the image (None: the
     features are (C, H, W) maps), so that auxiliary nets can follow them.
+    `aux_taps` names the blocks whose outputs the network's own auxiliary
+    heads read (name -> block index), e.g. {"fcn": 30} for DeepLabV3-R101's FCN
+    head on the last block of layer3; the model only describes them, the
+    losses build them.
     """
 
     def __init__(
@@ -41,6 +45,7 @@ class SequentialBackbone(nn.Module):
         arch: str | None = None,
         image_size: int | None = None,
         tokens: TokenLayout | None = None,
+        aux_taps: Mapping[str, int] | None = None,
     ) -> None:
         super().__init__()
         self.blocks = nn.Sequential(*blocks)
@@ -54,6 +59,10 @@ class SequentialBackbone(nn.Module):
         self.arch = arch
         self.image_size = image_size
         self.tokens = tokens
+        self.aux_taps = dict(aux_taps or {})
+        for name, index in self.aux_taps.items():
+            if not 0 <= index < len(self.blocks):
+                raise ValueError(f"aux tap {name!r} reads block {index}, but there are {len(self.blocks)} blocks")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.blocks(x))

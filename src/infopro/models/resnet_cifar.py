@@ -13,8 +13,8 @@ from .backbone import ClassifierHead, SequentialBackbone
 from .registry import ARCHITECTURES
 
 
-def conv3x3(in_channels: int, out_channels: int, stride: int = 1) -> nn.Conv2d:
-    return nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=1, bias=False)
+def conv3x3(in_channels: int, out_channels: int, stride: int = 1, dilation: int = 1) -> nn.Conv2d:
+    return nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=dilation, dilation=dilation, bias=False)
 
 
 def projection(in_channels: int, out_channels: int, stride: int) -> nn.Module:
@@ -25,9 +25,11 @@ def projection(in_channels: int, out_channels: int, stride: int) -> nn.Module:
 
 
 class BasicBlock(nn.Module):
-    def __init__(self, in_channels: int, out_channels: int, stride: int = 1) -> None:
+    """Two 3x3 convs; `dilation` dilates the first only, as MMSegmentation's dilated ResNet-18/34 do."""
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int = 1, dilation: int = 1) -> None:
         super().__init__()
-        self.conv1 = conv3x3(in_channels, out_channels, stride)
+        self.conv1 = conv3x3(in_channels, out_channels, stride, dilation)
         self.bn1 = nn.BatchNorm2d(out_channels)
         self.conv2 = conv3x3(out_channels, out_channels)
         self.bn2 = nn.BatchNorm2d(out_channels)

@@ -20,18 +20,19 @@ from .resnet_cifar import BasicBlock, init_resnet_, projection
 
 
 class Bottleneck(nn.Module):
-    """1x1 reduce, 3x3 (grouped for ResNeXt, carries the stride), 1x1 expand by 4."""
+    """1x1 reduce, 3x3 (grouped for ResNeXt, carries the stride and the dilation), 1x1 expand by 4."""
 
     expansion = 4
 
     def __init__(self, in_channels: int, planes: int, stride: int = 1, groups: int = 1,
-                 width_per_group: int = 64) -> None:
+                 width_per_group: int = 64, dilation: int = 1) -> None:
         super().__init__()
         width = int(planes * (width_per_group / 64.0)) * groups
         out_channels = planes * self.expansion
         self.conv1 = nn.Conv2d(in_channels, width, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(width)
-        self.conv2 = nn.Conv2d(width, width, 3, stride=stride, padding=1, groups=groups, bias=False)
+        self.conv2 = nn.Conv2d(width, width, 3, stride=stride, padding=dilation, dilation=dilation, groups=groups,
+                               bias=False)
         self.bn2 = nn.BatchNorm2d(width)
         self.conv3 = nn.Conv2d(width, out_channels, 1, bias=False)
         self.bn3 = nn.BatchNorm2d(out_channels)
