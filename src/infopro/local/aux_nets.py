@@ -23,11 +23,13 @@ from ..registry import Registry
 @dataclass(frozen=True)
 class Feature:
     """What a cut's auxiliary nets are built for: the feature's shape (no batch), the input image's
-    (C, H, W), and for token-sequence features (L, D) how the tokens lie on the image."""
+    (C, H, W), for token-sequence features (L, D) how the tokens lie on the image, and whether the task
+    has per-pixel targets (`dense`: semantic segmentation), whose heads keep the map instead of pooling it."""
 
     shape: tuple[int, ...]
     image_shape: tuple[int, ...]
     tokens: TokenLayout | None = None
+    dense: bool = False
 
 
 @dataclass(frozen=True)

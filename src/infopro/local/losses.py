@@ -1,7 +1,7 @@
 """Loss terms of a local objective, and the task-loss registry.
 
 `reconstruction_loss` is InfoPro's I(h, x) term; the task terms (`TASK_LOSSES`)
-raise I(h, y): cross-entropy on logits, or supervised contrastive on an embedding.
+raise I(h, y): cross-entropy on logits (per pixel for segmentation), or supervised contrastive on an embedding.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from torch import nn
 
 from ..errors import InfoProError
 from ..registry import Registry
+from .dense_losses import local_pixel_loss
 
 
 def reconstruction_loss(decoder_logits: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
@@ -106,4 +107,6 @@ class SupConTerm(nn.Module):
 # name -> builder(temperature, supcon_mean=...) -> loss module with an `output_is_embedding` flag
 TASK_LOSSES: Registry[Callable[..., nn.Module]] = Registry("task loss")
 TASK_LOSSES.add("cross-entropy", lambda temperature, supcon_mean=None: CrossEntropyTerm())
+# Per-pixel targets (segmentation): the authors' InfoPro local head loss (see dense_losses.py).
+TASK_LOSSES.add("pixel-cross-entropy", lambda temperature, supcon_mean=None: local_pixel_loss())
 TASK_LOSSES.add("supcon", lambda temperature, supcon_mean="all-anchors": SupConTerm(temperature, supcon_mean))

@@ -255,13 +255,15 @@ def head_objective(ctx: PieceContext, head: str, task_loss: str, feature_shape: 
     """lambda1 * BCE(decoder(h), image) + lambda2 * task_loss(head(h), y) on a feature of `feature_shape`
     (default: the cut's), with the auxiliary-net family that fits the feature (map or tokens, small or
     large input). Greedy SL, DGL and InfoPro are this with different heads, losses and lambdas."""
-    from ..aux_families import aux_family_for
+    from ..aux_families import aux_family_for, check_embedding_head
 
     recon_weight, task_weight = ctx.weights
     loss = ctx.task.task_loss(task_loss, ctx)
     out_dim = ctx.aux.feature_dim if loss.output_is_embedding else ctx.num_classes
     feature = ctx.feature(feature_shape)
     family = aux_family_for(feature)
+    if loss.output_is_embedding and task_weight:
+        check_embedding_head(family, feature)
     return LocalObjective(
         loss,
         head=family.head(ctx.head or head, feature, out_dim, ctx.aux) if task_weight else None,
