@@ -113,6 +113,18 @@ def test_logits_not_at_the_mask_size_are_refused():
         sums.add(torch.zeros(1, 3, 2, 2), TARGET[None])
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="the host syncs of a CUDA device")
+def test_adding_a_batch_on_cuda_does_not_sync_with_the_host():
+    sums = ConfusionSums(3, ignore_index=I, device="cuda")
+    logits, masks = logits_of(PRED).cuda(), TARGET[None].cuda()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        sums.add(logits, masks)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert sums.totals()["confusion"] == CONFUSION
+
+
 def test_class_iou_bar_chart_is_written(tmp_path):
     path = write_class_iou_png([0.5, None, 0.75], ["road", "sky", "car"], tmp_path / "class_iou.png",
                                title="deeplabv3 · infopro K=2")
