@@ -23,6 +23,7 @@ def _subcommands() -> dict[str, Subcommand]:
     from .describe import add_describe_arguments, describe_main
     from .hub import add_pull_arguments, add_push_arguments, pull_main, push_main
     from .model_file import add_export_arguments, export_main
+    from .predict import add_predict_arguments, predict_main
     from .reproduce import add_reproduce_arguments, reproduce_main
     from .train import add_train_arguments, train_main
 
@@ -34,6 +35,8 @@ def _subcommands() -> dict[str, Subcommand]:
         "probe": ("estimate I(h, x) and I(h, y) along the depth of trained runs", add_probe_arguments, probe_main),
         "export": ("write a run's trained network as one file (pt, safetensors, onnx or pt2)",
                    add_export_arguments, export_main),
+        "predict": ("write a segmentation run's class masks of images: palette PNGs and overlays on the images",
+                    add_predict_arguments, predict_main),
         "push": ("upload a run's model with a model card (its recipe and results) to the Hugging Face Hub",
                  add_push_arguments, push_main),
         "pull": ("download a model pushed by `infopro push` from the Hugging Face Hub", add_pull_arguments, pull_main),

@@ -1,13 +1,15 @@
 """What every infopro plot shares: a Figure that is not pyplot's (no global state, nothing to close), whole epochs
 on the x axis, log axes labelled with plain numbers, legends beside the data rather than over it, and piece
 styles (colour + marker) that tell overlapping curves apart. Used by curves.png (train/run_log.py) and
-compare.png (compare.py); matplotlib is imported only when a plot is drawn."""
+compare.png (compare.py); draws a segmentation run's per-class IoU (`write_class_iou_png`). matplotlib is
+imported only when a plot is drawn."""
 
 from __future__ import annotations
 
 import io
 import math
-from typing import TYPE_CHECKING, Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING, Iterable, Sequence
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -78,3 +80,41 @@ def png(fig: "Figure", dpi: int = 100) -> bytes:
     out = io.BytesIO()
     fig.savefig(out, format="png", dpi=dpi)
     return out.getvalue()
+
+
+def class_iou_figure(class_iou: Sequence[float | None], classes: Sequence[str], title: str = "") -> "Figure":
+    """A segmentation run's IoU per class (in %) as horizontal bars, the first class on top, each labelled with its
+    value (n/a where the class was in neither the masks nor the predictions), and the mIoU (the mean over the
+    defined ones) as a dashed line."""
+    if len(class_iou) != len(classes):
+        raise ValueError(f"{len(class_iou)} IoUs for {len(classes)} classes")
+    defined = [v for v in class_iou if v is not None]
+    fig = new_figure(6.4, 1.2 + 0.28 * len(classes))
+    ax = fig.add_subplot()
+    rows = range(len(classes))
+    ax.barh(rows, [100 * (v or 0.0) for v in class_iou], color="C0")
+    for row, value in zip(rows, class_iou):
+        ax.text(100 * (value or 0.0) + 1, row, "n/a" if value is None else f"{100 * value:.1f}",
+                va="center", fontsize="small")
+    if defined:
+        miou = sum(defined) / len(defined)
+        ax.axvline(100 * miou, color="C3", linestyle="--", label=f"mIoU {100 * miou:.1f}")
+        legend_outside(ax)
+    ax.set_yticks(list(rows), [str(c) for c in classes])
+    ax.invert_yaxis()  # class 0 on top, as a table lists it
+    ax.set_xlim(0, 110)  # room for the label of a bar at 100
+    ax.set_xlabel("IoU (%)")
+    ax.set_ylabel("class")
+    ax.set_title(title or "IoU per class")
+    return fig
+
+
+def write_class_iou_png(class_iou: Sequence[float | None], classes: Sequence[str], path: str | Path,
+                        title: str = "") -> Path:
+    """`class_iou_figure` written (atomically) to `path` as a PNG; returns the path. `class_iou` and `classes`
+    are in class order, as a segmentation run's summary keeps them."""
+    from .files import atomic_write
+
+    data = png(class_iou_figure(class_iou, classes, title))
+    atomic_write(path, lambda f: f.write(data))
+    return Path(path)
