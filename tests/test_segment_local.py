@@ -8,7 +8,8 @@ from torch import nn
 
 from infopro import InfoProError
 from infopro.local import Feature, aux_family_for
-from infopro.local.aux_dense import DenseDecoder, DenseHead, fcn_aux_head
+from infopro.local.aux_dense import DenseDecoder, DenseHead
+from infopro.models.segmentation import fcn_aux_head
 from infopro.local.aux_families import AUX_FAMILIES, check_embedding_head
 from infopro.local.dense_losses import PixelCrossEntropyTerm, local_pixel_loss
 from infopro.local.dense_objective import SegmentationLastObjective
@@ -81,9 +82,10 @@ def test_dense_head_shapes_and_layers():
 
 
 def test_fcn_aux_head_shapes():
-    head = fcn_aux_head(16, 5)
+    head = fcn_aux_head(16, 5, channels=256)
     assert head(torch.randn(2, 16, 3, 4)).shape == (2, 5, 3, 4)
-    assert conv_widths(head) == [256, 5] and head[0].bias is None
+    assert head.convs[0].conv.out_channels == 256 and head.convs[0].conv.bias is None
+    assert head.conv_seg.out_channels == 5 and head.conv_cat is None
 
 
 def logits_and_mask(ignore_some=True):

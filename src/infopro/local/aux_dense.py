@@ -58,25 +58,6 @@ class DenseHead(nn.Sequential):
         )
 
 
-def fcn_aux_head(in_channels: int, num_classes: int, channels: int = 256, dropout: float = 0.1) -> nn.Sequential:
-    """mmseg's FCNHead as DeepLab-v3's config has it (num_convs=1, concat_input=False): conv3x3 -> 256
-    without bias, BN, ReLU, Dropout2d(0.1), conv1x1 -> classes; mmseg's init (He-normal fan-out for the
-    conv, N(0, 0.01) for the classifier, BN 1 / 0). The network's own auxiliary head (loss weight 0.4)."""
-    head = nn.Sequential(
-        nn.Conv2d(in_channels, channels, 3, padding=1, bias=False),
-        nn.BatchNorm2d(channels),
-        nn.ReLU(inplace=True),
-        nn.Dropout2d(dropout),
-        nn.Conv2d(channels, num_classes, 1),
-    )
-    nn.init.kaiming_normal_(head[0].weight, mode="fan_out", nonlinearity="relu")
-    nn.init.ones_(head[1].weight)
-    nn.init.zeros_(head[1].bias)
-    nn.init.normal_(head[4].weight, 0.0, 0.01)
-    nn.init.zeros_(head[4].bias)
-    return head
-
-
 def dense_map_decoder(feature: Feature, options: AuxOptions) -> nn.Module:
     return DenseDecoder(feature.shape, feature.image_shape, options.widen)
 

@@ -195,15 +195,16 @@ class LocalLearner(nn.Module):
 
         block_shapes = tuple(tuple(int(d) for d in s) for s in shapes)
 
-        def objective_for(k: int, cut: int) -> Objective:
-            """Piece k's objective when it ends after block `cut` (the last piece: cut = number of blocks)."""
+        def objective_for(k: int, cut: int, start: int | None = None) -> Objective:
+            """Piece k's objective when it ends after block `cut` (the last piece: cut = number of blocks) and
+            starts at block `start` (None: not known, as for the candidates of cut profiling)."""
             feature_shape = tuple(out_shape) if k == K - 1 else block_shapes[cut]
             return self.method.build(PieceContext(
                 k=k, K=K, cut=cut, feature_shape=tuple(int(d) for d in feature_shape), image_shape=self.input_shape,
                 num_classes=num_classes, block_shapes=block_shapes, blocks=backbone.blocks, lambdas=self.lambdas,
                 head=head, aux=options, temperature=temperature, tokens=backbone.tokens,
                 options=self.method_options, stage_sizes=tuple(backbone.stage_sizes),
-                label_smoothing=label_smoothing, task=task,
+                label_smoothing=label_smoothing, task=task, start=start, taps=dict(backbone.aux_taps),
             ))
 
         context = CutContext(
@@ -215,7 +216,8 @@ class LocalLearner(nn.Module):
         self.cuts = resolve_cuts(cuts, backbone, K, context)
         self._cut_context = context
         self.pieces = nn.ModuleList(split_blocks(backbone.blocks, self.cuts, backbone.head))
-        objectives = [objective_for(k, cut) for k, cut in enumerate([*self.cuts, num_blocks])]
+        ends = [*self.cuts, num_blocks]
+        objectives = [objective_for(k, cut, ends[k - 1] + 1 if k else 0) for k, cut in enumerate(ends)]
         # The auxiliary nets live where the backbone lives, in its precision and memory format.
         param = next(backbone.parameters())
         self.aux = nn.ModuleList(objectives).to(device=param.device, dtype=param.dtype)

@@ -99,6 +99,10 @@ class PieceContext:
     stage_sizes: tuple[int, ...] = ()  # blocks per stage, the stem stage 0 (`SequentialBackbone.stage_sizes`)
     label_smoothing: float = 0.0  # of the last piece's cross-entropy (the network's own classifier)
     task: LocalTask = CLASSIFY  # what the network is trained for: its last loss and local task terms
+    # The first block of the piece, where known (the learner's own build; not the candidates of cut profiling).
+    start: int | None = None
+    # name -> block index whose output a network's auxiliary head reads (`SequentialBackbone.aux_taps`)
+    taps: Mapping[str, int] = field(default_factory=dict)
 
     @property
     def is_last(self) -> bool:
@@ -111,7 +115,8 @@ class PieceContext:
 
     def feature(self, shape: Sequence[int] | None = None) -> Feature:
         """What the auxiliary-net families build for: the cut's feature (or one of `shape`) and the image."""
-        return Feature(tuple(shape) if shape is not None else self.feature_shape, self.image_shape, self.tokens)
+        return Feature(tuple(shape) if shape is not None else self.feature_shape, self.image_shape, self.tokens,
+                       dense=self.task.dense)
 
     @property
     def weights(self) -> tuple[float, float]:
