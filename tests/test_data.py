@@ -265,7 +265,8 @@ def test_bundled_default_loads(tmp_path):
 
 
 def test_registry():
-    assert DATASETS.names() == ["cifar10", "cifar100", "fashion-mnist", "folder", "mnist", "stl10", "svhn"]
+    assert DATASETS.names() == ["cifar10", "cifar100", "cityscapes", "fashion-mnist", "folder", "mnist", "segfolder",
+                                "stl10", "svhn"]
     assert DATASETS.get("cifar100").num_classes == 100
 
 

@@ -59,6 +59,9 @@ class DatasetSpec:
     pad: int = 4
     padding: str = "reflect"
     flip: bool = True
+    # What a sample's target is: "class" (one label per image) or "mask" (one class index per pixel: semantic
+    # segmentation, opened by `segmentation.open_segmentation`).
+    target: str = "class"
 
 
 DATASETS: Registry[DatasetSpec] = Registry("dataset")
@@ -69,11 +72,33 @@ def accepted(spec: DatasetSpec) -> str:
 
 
 def _all_readers() -> list[Reader]:
+    """Every registered reader, those of mask targets first (their layouts may also look like class folders)."""
     seen: dict[str, Reader] = {}
-    for name in DATASETS:
+    for name in sorted(DATASETS, key=lambda n: DATASETS.get(n).target != "mask"):
         for reader in DATASETS.get(name).readers:
             seen.setdefault(reader.name, reader)
     return list(seen.values())
+
+
+def _targets_found(data_dir: Path) -> dict[str, Reader]:
+    """target ("mask", "class") -> the first reader of a data set with that target whose layout is at data_dir."""
+    found: dict[str, Reader] = {}
+    for name in DATASETS:
+        spec = DATASETS.get(name)
+        for reader in spec.readers:
+            if spec.target not in found and reader.locate(data_dir) is not None:
+                found[spec.target] = reader
+    return found
+
+
+def detect_target(data_dir: str | Path) -> str | None:
+    """What `data_dir` holds: "mask" for a segmentation layout (image + mask pairs), else "class" for a
+    classification one, else None. Pairs win: SPLIT/images + SPLIT/masks would also read as two class folders."""
+    path = Path(data_dir).expanduser()
+    if not path.exists():
+        return None
+    found = _targets_found(path)
+    return "mask" if "mask" in found else "class" if "class" in found else None
 
 
 def find_source(spec: DatasetSpec, data_dir: Path) -> tuple[Reader, Path]:
@@ -85,6 +110,11 @@ def find_source(spec: DatasetSpec, data_dir: Path) -> tuple[Reader, Path]:
     for reader in spec.readers:
         root = reader.locate(data_dir)
         if root is not None:
+            if spec.target == "class" and data_dir.is_dir():
+                pairs = _targets_found(data_dir).get("mask")
+                if pairs is not None:  # train/images + train/masks would read as two classes
+                    raise InfoProError(f"data dir {data_dir} holds {pairs.description}: a semantic segmentation "
+                                       f"set, not {spec.name}; pass --dataset segfolder")
             return reader, root
     # Say what is there when it is another data set's layout: the likeliest mistake.
     for reader in _all_readers():

@@ -305,6 +305,9 @@ def open_data(name: str, data_dir: str | Path | None = None, options: DataOption
     if options.path not in DATA_PATHS:
         raise InfoProError(f"--data-path must be one of {', '.join(DATA_PATHS)}, got {options.path!r}")
     spec = DATASETS.get(name)
+    if spec.target != "class":
+        raise InfoProError(f"{name} is a semantic segmentation set (a class per pixel), not image classification; "
+                           "open it with infopro.data.open_segmentation")
     reader, root = find_source(spec, _data_dir(spec, data_dir))
     raw = reader.read(root)
     _check_labels(spec, raw, root)
