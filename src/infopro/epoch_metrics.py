@@ -86,12 +86,12 @@ def evaluation_result(shares: Sequence[dict[str, float]], seconds: float) -> dic
 
 
 def evaluation_record(results: dict[str, dict[str, float]]) -> dict[str, Any]:
-    """Per split: {split}_loss and {split}_top5_accuracy (when measured); eval_seconds over all splits."""
+    """Per split, every number of its evaluation but the accuracy (which the loop records with its error):
+    {split}_loss, {split}_top5_accuracy (when measured), a segmentation's {split}_miou, {split}_class_iou...;
+    eval_seconds over all splits."""
     record: dict[str, Any] = {}
     for split, result in results.items():
-        record[f"{split}_loss"] = result["loss"]
-        if "top5_accuracy" in result:
-            record[f"{split}_top5_accuracy"] = result["top5_accuracy"]
+        record.update({f"{split}_{key}": value for key, value in result.items() if key not in ("accuracy", "seconds")})
     record["eval_seconds"] = sum(r["seconds"] for r in results.values())
     return record
 

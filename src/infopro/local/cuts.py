@@ -37,6 +37,9 @@ PAPER_CUTS: dict[str, dict[int, list[StagePosition]]] = {
     "resnet101": {2: [(2, 0)]},
     "resnet152": {2: [(2, 5)]},
     "resnext101_32x8d": {2: [(2, 2)]},
+    # Cityscapes, DeepLabV3 (IJCV 2025; the authors' mmseg fork, mmseg/models/backbones/resnet.py 671-672):
+    # inside layer3, after its first 13 blocks (0-based blocks 0-12 in piece 1).
+    "deeplabv3_resnet101": {2: [(3, 12)]},
 }
 
 # "Balanced memory" cuts (InfoPro*, CIFAR-10): earlier than even, so that each

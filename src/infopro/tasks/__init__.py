@@ -3,6 +3,6 @@ augmentation. One file per task, one registry line each; the loop, the learner a
 task object and never test its name."""
 
 from .base import TASKS, Loaders, Task, build_task, task_for_data, task_of
-from . import classify  # noqa: F401  (each registers itself)
+from . import classify, segment  # noqa: F401  (each registers itself)
 
 __all__ = ["TASKS", "Loaders", "Task", "build_task", "task_for_data", "task_of"]

@@ -80,6 +80,11 @@ class Task(LocalTask):
         """The task's numbers of `split` for the line printed after each epoch."""
         return f"{split} acc {100 * record[f'{split}_accuracy']:5.2f}%  "
 
+    def done_text(self, summary: dict[str, Any]) -> str:
+        """The last line of a finished run, before its time and directory."""
+        return (f"final test error {100 * summary['final_test_error']:.2f}%, best epoch {summary['best_epoch']} "
+                f"on {summary['best_selected_on']}: test error {100 * summary['test_error_at_best_epoch']:.2f}%")
+
     def inference(self, network: nn.Module) -> nn.Module:
         """The network as `load_model` hands it out (segmentation: logits at the input size)."""
         return network

@@ -10,14 +10,14 @@ from typing import Any, Sequence
 
 import yaml
 
-from ..data import DATASETS
+from ..data import DATASETS, detect_target
 from ..describe import add_learner_arguments, check_learner_arguments
 from ..errors import InfoProError
 from ..registry import closest_name
 from .run_dir import read_run_settings, read_yaml_mapping, run_to_continue
 from .run_log import TRACKERS, tensorboard_writer, tracker_module
 from .schedule import SCHEDULES, STEPPED_PER, WARMUP_TARGETS
-from ..tasks import TASKS
+from ..tasks import TASKS, task_for_data
 
 # Arguments that say how to run, not what the run is: kept out of config.yaml.
 RUNTIME_KEYS = {"config", "resume", "test_only", "quiet", "tensorboard", "mlflow", "wandb", "main", "command",
@@ -40,8 +40,10 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-c", "--config", default=None, metavar="YAML",
                         help="YAML file of defaults (keys are the flag names, e.g. batch_size); flags override it")
     d = parser.add_argument_group("data")
-    d.add_argument("--dataset", default="cifar10",
-                   help=f"{', '.join(DATASETS.names())}; folder: any image folder (default: %(default)s)")
+    d.add_argument("--dataset", default=None,
+                   help=f"{', '.join(DATASETS.names())}; folder: any image folder; segfolder: image + mask pairs "
+                        f"(default: segfolder where --data-dir holds image + mask pairs or --task is segment, else "
+                        f"cifar10)")
     d.add_argument("--data-dir", default=None,
                    help="the data set as it lies on disk: cifar-10-batches-py / cifar-100-python, an image folder "
                         "with train/<class>/ and val/<class>/ and/or test/<class>/ (or <class>/ folders only, with "
@@ -327,6 +329,26 @@ def fit_batch_to_set(args: argparse.Namespace, train_images: int) -> str | None:
             f"batch {train_images}{lr}, one step per epoch; pass --batch-size N to choose another")
 
 
+def choose_task_and_dataset(args: argparse.Namespace) -> None:
+    """--task and --dataset where not given, from each other and from what --data-dir holds (a folder of image +
+    mask pairs is segmentation); refuse a pair that does not fit."""
+    if args.dataset is not None:
+        target = DATASETS.get(args.dataset).target
+    elif args.task is not None:
+        target = TASKS.get(args.task).target
+    else:
+        target = (detect_target(args.data_dir) if args.data_dir is not None else None) or "class"
+    if args.dataset is None:
+        args.dataset = "segfolder" if target == "mask" else "cifar10"
+    if args.task is None:
+        args.task = task_for_data(target)
+    elif TASKS.get(args.task).target != target:
+        wanted = TASKS.get(args.task).target
+        fitting = [name for name in DATASETS if DATASETS.get(name).target == wanted]
+        raise InfoProError(f"--task {args.task} needs targets of kind {wanted!r}, but --dataset {args.dataset} has "
+                           f"targets of kind {target!r}; pass --dataset {' or '.join(fitting)}, or drop --task")
+
+
 def check_args(args: argparse.Namespace) -> None:
     """Reject values no run can use, before anything is read or written."""
     args.lr_from_batch = args.lr is None  # not a setting: `fit_batch_to_set` may re-derive it for a smaller batch
@@ -346,7 +368,7 @@ def check_args(args: argparse.Namespace) -> None:
         if not math.isfinite(value):
             raise InfoProError(f"{flag} must be a finite number, got {value}")
     check_learner_arguments(args)
-    DATASETS.get(args.dataset)
+    choose_task_and_dataset(args)
     tensorboard_writer(args.tensorboard)  # --tensorboard on without the package: said before anything runs
     for name in TRACKERS:
         tracker_module(name, getattr(args, name))  # the same for --mlflow on / --wandb on
