@@ -223,6 +223,39 @@ seed: 0
 """
 
 
+# The journal paper's Cityscapes runs (the authors' mmseg fork, configs/deeplabv3/infopro_deeplabv3_r101-d8_*
+# and their _base_ files): DeepLabV3 on a dilated ResNet-101 V1c, SGD 0.9 (no Nesterov), wd 5e-4, poly 0.9 to 1e-4
+# per iteration, 40k iterations, crops 512x1024, batch 8 (2 per GPU on 4 GPUs), FCN auxiliary head 0.4, the
+# backbone from ImageNet weights (`--pretrained FILE`: nothing downloads).
+CITYSCAPES_RECIPE = dict(task="segment", dataset="cityscapes", arch="deeplabv3_resnet101", iters=40000,
+                         batch_size=8, lr=0.01, optimizer="sgd", momentum=0.9, nesterov=False, weight_decay=5e-4,
+                         schedule="poly", schedule_per="iteration", poly_power=0.9, min_lr=1e-4,
+                         schedule_first_epoch=0, warmup_epochs=0, crop_size=[512, 1024], ignore_index=255,
+                         seg_aux_weight=0.4, mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225], seed=0)
+# name suffix -> (batch, lr, crop, (lambda_recons, lambda_task)) of the three InfoPro K=2 configs.
+CITYSCAPES_INFOPRO = {"": (8, 0.01, [512, 1024], [1.5, 1]), "-bs12": (12, 0.015, [512, 1024], [1, 0.1]),
+                      "-640x1280": (8, 0.015, [640, 1280], [2, 1])}
+# CamVid (240 copy) on two CPU cores: our budget, not a paper recipe (docs/segmentation.md, README Results).
+CAMVID_RECIPE = dict(task="segment", dataset="segfolder", arch="deeplabv3_resnet18", iters=300, batch_size=8,
+                     lr=0.01, optimizer="sgd", momentum=0.9, nesterov=False, weight_decay=5e-4, schedule="poly",
+                     schedule_per="iteration", poly_power=0.9, min_lr=1e-4, schedule_first_epoch=0,
+                     warmup_epochs=0, crop_size=[96, 128], ignore_index=255, seg_aux_weight=0.4, seed=0)
+
+
+def write_segmentation() -> None:
+    """Cityscapes (the journal paper's DeepLabV3 rows) and the CamVid CPU comparison."""
+    folder = CONFIGS / "cityscapes"
+    write("deeplabv3_resnet101-e2e", folder, CITYSCAPES_RECIPE, method="e2e", K=1, cuts="paper")
+    for suffix, (batch, lr, crop, lambdas) in CITYSCAPES_INFOPRO.items():
+        write(f"deeplabv3_resnet101-infopro-softmax-K2{suffix}", folder, CITYSCAPES_RECIPE, batch_size=batch, lr=lr,
+              crop_size=crop, method="infopro-softmax", K=2, cuts="paper", lambdas=lambdas)
+    folder = CONFIGS / "camvid"
+    write("deeplabv3_resnet18-e2e", folder, CAMVID_RECIPE, method="e2e", K=1, cuts="even")
+    # The cut inside layer3, after its first block: where the paper cuts ResNet-101 (inside layer3).
+    write("deeplabv3_resnet18-infopro-softmax-K2", folder, CAMVID_RECIPE, method="infopro-softmax", K=2,
+          cuts="5", lambdas=[1.5, 1])
+
+
 def write_imagenet() -> None:
     (CONFIGS / "imagenet").mkdir(parents=True, exist_ok=True)
     (CONFIGS / "imagenet" / "vit_small-e2e-deit.yaml").write_text(DEIT_SMALL)
@@ -230,6 +263,7 @@ def write_imagenet() -> None:
 
 def main() -> None:
     write_imagenet()
+    write_segmentation()
     for arch, by_K in INFOPRO_LAMBDAS.items():
         write(f"{arch}-e2e", arch=arch, method="e2e", K=1, cuts="paper")
         for K, lambdas in by_K.items():
