@@ -349,8 +349,8 @@ def test_probe_and_bench_check_their_out_before_computing(runs, tmp_path, capsys
 def test_inf_batchnorm_statistics_are_never_checkpointed(runs, tmp_path, monkeypatch, capsys, epochs):
     real_epoch = loop.train_one_epoch
 
-    def epoch_with_inf_statistics(learner, optimizer, loader, epoch, args, device, **extra):
-        record = real_epoch(learner, optimizer, loader, epoch, args, device, **extra)
+    def epoch_with_inf_statistics(learner, optimizer, loader, epoch, args, device, **options):
+        record = real_epoch(learner, optimizer, loader, epoch, args, device, **options)
         if epoch == epochs - 1:
             bn = next(m for m in learner.pieces[1].modules() if isinstance(m, torch.nn.BatchNorm2d))
             bn.running_var[3] = float("inf")

@@ -332,12 +332,16 @@ def fit_batch_to_set(args: argparse.Namespace, train_images: int) -> str | None:
 def choose_task_and_dataset(args: argparse.Namespace) -> None:
     """--task and --dataset where not given, from each other and from what --data-dir holds (a folder of image +
     mask pairs is segmentation); refuse a pair that does not fit."""
+    found = detect_target(args.data_dir) if args.dataset is None and args.data_dir is not None else None
     if args.dataset is not None:
         target = DATASETS.get(args.dataset).target
     elif args.task is not None:
         target = TASKS.get(args.task).target
+        if found is not None and found != target:  # said here: the data layer would only name the default set
+            raise InfoProError(f"--task {args.task} needs targets of kind {target!r}, but --data-dir {args.data_dir} "
+                               f"holds targets of kind {found!r}; pass --task {task_for_data(found)}, or drop --task")
     else:
-        target = (detect_target(args.data_dir) if args.data_dir is not None else None) or "class"
+        target = found or "class"
     if args.dataset is None:
         args.dataset = "segfolder" if target == "mask" else "cifar10"
     if args.task is None:

@@ -9,6 +9,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
 import torch
 
 from ..data import DeviceLoader
@@ -296,6 +297,7 @@ def _epochs(args: argparse.Namespace, run: RunDir, state: dict[str, Any] | None,
         per_iteration = Schedule.from_args(args).per_iteration
         trainer.after_step = schedule.step if per_iteration else None
         trainer.max_steps = (args.iters - epoch * len(loaders.train)) if args.iters is not None else None
+        seed_epoch_randomness(args.seed, epoch)
         record = trainer.train_epoch(loaders.train, epoch, args)
         if not per_iteration:
             schedule.step()
@@ -339,6 +341,13 @@ def _epochs(args: argparse.Namespace, run: RunDir, state: dict[str, Any] | None,
     if verbose:
         print(f"done: {task.done_text(summary)} ({summary['total_seconds']:.0f}s) -> {run.path}")
     return 0
+
+
+def seed_epoch_randomness(seed: int, epoch: int) -> None:
+    """Seed torch's global generator (CPU and devices) from (seed, epoch) alone: what draws from it in training
+    (dropout, e.g. the segmentation heads') then draws the same in a resumed run as in an uninterrupted one. The
+    data draw from their own generators (`infopro.data.loader.epoch_generator`)."""
+    torch.manual_seed(int(np.random.SeedSequence([seed, epoch, 2]).generate_state(1, dtype=np.uint64)[0]))
 
 
 def recipe_line(args: argparse.Namespace, learner: LocalLearner, where: str) -> str:
