@@ -10,14 +10,18 @@ from .errors import InfoProError
 from .local import CUT_PRESETS, HEADS, METHODS, LocalLearner
 from .local.cuts import cuts_label
 from .models import ARCHITECTURES, build_backbone, native_input_shape
+from .tasks import TASKS
 
 
 def add_learner_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags that choose the network, the method and the cuts (shared by the subcommands)."""
     g = parser.add_argument_group("network and method")
-    g.add_argument("--arch", default="resnet32",
-                   help=f"architecture, one of {', '.join(ARCHITECTURES.names())} (default: %(default)s)")
-    g.add_argument("--method", default="infopro-contrast", help=f"one of {', '.join(METHODS.names())} (default: %(default)s)")
+    g.add_argument("--arch", default=None,
+                   help=f"architecture, one of {', '.join(ARCHITECTURES.names())} (default: the task's: resnet32 "
+                        f"for classification, deeplabv3_resnet18 for segmentation)")
+    g.add_argument("--method", default=None,
+                   help=f"one of {', '.join(METHODS.names())} (default: the task's: infopro-contrast for "
+                        f"classification, infopro-softmax for segmentation)")
     g.add_argument("--K", type=int, default=None,
                    help=f"number of gradient-isolated pieces; 1 = end-to-end (default: {DEFAULT_K}; 1 for e2e)")
     g.add_argument("--cuts", default="auto",
@@ -87,7 +91,11 @@ def method_options(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def check_learner_arguments(args: argparse.Namespace) -> None:
-    """Refuse learner settings no network can use (nan and inf included), before anything is built."""
+    """Refuse learner settings no network can use (nan and inf included), before anything is built; --arch and
+    --method where not given are the task's (--task, classification where the command has none)."""
+    task = TASKS.get(getattr(args, "task", None) or "classify")
+    args.arch = args.arch if args.arch is not None else task.default_arch
+    args.method = args.method if args.method is not None else task.default_method
     ARCHITECTURES.get(args.arch)  # a misspelt name is one line (with the closest name) before any data is read
     METHODS.get(args.method)
     if args.K is None:

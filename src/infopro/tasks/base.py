@@ -35,6 +35,8 @@ class Task(LocalTask):
     target: ClassVar[str]  # what a data set's targets must be for it: "class" (one per image) or "mask" (per pixel)
     score: ClassVar[str]  # the metric the best epoch is picked on, higher is better ("accuracy", "miou")
     score_label: ClassVar[str]  # how a line printed for a person names it
+    default_arch: ClassVar[str]  # --arch and --method where not given
+    default_method: ClassVar[str]
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> "Task":

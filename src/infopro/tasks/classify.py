@@ -27,6 +27,8 @@ class Classification(Task):
     target = "class"
     score = "accuracy"
     score_label = "accuracy"
+    default_arch = "resnet32"
+    default_method = "infopro-contrast"
 
     def open_data(self, args: argparse.Namespace, device: torch.device) -> Data:
         """The data set the flags describe. Sets args.mean/std and args.data_path to the normalisation and the

@@ -50,6 +50,8 @@ class Segmentation(Task):
     dense = True
     score = "miou"
     score_label = "mean IoU"
+    default_arch = "deeplabv3_resnet18"
+    default_method = "infopro-softmax"
 
     def __init__(self, ignore_index: int = 255, aux_weight: float = 0.4,
                  crop_size: Sequence[int] | None = None) -> None:

@@ -371,8 +371,8 @@ def check_args(args: argparse.Namespace) -> None:
     for flag, value in numbers:
         if not math.isfinite(value):
             raise InfoProError(f"{flag} must be a finite number, got {value}")
-    check_learner_arguments(args)
     choose_task_and_dataset(args)
+    check_learner_arguments(args)
     tensorboard_writer(args.tensorboard)  # --tensorboard on without the package: said before anything runs
     for name in TRACKERS:
         tracker_module(name, getattr(args, name))  # the same for --mlflow on / --wandb on
