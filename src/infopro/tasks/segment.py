@@ -9,8 +9,8 @@ IoU from one confusion matrix. As the authors' MMSegmentation fork (docs/segment
   logits resized with align_corners=True and the cross-entropy averaged over labelled pixels; its decoder is
   the paper's dense decoder (the `dense-map` auxiliary-net family);
 - training batches are random rescale 0.5-2, a crop of `--crop-size` that no class fills beyond 75 %, a flip and
-  photometric distortion (`infopro.data.segmentation`); evaluation runs on whole images, window by window where
-  they are larger than the crop.
+  photometric distortion (`infopro.data.segmentation`); evaluation runs the network on whole images (the
+  authors' configs), or window by window where they are larger than the crop (`--seg-eval slide`).
 """
 
 from __future__ import annotations
@@ -39,6 +39,9 @@ if TYPE_CHECKING:
 # Methods whose per-piece objective is a head + cross-entropy (and E2E): what the authors' segmentation code has.
 SEGMENT_METHODS = ("e2e", "greedy", "dgl", "infopro-softmax")
 SLIDE_OVERLAP = 2 / 3  # sliding-window stride as a share of the crop (mmseg's 769-crop configs: 513 of 769)
+# whole: the network on the whole image (the authors' DeepLabV3 Cityscapes configs, test_cfg mode='whole');
+# slide: window by window where the image is larger than the crop (mmseg's 769x769 configs).
+SEG_EVALUATIONS = ("whole", "slide")
 
 
 class Segmentation(Task):
@@ -54,17 +57,20 @@ class Segmentation(Task):
     default_method = "infopro-softmax"
 
     def __init__(self, ignore_index: int = 255, aux_weight: float = 0.4,
-                 crop_size: Sequence[int] | None = None) -> None:
+                 crop_size: Sequence[int] | None = None, evaluation: str = "whole") -> None:
         if not 0 <= ignore_index <= 65535:
             raise InfoProError(f"--ignore-index must be a mask value in [0, 65535], got {ignore_index}")
         if aux_weight < 0:
             raise InfoProError(f"--seg-aux-weight must be >= 0 (0: off), got {aux_weight}")
         self.ignore_index, self.aux_weight = int(ignore_index), float(aux_weight)
         self.crop_size = tuple(int(s) for s in crop_size) if crop_size is not None else None
+        if evaluation not in SEG_EVALUATIONS:
+            raise InfoProError(f"--seg-eval must be one of {', '.join(SEG_EVALUATIONS)}, got {evaluation!r}")
+        self.evaluation = evaluation
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> "Segmentation":
-        return cls(args.ignore_index, args.seg_aux_weight, args.crop_size)
+        return cls(args.ignore_index, args.seg_aux_weight, args.crop_size, args.seg_eval)
 
     def settings(self) -> dict[str, Any]:
         return {"ignore_index": self.ignore_index}
@@ -141,7 +147,8 @@ class Segmentation(Task):
 
     def eval_logits(self, model: nn.Module, x: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         crop = self.crop_size
-        if crop is not None and (x.shape[-2] > crop[0] or x.shape[-1] > crop[1]):
+        larger = crop is not None and (x.shape[-2] > crop[0] or x.shape[-1] > crop[1])
+        if self.evaluation == "slide" and larger:
             stride = tuple(max(1, int(c * SLIDE_OVERLAP)) for c in crop)
             probe = model(x[:, :, :crop[0], :crop[1]])
             return sliding_window_logits(model, x, crop, stride, probe.shape[1])

@@ -86,6 +86,10 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     t.add_argument("--seg-aux-weight", type=float, default=0.4, metavar="W",
                    help="segment: weight of the FCN auxiliary head on the last piece's stage-3 output, as "
                         "MMSegmentation's DeepLabV3 (0: off) (default: %(default)s)")
+    t.add_argument("--seg-eval", choices=["whole", "slide"], default="whole",
+                   help="segment: evaluate the network on whole images (the authors' DeepLabV3 configs), or slide: "
+                        "window by window (crop-sized, 2/3 overlap) where an image is larger than --crop-size "
+                        "(default: %(default)s)")
     t.add_argument("--pretrained", default=None, metavar="FILE",
                    help="initial backbone weights from a state dict file you have (torchvision, timm or MMSegmentation "
                         "ResNet names; mapped by name and shape, what matched is printed); nothing downloads")
