@@ -35,6 +35,9 @@ class Task(LocalTask):
     target: ClassVar[str]  # what a data set's targets must be for it: "class" (one per image) or "mask" (per pixel)
     score: ClassVar[str]  # the metric the best epoch is picked on, higher is better ("accuracy", "miou")
     score_label: ClassVar[str]  # how a line printed for a person names it
+    # Whether the network takes images of any height and width (a fully convolutional segmenter): graph exports
+    # (`infopro export --format onnx / pt2`) then leave them free, not only the batch.
+    any_image_size: ClassVar[bool] = False
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> "Task":

@@ -50,6 +50,7 @@ class Segmentation(Task):
     dense = True
     score = "miou"
     score_label = "mean IoU"
+    any_image_size = True
 
     def __init__(self, ignore_index: int = 255, aux_weight: float = 0.4,
                  crop_size: Sequence[int] | None = None) -> None:
