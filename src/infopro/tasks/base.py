@@ -109,6 +109,19 @@ def task_of(model: nn.Module) -> Task:
     return task if isinstance(task, Task) else TASKS.get("classify")()
 
 
+def task_for_output(output_shape: Sequence[int], num_classes: int) -> str:
+    """The name of the first task (in registry order) whose networks give outputs of `output_shape` (per image)
+    for `num_classes` classes: how `infopro describe` knows a segmentation network without --task."""
+    for name in TASKS:
+        try:
+            TASKS.get(name)().check_output(output_shape, num_classes)
+        except InfoProError:
+            continue
+        return name
+    raise InfoProError(f"no task takes a network whose output is {tuple(output_shape)} for {num_classes} classes; "
+                       f"tasks: {', '.join(TASKS.names())}")
+
+
 def task_for_data(target: str) -> str:
     """The name of the task whose targets are `target` ("class", "mask"): how a data folder picks its task
     when --task is not given."""
