@@ -9,6 +9,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
 import torch
 
 from ..data import DeviceLoader
@@ -42,6 +43,7 @@ STRUCTURE_KEYS = ("arch", "dataset", "image_size", "channels", "method", "K", "c
 # resumed run ends where the uninterrupted one would. `epochs` may change too: the schedule is re-planned.
 # The speed settings change how, not what, the run computes.
 FREE_ON_RESUME = ("out", "device", "data_dir", "cache_dir", "epochs", "channels_last", "compile", "tf32")
+GLOBAL_STREAM = 2  # `epoch_seed`'s third word: the loaders' generators mix (seed, epoch) and (seed, epoch, step, ...)
 
 
 class SingleProcessTrainer:
@@ -294,6 +296,9 @@ def _epochs(args: argparse.Namespace, run: RunDir, state: dict[str, Any] | None,
                   f"warm-up and never reaches --lr {args.lr:g}; pass --warmup-epochs 0 for a short run")
 
     for epoch in range(start_epoch, args.epochs):
+        # What the network draws from torch's own generator (dropout: segmentation heads) depends on (seed, epoch)
+        # only, as the batches do, so that a resumed run repeats the epochs it continues.
+        torch.manual_seed(epoch_seed(args.seed, epoch))
         per_iteration = Schedule.from_args(args).per_iteration
         trainer.after_step = schedule.step if per_iteration else None
         trainer.max_steps = (args.iters - epoch * len(loaders.train)) if args.iters is not None else None
@@ -340,6 +345,11 @@ def _epochs(args: argparse.Namespace, run: RunDir, state: dict[str, Any] | None,
     if verbose:
         print(f"done: {task.done_text(summary)} ({summary['total_seconds']:.0f}s) -> {run.path}")
     return 0
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    """The seed of torch's global generator for `epoch` of a run of `seed` (unrelated to the loaders' streams)."""
+    return int(np.random.SeedSequence([seed, epoch, GLOBAL_STREAM]).generate_state(1, dtype=np.uint64)[0])
 
 
 def recipe_line(args: argparse.Namespace, learner: LocalLearner, where: str) -> str:
