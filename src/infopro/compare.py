@@ -283,12 +283,13 @@ def _which_error(runs: Sequence[Run]) -> str:
     """Which test number the cells hold (the table's measure): the final epoch's, or the best validation
     epoch's (runs.csv: per run)."""
     name = table_measure(runs).name
+    title = name[0].upper() + name[1:]
     kinds = {"final" if r.error_at == "final" else "best val" for r in runs if r.status == "finished"}
     if kinds == {"final"}:
         return f"Final {name}"
     if kinds == {"best val"}:
-        return f"{name.capitalize()} at the best validation epoch"
-    return (f"{name.capitalize()} (final, or at the best validation epoch for runs with a validation split; "
+        return f"{title} at the best validation epoch"
+    return (f"{title} (final, or at the best validation epoch for runs with a validation split; "
             f"runs.csv: error_at)")
 
 
