@@ -92,7 +92,7 @@ def test_run_log_writes_the_png(tmp_path):
 def _run(tmp_path: Path, method: str, seed: int, status: str = "finished") -> Run:
     records = history(5 if status == "finished" else 3)
     return Run(tmp_path / f"{method}-{seed}", {"method": method, "K": 2, "seed": seed}, records, status,
-               test_error=None if status != "finished" else 0.3 + 0.01 * seed + (0.05 if method == "greedy" else 0))
+               value=None if status != "finished" else 0.3 + 0.01 * seed + (0.05 if method == "greedy" else 0))
 
 
 def test_compare_plot_has_labels_and_a_legend_per_panel(tmp_path):

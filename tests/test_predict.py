@@ -1,5 +1,6 @@
 """`infopro predict`: a segmentation model's masks of image files, with a hand-made model (a 1x1 convolution whose
-class is the largest normalised channel) in place of a trained run's, and tiny PNGs."""
+class is the largest normalised channel; it normalises its input itself, as `load_model`'s does) in place of a
+trained run's, and tiny PNGs. A real segmentation run's model: tests/test_segment_outputs.py."""
 
 import numpy as np
 import pytest
@@ -18,7 +19,8 @@ RED, GREEN, BLUE = (255, 0, 0), (0, 255, 0), (0, 0, 255)
 
 
 class ChannelArgmax(nn.Module):
-    """Logits = the normalised channels themselves (a 1x1 convolution with identity weights), at input size."""
+    """Logits = the normalised channels themselves (a 1x1 convolution with identity weights), at input size;
+    images in [0, 1] in, normalised here (as `ImageModel`)."""
 
     def __init__(self, classes=("road", "car", "sky"), mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0)):
         super().__init__()
@@ -26,10 +28,12 @@ class ChannelArgmax(nn.Module):
         self.conv = nn.Conv2d(channels, len(classes), 1, bias=False)
         with torch.no_grad():
             self.conv.weight.copy_(torch.eye(len(classes), channels)[:, :, None, None])
-        self.classes, self.mean, self.std = list(classes), list(mean), list(std)
+        self.classes, self.input_shape = list(classes), (channels, 8, 8)
+        self.mean = torch.tensor(mean).view(1, -1, 1, 1)
+        self.std = torch.tensor(std).view(1, -1, 1, 1)
 
     def forward(self, x):
-        return self.conv(x)
+        return self.conv((x - self.mean) / self.std)
 
 
 def png(path, pixels, mode="RGB"):
@@ -48,13 +52,12 @@ def segmenter(monkeypatch):
 
 def test_masks_are_the_argmax_of_the_normalised_image_at_its_size():
     image = Image.fromarray(np.array([[RED, GREEN, BLUE], [(200, 100, 0), (0, 0, 0), (10, 10, 200)]], np.uint8))
-    [mask] = predict_masks(ChannelArgmax().eval(), [image], (0.0, 0.0, 0.0), (1.0, 1.0, 1.0), "cpu")
+    [mask] = predict_masks(ChannelArgmax().eval(), [image], "cpu")
     assert mask.shape == (2, 3) and mask.dtype == np.int64
     assert mask.tolist() == [[0, 1, 2], [0, 0, 2]]
-    # normalised: (200, 100, 0) / 255 - (0.9, 0, 0) = (-0.12, 0.39, 0) -> class 1, black (-0.9, 0, 0) -> the first
-    # of the tied, 1; a (1, C, 1, 1) buffer works as mean too
-    [mask] = predict_masks(ChannelArgmax().eval(), [image], torch.tensor([0.9, 0.0, 0.0]).view(1, 3, 1, 1),
-                           [1.0, 1.0, 1.0], "cpu")
+    # normalised by the model, once: (200, 100, 0) / 255 - (0.9, 0, 0) = (-0.12, 0.39, 0) -> class 1, black
+    # (-0.9, 0, 0) -> the first of the tied, 1
+    [mask] = predict_masks(ChannelArgmax(mean=(0.9, 0.0, 0.0)).eval(), [image], "cpu")
     assert mask.tolist() == [[0, 1, 2], [1, 1, 2]]
 
 
@@ -64,11 +67,11 @@ def test_a_colour_image_is_refused_by_a_greyscale_model_and_greyscale_is_taken_b
     one_channel = ChannelArgmax(classes=("a",), mean=(0.0,), std=(1.0,)).eval()
     with pytest.raises(infopro.errors.InfoProError, match=r"image 0 is a colour image \(RGB\); this model takes "
                                                           r"1-channel \(greyscale\) images"):
-        predict_masks(one_channel, [colour], [0.0], [1.0])
-    assert predict_masks(one_channel, [grey], [0.0], [1.0])[0].tolist() == [[0, 0], [0, 0]]
-    assert predict_masks(ChannelArgmax().eval(), [grey], [0.0] * 3, [1.0] * 3)[0].shape == (2, 2)
+        predict_masks(one_channel, [colour])
+    assert predict_masks(one_channel, [grey])[0].tolist() == [[0, 0], [0, 0]]
+    assert predict_masks(ChannelArgmax().eval(), [grey])[0].shape == (2, 2)
     with pytest.raises(infopro.errors.InfoProError, match="the model takes 4-channel images"):
-        predict_masks(ChannelArgmax(mean=(0.0,) * 4, std=(1.0,) * 4), [colour], [0.0] * 4, [1.0] * 4)
+        predict_masks(ChannelArgmax(mean=(0.0,) * 4, std=(1.0,) * 4), [colour])
 
 
 def test_palettes_by_class_names():

@@ -16,12 +16,12 @@ from .local import (
     resolve_cuts,
 )
 from .bench import SavedActivationMeter
-from .model_file import ImageClassifier, load_model
+from .model_file import ImageClassifier, ImageModel, load_model
 
 __version__ = "0.1.0"
 
 __all__ = [
     "ARCHITECTURES", "AUX_FAMILIES", "CUT_PRESETS", "HEADS", "InfoProError", "Lambdas", "LocalLearner",
     "LocalObjective", "METHODS", "Registry", "SavedActivationMeter", "SequentialBackbone",
-    "TASK_LOSSES", "TokenLayout", "ImageClassifier", "load_model", "backbone_from_module", "build_backbone", "local_step", "resolve_cuts", "__version__",
+    "TASK_LOSSES", "TokenLayout", "ImageClassifier", "ImageModel", "load_model", "backbone_from_module", "build_backbone", "local_step", "resolve_cuts", "__version__",
 ]

@@ -1,8 +1,9 @@
 """`infopro compare RUN...`: several run directories side by side, as the papers of this field show them.
 
 Rows by one setting (method), columns by another (K); each cell is the test error of the runs that differ
-only in their seed, as mean +- std, with peak memory and seconds per epoch beside. The error is the final
-one, or the one at the best validation epoch when the runs selected on a validation split. Runs without a
+only in their seed (a segmentation run's: its test mean IoU), as mean +- std, with peak memory and seconds per
+epoch beside. The number is the final one, or the one at the best validation epoch when the runs selected on a
+validation split. Runs of different tasks are not compared in one table (refused: compare them apart). Runs without a
 summary (unfinished) or with a non-finite loss or error (diverged) are listed and marked, never averaged.
 Writes compare.md, compare.csv (one line per cell), runs.csv (one line per run) and compare.png. A folder of
 several experiments (runs of one cell that differ in more than the seed) becomes one table per experiment
@@ -32,6 +33,38 @@ if TYPE_CHECKING:
 NOT_AN_EXPERIMENT = frozenset({"seed", "out"})
 # (row label, column label) -> (the published test error as a fraction, or None where none is known; its source)
 PaperNumbers = Mapping[tuple[str, str], tuple[float | None, str]]
+DEFAULT_TASK = "classify"  # a run whose config.yaml names no task (written before tasks were recorded)
+
+
+@dataclass(frozen=True)
+class Measure:
+    """What a table's cells hold, as the runs' metrics records name it: `key` (test_error, test_miou; a fraction
+    in each epoch's record), `name` for a person, and the record key and name of compare.png's per-epoch panel."""
+
+    key: str
+    name: str
+    curve_key: str
+    curve_name: str
+
+    @property
+    def val_key(self) -> str:
+        return "val_" + self.key.removeprefix("test_")
+
+
+# Classification papers report the test error; a task scored otherwise (segmentation: mean IoU) reports its score.
+ERROR = Measure("test_error", "test error", "test_accuracy", "test accuracy")
+
+
+def measure_of(task: str) -> Measure:
+    """The measure of runs of `task`: the test error where its score is accuracy, else its own score."""
+    from .tasks import TASKS
+
+    if task not in TASKS:
+        raise InfoProError(f"runs of task {task!r} cannot be compared by this infopro ({', '.join(TASKS.names())})")
+    kind = TASKS.get(task)
+    if kind.score == "accuracy":
+        return ERROR
+    return Measure(f"test_{kind.score}", f"test {kind.score_label}", f"test_{kind.score}", f"test {kind.score_label}")
 
 
 @dataclass
@@ -40,10 +73,19 @@ class Run:
     config: dict[str, Any]
     history: list[dict[str, Any]]
     status: str  # "finished", "unfinished" or "diverged"
-    test_error: float | None = None
+    value: float | None = None  # the run's `measure` (a fraction): its test error, or e.g. test mean IoU
     peak_memory_bytes: int | None = None
     seconds_per_epoch: float | None = None
     error_at: str = ""  # "final", or "best val epoch N" when the run selected its best epoch on validation
+    val_value: float | None = None  # the same measure on the validation split at that epoch, where there is one
+
+    @property
+    def task(self) -> str:
+        return str(self.config.get("task") or DEFAULT_TASK)
+
+    @property
+    def measure(self) -> Measure:
+        return measure_of(self.task)
 
 
 @dataclass
@@ -52,17 +94,17 @@ class Cell:
     marked: list[Run] = field(default_factory=list)  # unfinished or diverged, listed only
 
     @property
-    def errors(self) -> list[float]:
-        return [r.test_error for r in self.runs]
+    def values(self) -> list[float]:
+        return [r.value for r in self.runs]
 
     @property
     def mean(self) -> float:
-        return statistics.fmean(self.errors)
+        return statistics.fmean(self.values)
 
     @property
     def std(self) -> float:
         """Sample standard deviation over seeds (0 for a single run)."""
-        return statistics.stdev(self.errors) if len(self.errors) > 1 else 0.0
+        return statistics.stdev(self.values) if len(self.values) > 1 else 0.0
 
 
 def add_compare_arguments(parser: argparse.ArgumentParser) -> None:
@@ -103,14 +145,34 @@ def read_run(path: str | Path) -> Run:
         return Run(run_dir.path, config, history, "diverged")
     if summary is None:
         return Run(run_dir.path, config, history, "unfinished")
+    measure = Run(run_dir.path, config, history, "").measure
     selected_on_val = summary.get("best_selected_on") == "val"
-    error = summary.get("test_error_at_best_epoch" if selected_on_val else "final_test_error")
+    epoch = summary.get("best_epoch") if selected_on_val else None
+    record = next((r for r in history if r.get("epoch") == epoch), None) if selected_on_val else \
+        (history[-1] if history else None)
+    value = (record or {}).get(measure.key)
     error_at = f"best val epoch {summary.get('best_epoch')}" if selected_on_val else "final"
-    if not _finite(error):
+    if not _finite(value):
         return Run(run_dir.path, config, history, "diverged")
+    val_value = (record or {}).get(measure.val_key)
     seconds = [r["epoch_seconds"] for r in history if _finite(r.get("epoch_seconds"))]
-    return Run(run_dir.path, config, history, "finished", float(error), summary.get("peak_memory_bytes"),
-               statistics.fmean(seconds) if seconds else None, error_at)
+    return Run(run_dir.path, config, history, "finished", float(value), summary.get("peak_memory_bytes"),
+               statistics.fmean(seconds) if seconds else None, error_at,
+               float(val_value) if _finite(val_value) else None)
+
+
+def table_measure(runs: Sequence[Run]) -> Measure:
+    """The measure of runs of one task; InfoProError naming the tasks when they are of several."""
+    by_task: dict[str, list[Run]] = {}
+    for run in runs:
+        by_task.setdefault(run.task, []).append(run)
+    if len(by_task) > 1:
+        listed = "; ".join(f"{task}: {', '.join(str(r.path) for r in members[:2])}"
+                           + (f" and {len(members) - 2} more" if len(members) > 2 else "")
+                           for task, members in by_task.items())
+        raise InfoProError(f"these runs are of {len(by_task)} tasks ({listed}), which report different numbers "
+                           f"(test error, mean IoU); compare each task's runs apart")
+    return runs[0].measure if runs else ERROR
 
 
 def _label(value: Any) -> str:
@@ -203,6 +265,9 @@ def _cell_text(cell: Cell) -> str:
     if not cell.runs:
         return "-" + (f" ({len(cell.marked)} not finished)" if cell.marked else "")
     text = f"{100 * cell.mean:.2f} ± {100 * cell.std:.2f} (n={len(cell.runs)})"
+    val = [r.val_value for r in cell.runs]
+    if all(v is not None for v in val):
+        text += f", val {100 * statistics.fmean(val):.2f}"  # type: ignore[arg-type]
     memories = [r.peak_memory_bytes for r in cell.runs if r.peak_memory_bytes is not None]
     seconds = [r.seconds_per_epoch for r in cell.runs if r.seconds_per_epoch is not None]
     if memories:
@@ -215,13 +280,17 @@ def _cell_text(cell: Cell) -> str:
 
 
 def _which_error(runs: Sequence[Run]) -> str:
-    """Which test error the cells hold: the final epoch's, or the best validation epoch's (runs.csv: per run)."""
+    """Which test number the cells hold (the table's measure): the final epoch's, or the best validation
+    epoch's (runs.csv: per run)."""
+    name = table_measure(runs).name
+    title = name[0].upper() + name[1:]
     kinds = {"final" if r.error_at == "final" else "best val" for r in runs if r.status == "finished"}
     if kinds == {"final"}:
-        return "Final test error"
+        return f"Final {name}"
     if kinds == {"best val"}:
-        return "Test error at the best validation epoch"
-    return "Test error (final, or at the best validation epoch for runs with a validation split; runs.csv: error_at)"
+        return f"{title} at the best validation epoch"
+    return (f"{title} (final, or at the best validation epoch for runs with a validation split; "
+            f"runs.csv: error_at)")
 
 
 def _paper_text(paper: PaperNumbers | None, key: tuple[str, str]) -> str:
@@ -235,7 +304,9 @@ def markdown(cells: dict[tuple[str, str], Cell], rows: str, cols: str, runs: Seq
              paper: PaperNumbers | None = None) -> str:
     row_values = _sorted_values({r for r, _ in cells})
     col_values = _sorted_values({c for _, c in cells})
+    with_val = any(r.val_value is not None for r in runs)
     lines = [f"{_which_error(runs)} (%) as mean ± std over seeds, peak memory, seconds per epoch"
+             + ("; val: the validation split's at the same epoch" if with_val else "")
              + ("; paper: the published error" if paper is not None else "") + f"; rows: {rows}, columns: {cols}.",
              "", "| " + " | ".join([f"{rows} \\ {cols}", *col_values]) + " |",
              "|" + "---|" * (len(col_values) + 1)]
@@ -262,8 +333,10 @@ def _csv(header: Sequence[str], lines: Sequence[Sequence[Any]]) -> str:
     return out.getvalue()
 
 
-def cells_csv(cells: dict[tuple[str, str], Cell], rows: str, cols: str, paper: PaperNumbers | None = None) -> str:
-    """One line per cell; with `paper`, two more columns: the published error (a fraction, as the others) and its source."""
+def cells_csv(cells: dict[tuple[str, str], Cell], rows: str, cols: str, paper: PaperNumbers | None = None,
+              measure: Measure = ERROR) -> str:
+    """One line per cell (the measure's mean and std: test_error_mean, or e.g. test_miou_mean); with `paper`, two
+    more columns: the published error (a fraction, as the others) and its source."""
     lines = []
     for (r, c), cell in sorted(cells.items()):
         memories = [x.peak_memory_bytes for x in cell.runs if x.peak_memory_bytes is not None]
@@ -274,28 +347,34 @@ def cells_csv(cells: dict[tuple[str, str], Cell], rows: str, cols: str, paper: P
         if paper is not None:
             value, source = paper.get((r, c), (None, ""))
             lines[-1] += ["" if value is None else value, source if value is not None else ""]
-    return _csv([rows, cols, "runs", "test_error_mean", "test_error_std", "peak_memory_bytes",
+    return _csv([rows, cols, "runs", f"{measure.key}_mean", f"{measure.key}_std", "peak_memory_bytes",
                  "seconds_per_epoch", "marked_runs", *(["paper_test_error", "paper_source"] if paper is not None else [])],
                 lines)
 
 
 def runs_csv(runs: Sequence[Run], rows: str, cols: str) -> str:
-    return _csv(["run", rows, cols, "seed", "status", "test_error", "error_at", "peak_memory_bytes",
+    """One line per run: its measure on test (test_error, or e.g. test_miou) and on validation at the same epoch
+    (empty without a validation split), as fractions."""
+    measure = table_measure(runs)
+    return _csv(["run", rows, cols, "seed", "status", measure.key, "error_at", measure.val_key, "peak_memory_bytes",
                  "seconds_per_epoch"],
                 [[r.path, r.config[rows], r.config[cols], r.config.get("seed"), r.status,
-                  "" if r.test_error is None else r.test_error, r.error_at, r.peak_memory_bytes or "",
-                  "" if r.seconds_per_epoch is None else r.seconds_per_epoch] for r in runs])
+                  "" if r.value is None else r.value, r.error_at, "" if r.val_value is None else r.val_value,
+                  r.peak_memory_bytes or "", "" if r.seconds_per_epoch is None else r.seconds_per_epoch]
+                 for r in runs])
 
 
 def figure(cells: dict[tuple[str, str], Cell], rows: str, cols: str, runs: Sequence[Run],
            paper: PaperNumbers | None = None) -> Figure:
-    """compare.png as a Figure. Left: test error against the column key, one line per row value (error bars:
-    std over seeds; with `paper`, the published errors as crosses on dotted lines). Right: every run's test
-    accuracy against the epoch, coloured by row value (dashed: not averaged), with a legend of both."""
+    """compare.png as a Figure. Left: the table's measure (test error; a segmentation run's test mean IoU)
+    against the column key, one line per row value (error bars: std over seeds; with `paper`, the published
+    errors as crosses on dotted lines). Right: every run's test accuracy (mean IoU) against the epoch, coloured
+    by row value (dashed: not averaged), with a legend of both."""
     from matplotlib.lines import Line2D
 
     from . import plots
 
+    measure = table_measure(runs)
     row_values = _sorted_values({r for r, _ in cells})
     col_values = _sorted_values({c for _, c in cells})
     colours = {r: f"C{i % 10}" for i, r in enumerate(row_values)}
@@ -315,11 +394,11 @@ def figure(cells: dict[tuple[str, str], Cell], rows: str, cols: str, runs: Seque
                      label="paper (x, dotted)" if i == 0 else None)
     err.set_xticks(range(len(col_values)), col_values)
     err.set_xlim(-0.5, len(col_values) - 0.5)
-    err.set(xlabel=cols, ylabel="test error (%)", title=f"test error against {cols}")
+    err.set(xlabel=cols, ylabel=f"{measure.name} (%)", title=f"{measure.name} against {cols}")
     plots.legend_outside(err, title=rows)
     drawn: dict[str, set[str]] = {}  # row value -> the line styles drawn for it
     for run in runs:
-        points = [(h["epoch"], 100 * h["test_accuracy"]) for h in run.history if "test_accuracy" in h]
+        points = [(h["epoch"], 100 * h[measure.curve_key]) for h in run.history if measure.curve_key in h]
         if points:
             r = _label(run.config[rows])
             style = "-" if run.status == "finished" else "--"
@@ -335,7 +414,7 @@ def figure(cells: dict[tuple[str, str], Cell], rows: str, cols: str, runs: Seque
         acc.legend(handles=handles, title=rows, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0,
                    fontsize="small")
     plots.epoch_axis(acc)
-    acc.set(xlabel="epoch", ylabel="test accuracy (%)", title="test accuracy of each run")
+    acc.set(xlabel="epoch", ylabel=f"{measure.curve_name} (%)", title=f"{measure.curve_name} of each run")
     return fig
 
 
@@ -356,13 +435,17 @@ def compare_runs(paths: Sequence[str | Path], out: str | Path, rows: str = "meth
     if not paths:
         raise InfoProError("no runs given; pass one or more run directories")
     runs = [read_run(p) for p in paths]
+    measure = table_measure(runs)  # runs of one task only
+    if paper is not None and measure != ERROR:
+        raise InfoProError(f"--paper tables hold published test errors of image classification; these runs report "
+                           f"their {measure.name}: compare them without --paper")
     groups = group_runs(runs, rows, cols)
     tables = [(group, tabulate(group.runs, rows, cols)) for group in groups]
     out.mkdir(parents=True, exist_ok=True)
     if len(groups) == 1:
         cells = tables[0][1]
         table = markdown(cells, rows, cols, runs, paper) + _also_differ(runs, rows, cols)
-        cells_text, runs_text = cells_csv(cells, rows, cols, paper), runs_csv(runs, rows, cols)
+        cells_text, runs_text = cells_csv(cells, rows, cols, paper, measure), runs_csv(runs, rows, cols)
         figures = ["compare.png"]
     else:  # one table per experiment: the settings that tell them apart lead each table and each csv line
         keys = list(groups[0].settings)
@@ -376,7 +459,7 @@ def compare_runs(paths: Sequence[str | Path], out: str | Path, rows: str = "meth
                       f"{figure_name})\n\n" + markdown(cells, rows, cols, group.runs, paper)
                       + _also_differ(group.runs, rows, cols))
             values = list(group.settings.values())
-            cells_text += _with_columns(cells_csv(cells, rows, cols, paper), keys, values, header=i == 0)
+            cells_text += _with_columns(cells_csv(cells, rows, cols, paper, measure), keys, values, header=i == 0)
             runs_text += _with_columns(runs_csv(group.runs, rows, cols), keys, values, header=i == 0)
     atomic_write_text(out / "compare.md", table)
     atomic_write_text(out / "compare.csv", cells_text)

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import argparse
 import math
-from typing import Any
+from typing import Any, Sequence
+
+import torch
 
 from .errors import InfoProError
 from .local import CUT_PRESETS, HEADS, METHODS, LocalLearner
 from .local.cuts import cuts_label
 from .models import ARCHITECTURES, build_backbone, native_input_shape
-from .tasks import TASKS
+from .tasks import TASKS, build_task, task_for_output
 
 
 def add_learner_arguments(parser: argparse.ArgumentParser) -> None:
@@ -126,9 +128,24 @@ def add_describe_arguments(parser: argparse.ArgumentParser) -> None:
                         help="input image shape (default: the architecture's own, 3x32x32 or 3x224x224)")
     parser.add_argument("--batch-size", type=int, default=64,
                         help="batch at which each piece's activation memory is profiled (default: %(default)s)")
+    parser.add_argument("--task", choices=TASKS.names(), default=None,
+                        help="what the network is trained for, which decides the last piece's loss and the methods "
+                             "that fit (default: from the network's output: segment for a map of class logits)")
+
+
+def output_task(arch: str, num_classes: int, input_shape: Sequence[int]) -> str:
+    """The task the network `arch` gives outputs for (a map of class logits: segment), from one pass on the meta
+    device (no memory, no compute)."""
+    with torch.device("meta"), torch.no_grad():
+        backbone = build_backbone(arch, num_classes, input_shape[0]).eval()
+        output_shape = backbone(torch.zeros(1, *input_shape)).shape[1:]
+    return task_for_output(output_shape, num_classes)
 
 
 def describe_main(args: argparse.Namespace) -> int:
+    if args.task is None and args.arch is not None:  # the network says its task, which then picks the method
+        ARCHITECTURES.get(args.arch)
+        args.task = output_task(args.arch, args.num_classes, args.input_shape or native_input_shape(args.arch))
     check_learner_arguments(args)
     if args.batch_size < 1:
         raise InfoProError(f"--batch-size must be >= 1, got {args.batch_size}")
@@ -137,6 +154,7 @@ def describe_main(args: argparse.Namespace) -> int:
     args.input_shape = list(args.input_shape or native_input_shape(args.arch))
     if min(args.input_shape) < 1:
         raise InfoProError(f"--input-shape must be positive (channels, height, width), got {args.input_shape}")
+    task = build_task(args.task or output_task(args.arch, args.num_classes, args.input_shape))
     backbone = build_backbone(args.arch, args.num_classes, args.input_shape[0])
     learner = LocalLearner(
         backbone, args.K, args.method, cuts=args.cuts, input_shape=args.input_shape,
@@ -144,7 +162,7 @@ def describe_main(args: argparse.Namespace) -> int:
         widen=args.aux_widen, feature_dim=args.aux_feature_dim, temperature=args.temperature,
         # Nothing is trained here, so any per-channel normalisation will do.
         mean=[0.5] * args.input_shape[0], std=[0.5] * args.input_shape[0], profile_batch_size=args.batch_size,
-        decoder_chunk_channels=args.aux_decoder_chunk, method_options=method_options(args),
+        decoder_chunk_channels=args.aux_decoder_chunk, method_options=method_options(args), task=task,
     )
     memory = learner.piece_memory(args.batch_size)
     print(f"{args.arch} · {args.method} · K={args.K} · cuts {learner.cuts} ({cuts_label(args.cuts, args.arch, args.K)})")

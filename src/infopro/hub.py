@@ -24,7 +24,9 @@ from .model_file import MODEL_NAME, export_model, load_model, model_file
 from .train.run_dir import RunDir
 
 HUB_FORMATS = ("safetensors", "onnx", "pt2")  # beside model.pt, which is always pushed
-RUN_FILES_PUSHED = ("metrics.csv", "curves.png")
+RUN_FILES_PUSHED = ("metrics.csv", "curves.png", "class_iou.png")
+# The Hub's pipeline tag of a run's task (config.yaml's `task`; a run without one is a classifier's).
+PIPELINE_TAGS = {"classify": "image-classification", "segment": "image-segmentation"}
 PRIVATE_PROVENANCE = ("host", "command")  # this machine's name, and a command line full of local paths
 
 
@@ -55,14 +57,19 @@ def public_summary(summary: dict[str, Any]) -> dict[str, Any]:
 
 
 def _percent(value: Any) -> str:
-    return f"{100 * value:.2f}" if isinstance(value, (int, float)) else "–"
+    """A fraction as a percentage with two decimals ("–" when there is none)."""
+    return _number(100 * value if isinstance(value, (int, float)) else None)
+
+
+def _number(value: Any) -> str:
+    return f"{value:.2f}" if isinstance(value, (int, float)) else "–"
 
 
 def model_card(repo: str, config: dict[str, Any], summary: dict[str, Any] | None, epochs_done: int,
                files: list[str]) -> str:
     """README.md of a pushed run: what it is, its results, its recipe, how to use it."""
     arch, method, k, dataset = (config.get(key, "?") for key in ("arch", "method", "K", "dataset"))
-    front = {"library_name": "infopro", "pipeline_tag": "image-classification",
+    front = {"library_name": "infopro", "pipeline_tag": PIPELINE_TAGS.get(config.get("task") or "classify", "other"),
              "tags": ["infopro", "locally-supervised-learning", str(method), str(arch)]}
     lines = ["---", yaml.safe_dump(front, sort_keys=False).strip(), "---", "",
              f"# {arch} trained with {method} (K={k}) on {dataset}", "",
@@ -74,10 +81,15 @@ def model_card(repo: str, config: dict[str, Any], summary: dict[str, Any] | None
     else:
         memory = summary.get("peak_memory_bytes")
         memory_text = f"{memory / 2**20:.0f} ({summary.get('memory_kind', '')})" if isinstance(memory, (int, float)) else "–"
-        lines += ["| test error (%) | best epoch (chosen on) | test error at the best epoch (%) | epochs | "
+        # A segmentation run's summary has its mean IoU (in %): the number its field reports, not the error.
+        name, final, at_best = (("test mean IoU", _number(summary.get("test_miou")),
+                                 _number(summary.get("test_miou_at_best_epoch"))) if "test_miou" in summary else
+                                ("test error", _percent(summary.get("final_test_error")),
+                                 _percent(summary.get("test_error_at_best_epoch"))))
+        lines += [f"| {name} (%) | best epoch (chosen on) | {name} at the best epoch (%) | epochs | "
                   "peak memory (MiB) | parameters |", "|---|---|---|---|---|---|",
-                  f"| {_percent(summary.get('final_test_error'))} | {summary.get('best_epoch', '–')} "
-                  f"({summary.get('best_selected_on', '–')}) | {_percent(summary.get('test_error_at_best_epoch'))} | "
+                  f"| {final} | {summary.get('best_epoch', '–')} "
+                  f"({summary.get('best_selected_on', '–')}) | {at_best} | "
                   f"{summary.get('epochs', '–')} | {memory_text} | {summary.get('parameters', '–')} |", "",
                   "summary.json, as the run wrote it (less this machine's name and paths):", "", "```json",
                   json.dumps(summary, indent=2), "```", ""]

@@ -1,9 +1,11 @@
 """The trained network out of a run: `model.pt` (plain backbone, no auxiliary nets, plus what rebuilds it),
 `load_model` and `infopro export` (pt, safetensors, onnx, pt2; torchscript, deprecated).
 
-A model file is a dict {format, arch, num_classes, classes, input_shape, mean, std, epoch, method, K, state_dict},
-loadable with `torch.load(..., weights_only=True)`. `load_model` returns an `ImageClassifier`: it takes images
-(uint8 in 0..255, or float in [0, 1]), normalises them as training did, and returns logits.
+A model file is a dict {format, arch, num_classes, classes, input_shape, mean, std, epoch, method, K, task, the
+task's settings (segment: ignore_index), state_dict}, loadable with `torch.load(..., weights_only=True)`.
+`load_model` returns an `ImageModel`: it takes images (uint8 in 0..255, or float in [0, 1]), normalises them as
+training did, and returns the task's logits: (N, classes) for a classifier, (N, classes, H, W) at the input's
+size for a segmentation run (the task's `inference`).
 """
 
 from __future__ import annotations
@@ -37,36 +39,66 @@ PT2_INFO_FILE = "infopro.json"
 TORCHSCRIPT_NOTE = ("note: TorchScript is deprecated by PyTorch; --format pt2 (torch.export) or onnx is its "
                     "replacement, and torchscript will go when PyTorch drops torch.jit")
 _torchscript_noted = False
-# What rebuilds the network, besides its weights (safetensors keeps it as JSON in the file's metadata).
-MODEL_INFO_KEYS = ("arch", "num_classes", "classes", "input_shape", "mean", "std", "epoch", "method", "K")
+# What rebuilds the network, besides its weights (safetensors keeps it as JSON in the file's metadata); the
+# task's own settings (`Task.settings()`, e.g. segmentation's ignore_index) come with them.
+MODEL_INFO_KEYS = ("arch", "num_classes", "classes", "input_shape", "mean", "std", "epoch", "method", "K", "task")
+# A model file written before tasks were recorded is a classifier's.
+DEFAULT_TASK = "classify"
 
 
-class ImageClassifier(nn.Module):
-    """A trained backbone with its input normalisation: images in, logits out (the network `infopro train`
-    trained, without auxiliary nets). `backbone` takes normalised inputs, as in training."""
+class ImageModel(nn.Module):
+    """A trained network with its input normalisation: images in, the task's logits out (the network `infopro
+    train` trained, without auxiliary nets, as its task's `inference` hands it out: (N, classes) for a
+    classifier, (N, classes, H, W) at the input's size for a segmentation run). `network` takes normalised
+    inputs, as in training; `backbone` is the plain trained backbone inside it. `task` names the task."""
 
-    def __init__(self, backbone: SequentialBackbone, mean: Sequence[float], std: Sequence[float],
-                 classes: Sequence[str], input_shape: Sequence[int]) -> None:
+    __jit_unused_properties__ = ["backbone"]
+
+    def __init__(self, network: nn.Module, mean: Sequence[float], std: Sequence[float], classes: Sequence[str],
+                 input_shape: Sequence[int], task: str = DEFAULT_TASK) -> None:
         super().__init__()
-        self.backbone = backbone
+        self.network = network
         self.register_buffer("mean", torch.tensor(list(mean), dtype=torch.float32).view(1, -1, 1, 1))
         self.register_buffer("std", torch.tensor(list(std), dtype=torch.float32).view(1, -1, 1, 1))
         self.classes = list(classes)
         self.input_shape = tuple(int(s) for s in input_shape)
+        self.task = str(task)
+
+    @property
+    def backbone(self) -> SequentialBackbone:
+        """The trained backbone (the outermost `SequentialBackbone` of `network`)."""
+        return next(m for m in self.network.modules() if isinstance(m, SequentialBackbone))
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """(N, C, H, W) images, uint8 0..255 or float in [0, 1] -> (N, classes) logits."""
+        """(N, C, H, W) images, uint8 0..255 or float in [0, 1] -> the task's logits."""
         x = images.float().div(255) if images.dtype == torch.uint8 else images
-        return self.backbone((x - self.mean) / self.std)
+        return self.network((x - self.mean) / self.std)
+
+
+# The name of `ImageModel` before segmentation runs had models of their own (a classifier's is one).
+ImageClassifier = ImageModel
+
+
+def info_keys(task: str) -> tuple[str, ...]:
+    """The model info of a `task` run: MODEL_INFO_KEYS and the task's own settings (segment: ignore_index)."""
+    from .tasks import build_task
+
+    return (*MODEL_INFO_KEYS, *build_task(task).settings())
+
+
+def model_info(payload: dict[str, Any]) -> dict[str, Any]:
+    """The model info of a model file's dict (`info_keys` of its task), without its weights."""
+    return {k: payload[k] for k in info_keys(payload["task"]) if k in payload}
 
 
 def model_payload(backbone: nn.Module, info: dict[str, Any]) -> dict[str, Any]:
-    """The content of a model file: `info` (see MODEL_INFO_KEYS) and the backbone's weights, on the CPU."""
+    """The content of a model file: `info` (see `info_keys`) and the backbone's weights, on the CPU."""
     missing = [k for k in MODEL_INFO_KEYS if k not in info]
+    missing += [k for k in info_keys(info["task"]) if k not in info] if not missing else []
     if missing:
         raise ValueError(f"model info lacks {missing}")
     state = {k: v.detach().to("cpu", copy=True) for k, v in backbone.state_dict().items()}
-    return {"format": MODEL_FORMAT, **{k: info[k] for k in MODEL_INFO_KEYS}, "state_dict": state}
+    return {"format": MODEL_FORMAT, **model_info(info), "state_dict": state}
 
 
 def backbone_of(learner: Any, learner_state: dict[str, torch.Tensor]) -> SequentialBackbone:
@@ -111,8 +143,9 @@ def read_model_file(path: str | Path, best: bool = False) -> dict[str, Any]:
     path = model_file(path, best)
     try:
         if path.suffix == ".safetensors":
-            return _read_safetensors(path)
-        payload = torch.load(path, map_location="cpu", weights_only=True)
+            payload = _read_safetensors(path)
+        else:
+            payload = torch.load(path, map_location="cpu", weights_only=True)
     except InfoProError:
         raise
     except OSError as error:
@@ -124,20 +157,32 @@ def read_model_file(path: str | Path, best: bool = False) -> dict[str, Any]:
     if not isinstance(payload, dict) or payload.get("format") != MODEL_FORMAT:
         raise InfoProError(f"{path} is not an infopro model file (checkpoint.pt is not one either: give the run "
                            f"directory, its model.pt or model-best.pt)")
+    payload.setdefault("task", DEFAULT_TASK)
     return payload
 
 
-def load_model(path: str | Path, best: bool = False, device: str | torch.device = "cpu") -> ImageClassifier:
+def load_model(path: str | Path, best: bool = False, device: str | torch.device = "cpu") -> ImageModel:
     """The trained network of a run, ready in eval mode: `path` is a run directory (its model.pt, or
-    model-best.pt with `best=True`), a model file, or a `.safetensors` export."""
-    payload = read_model_file(path, best)
+    model-best.pt with `best=True`), a model file, or a `.safetensors` export. See `ImageModel`."""
+    return model_of(read_model_file(path, best), path).to(device)
+
+
+def model_of(payload: dict[str, Any], path: str | Path) -> ImageModel:
+    """The `ImageModel` of a model file's dict (read from `path`, named in errors), in eval mode."""
+    from .tasks import TASKS, build_task
+
+    if payload["task"] not in TASKS:
+        raise InfoProError(f"{path} is a model of task {payload['task']!r}, which this infopro does not know "
+                           f"({', '.join(TASKS.names())}); update infopro")
+    task = build_task(payload["task"], **{k: payload[k] for k in build_task(payload["task"]).settings()
+                                          if k in payload})
     backbone = build_backbone(payload["arch"], payload["num_classes"], payload["input_shape"][0])
     try:
         backbone.load_state_dict(payload["state_dict"])
     except RuntimeError as error:
         raise InfoProError(f"{path}: weights do not fit {payload['arch']}: {error_reason(error)}") from None
-    model = ImageClassifier(backbone, payload["mean"], payload["std"], payload["classes"], payload["input_shape"])
-    return model.to(device).eval()
+    return ImageModel(task.inference(backbone), payload["mean"], payload["std"], payload["classes"],
+                      payload["input_shape"], task.name).eval()
 
 
 def export_model(source: str | Path, fmt: str, out: str | Path | None = None, best: bool = False) -> Path:
@@ -156,25 +201,34 @@ def export_model(source: str | Path, fmt: str, out: str | Path | None = None, be
         save_model(payload, out)
     elif fmt == "safetensors":
         safetensors = _safetensors()  # before anything is written: a missing extra is one line
-        tensors = {k: v.contiguous() for k, v in load_model(path).state_dict().items()}
+        model = model_of(payload, path)
+        # The plain backbone's weights under "backbone." beside mean and std, whatever wraps it for the task.
+        tensors = {"mean": model.mean, "std": model.std,
+                   **{f"backbone.{k}": v for k, v in model.backbone.state_dict().items()}}
+        tensors = {k: v.contiguous() for k, v in tensors.items()}
         metadata = {"format": MODEL_FORMAT, "info": _info_json(payload)}
         atomic_write(out, lambda f: f.write(safetensors.save(tensors, metadata=metadata)))
     elif fmt == "onnx":
         _onnx_packages()  # before anything is written: a missing extra is one line
-        _onnx_export(load_model(path), tuple(payload["input_shape"]), _info_json(payload), out)
+        _onnx_export(model_of(payload, path), _graph_inputs(payload), _info_json(payload), out)
     elif fmt == "pt2":
-        _pt2_export(load_model(path), tuple(payload["input_shape"]), _info_json(payload), out)
+        _pt2_export(model_of(payload, path), _graph_inputs(payload), _info_json(payload), out)
     else:
         _note_torchscript()
         with warnings.catch_warnings():  # the note above says it once; torch's own warning would repeat it
             warnings.simplefilter("ignore", DeprecationWarning)
-            scripted = torch.jit.script(load_model(path))
+            try:
+                scripted = torch.jit.script(model_of(payload, path))
+            except Exception as error:  # code TorchScript cannot compile (e.g. the segmentation networks)
+                raise InfoProError(f"TorchScript cannot compile this network ({payload['arch']}: "
+                                   f"{type(error).__name__}); export --format pt2 (its replacement) or onnx"
+                                   ) from None
             atomic_write(out, lambda f: torch.jit.save(scripted, f))
     return out
 
 
 def _info_json(payload: dict[str, Any]) -> str:
-    return json.dumps({k: payload[k] for k in MODEL_INFO_KEYS})
+    return json.dumps(model_info(payload))
 
 
 def _note_torchscript() -> None:
@@ -185,11 +239,20 @@ def _note_torchscript() -> None:
         print(TORCHSCRIPT_NOTE, file=sys.stderr)
 
 
-def _graph_inputs(input_shape: tuple[int, ...]) -> tuple[tuple[torch.Tensor], dict[str, Any]]:
-    """The example input of a graph export (two float images in [0, 1]) and its batch dimension, left free so
-    the exported graph takes any batch size (a batch of 1 would be specialised: hence two)."""
-    batch = torch.export.Dim("batch", min=1)
-    return (torch.rand(2, *input_shape),), {"images": {0: batch}}
+GraphInputs = tuple[tuple[torch.Tensor], dict[str, Any]]
+
+
+def _graph_inputs(payload: dict[str, Any]) -> GraphInputs:
+    """The example input of a graph export (two float images in [0, 1] of the model's input shape) and its free
+    dimensions: the batch, so that the exported graph takes any batch size (a batch of 1 would be specialised:
+    hence two), and height and width where the task's network takes any image size (segmentation)."""
+    from .tasks import TASKS
+
+    free: dict[int, Any] = {0: torch.export.Dim("batch", min=1)}
+    if TASKS.get(payload["task"]).any_image_size:
+        # AUTO: torch.export finds the sizes the network takes (a named Dim fails on guards it cannot prove)
+        free.update({2: torch.export.Dim.AUTO, 3: torch.export.Dim.AUTO})
+    return (torch.rand(2, *payload["input_shape"]),), {"images": free}
 
 
 @contextlib.contextmanager
@@ -209,8 +272,8 @@ def _quiet_exporter() -> Iterator[None]:
             logger.setLevel(level)
 
 
-def _exported_program(model: nn.Module, input_shape: tuple[int, ...]) -> Any:
-    example, dynamic = _graph_inputs(input_shape)
+def _exported_program(model: nn.Module, inputs: GraphInputs) -> Any:
+    example, dynamic = inputs
     try:
         with _quiet_exporter():
             return torch.export.export(model, example, dynamic_shapes=dynamic)
@@ -219,10 +282,10 @@ def _exported_program(model: nn.Module, input_shape: tuple[int, ...]) -> Any:
                            f"{error_reason(error).splitlines()[0]}); export --format pt or safetensors") from None
 
 
-def _pt2_export(model: nn.Module, input_shape: tuple[int, ...], info: str, out: Path) -> None:
+def _pt2_export(model: nn.Module, inputs: GraphInputs, info: str, out: Path) -> None:
     """A torch.export archive: `torch.export.load(out).module()` runs the network (float images in [0, 1],
     normalisation inside) without infopro; the model info as the extra file PT2_INFO_FILE."""
-    program = _exported_program(model, input_shape)
+    program = _exported_program(model, inputs)
     archive = io.BytesIO()  # torch.export.save wants a path or an io buffer, and atomic_write wraps its file
     torch.export.save(program, archive, extra_files={PT2_INFO_FILE: info})
     atomic_write(out, lambda f: f.write(archive.getvalue()))
@@ -237,10 +300,11 @@ def _onnx_packages() -> None:
                            ) from None
 
 
-def _onnx_export(model: nn.Module, input_shape: tuple[int, ...], info: str, out: Path) -> None:
+def _onnx_export(model: nn.Module, inputs: GraphInputs, info: str, out: Path) -> None:
     """An ONNX model by torch's dynamo exporter: input "images" (batch, C, H, W) float32 in [0, 1], output
-    "logits"; the model info in its metadata_props under GRAPH_INFO_KEY."""
-    example, dynamic = _graph_inputs(input_shape)
+    "logits" (the task's: (batch, classes), or (batch, classes, H, W) of any H and W for segmentation); the model
+    info in its metadata_props under GRAPH_INFO_KEY."""
+    example, dynamic = inputs
     try:
         with _quiet_exporter(), contextlib.redirect_stdout(io.StringIO()):
             program = torch.onnx.export(model, example, dynamo=True, dynamic_shapes=dynamic,

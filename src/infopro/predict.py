@@ -6,9 +6,9 @@ at a time. Class colours: the standard Cityscapes palette when the run's 19 clas
 usual CamVid colours when its 11 are CamVid's, else the PASCAL VOC colour map (from its second entry, so that
 no class is black).
 
-The model is what `load_model` returns for a run whose model info says "task": "segment": it takes
-(N, C, H, W) images normalised with its `mean` and `std` and returns (N, K, H, W) logits at the input size;
-it carries `classes`, `mean` and `std`.
+The model is what `load_model` returns for a run whose model info says "task": "segment" (an `ImageModel`): it
+takes (N, C, H, W) images in [0, 1], normalises them itself, and returns (N, K, H, W) logits at the input size;
+it carries `classes` and `input_shape`. Images are normalised once, by the model.
 """
 
 from __future__ import annotations
@@ -92,20 +92,18 @@ def model_view(image: Image.Image, channels: int, name: str = "the image") -> Im
 
 
 @torch.inference_mode()
-def predict_masks(model: nn.Module, images: Sequence[Image.Image], mean: Sequence[float] | torch.Tensor,
-                  std: Sequence[float] | torch.Tensor, device: str | torch.device = "cpu") -> list[np.ndarray]:
+def predict_masks(model: nn.Module, images: Sequence[Image.Image], device: str | torch.device = "cpu"
+                  ) -> list[np.ndarray]:
     """The class index of every pixel of each image, as (H, W) int64 arrays at the image's own size. `model`
-    (in eval mode, on `device`) takes images normalised as (x / 255 - mean) / std, one value per channel of
-    `mean` and `std` (lists, or the (1, C, 1, 1) buffers a model carries), and returns (N, K, H, W) logits.
-    An image the model cannot take (a colour image for a greyscale model) raises InfoProError naming it."""
-    mean_t = torch.as_tensor(mean, dtype=torch.float32).flatten()
-    std_t = torch.as_tensor(std, dtype=torch.float32).flatten()
-    mean_t, std_t = mean_t.to(device).view(1, -1, 1, 1), std_t.to(device).view(1, -1, 1, 1)
+    (in eval mode, on `device`; an `ImageModel`) takes float images in [0, 1] of `model.input_shape[0]` channels,
+    normalises them itself, and returns (N, K, H, W) logits. An image the model cannot take (a colour image for a
+    greyscale model) raises InfoProError naming it."""
+    channels = int(model.input_shape[0])
     masks = []
     for i, image in enumerate(images):  # one at a time: images of a folder differ in size
-        view = model_view(image, mean_t.shape[1], _image_name(image, i))
+        view = model_view(image, channels, _image_name(image, i))
         x = torch.from_numpy(to_array(view)).to(device).permute(2, 0, 1)[None].float().div(255)
-        logits = model((x - mean_t) / std_t)
+        logits = model(x)
         if logits.dim() != 4 or logits.shape[0] != 1 or logits.shape[2:] != x.shape[2:]:
             raise RuntimeError(f"a segmentation model returns (N, K, H, W) logits at its input's size: got "
                                f"{tuple(logits.shape)} for input {tuple(x.shape)}")
@@ -183,7 +181,7 @@ def read_image(path: Path) -> Image.Image:
 def load_segmentation_model(run: str | Path, best: bool = False, device: str | torch.device = "cpu") -> nn.Module:
     """`load_model` of a segmentation run (its model info says "task": "segment"); InfoProError for a classifier."""
     payload = read_model_file(run, best)
-    if payload.get("task") != "segment":
+    if payload["task"] != "segment":
         raise InfoProError(f"{model_file(run, best)} is an image classifier ({payload.get('arch')}): predict writes "
                            f"masks of a segmentation run; for a classifier use infopro export / load_model")
     return load_model(run, best, device)
@@ -209,7 +207,7 @@ def predict_files(model: nn.Module, paths: Sequence[Path], out: Path, alpha: flo
     for path in paths:
         try:
             image = read_image(path)
-            mask = predict_masks(model, [image], model.mean, model.std, device)[0]
+            mask = predict_masks(model, [image], device)[0]
         except InfoProError as error:
             print(f"infopro predict: error: {error}", file=sys.stderr)
             failed += 1

@@ -37,6 +37,9 @@ class Task(LocalTask):
     score_label: ClassVar[str]  # how a line printed for a person names it
     default_arch: ClassVar[str]  # --arch and --method where not given
     default_method: ClassVar[str]
+    # Whether the network takes images of any height and width (a fully convolutional segmenter): graph exports
+    # (`infopro export --format onnx / pt2`) then leave them free, not only the batch.
+    any_image_size: ClassVar[bool] = False
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> "Task":
@@ -106,6 +109,19 @@ def task_of(model: nn.Module) -> Task:
     else classification (a `LocalLearner` made without one)."""
     task = getattr(model, "task", None)
     return task if isinstance(task, Task) else TASKS.get("classify")()
+
+
+def task_for_output(output_shape: Sequence[int], num_classes: int) -> str:
+    """The name of the first task (in registry order) whose networks give outputs of `output_shape` (per image)
+    for `num_classes` classes: how `infopro describe` knows a segmentation network without --task."""
+    for name in TASKS:
+        try:
+            TASKS.get(name)().check_output(output_shape, num_classes)
+        except InfoProError:
+            continue
+        return name
+    raise InfoProError(f"no task takes a network whose output is {tuple(output_shape)} for {num_classes} classes; "
+                       f"tasks: {', '.join(TASKS.names())}")
 
 
 def task_for_data(target: str) -> str:

@@ -55,6 +55,7 @@ class Segmentation(Task):
     score_label = "mean IoU"
     default_arch = "deeplabv3_resnet18"
     default_method = "infopro-softmax"
+    any_image_size = True
 
     def __init__(self, ignore_index: int = 255, aux_weight: float = 0.4,
                  crop_size: Sequence[int] | None = None, evaluation: str = "whole") -> None:

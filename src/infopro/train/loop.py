@@ -232,7 +232,8 @@ def _run_epochs(args: argparse.Namespace, run: RunDir, state: dict[str, Any] | N
     if not writer:
         return _epochs(args, run, state, notice, learner, trainer, schedule, data, loaders, writer, None)
     log = RunLog(run, args.tensorboard, f"{args.arch} · {args.method} K={args.K} · {run.path.name}",
-                 trackers={"mlflow": args.mlflow, "wandb": args.wandb}, config=resolved_config(args))
+                 trackers={"mlflow": args.mlflow, "wandb": args.wandb}, config=resolved_config(args),
+                 classes=list(data.classes))
     try:
         with log.tee():
             code = _epochs(args, run, state, notice, learner, trainer, schedule, data, loaders, writer, log)

@@ -8,7 +8,8 @@
     RUN/summary.json    written after the last epoch
     RUN/model.pt        the plain backbone of the last epoch done, with what rebuilds it (`infopro.load_model`)
     RUN/model-best.pt   the same at the best validation epoch so far (runs with a validation split)
-    RUN/metrics.csv     metrics.jsonl as a table, RUN/curves.png the curves, RUN/train.log what was printed,
+    RUN/metrics.csv     metrics.jsonl as a table, RUN/curves.png the curves (RUN/class_iou.png: a segmentation
+                        run's test IoU per class, of its latest epoch), RUN/train.log what was printed,
                         RUN/tensorboard/ event files (when the tensorboard package is there), RUN/wandb/ the
                         files of Weights & Biases (--wandb): see run_log.py
     RUN/console.log     all a run printed (stdout and stderr), when `infopro reproduce` launched it; not a run
@@ -43,7 +44,7 @@ from ..model_file import BEST_MODEL_NAME, MODEL_NAME, save_model
 from .checkpoint import RESUME_KEYS, load_checkpoint
 
 RUN_FILES = ("config.yaml", "metrics.jsonl", "summary.json", "checkpoint.pt", MODEL_NAME, BEST_MODEL_NAME,
-             "metrics.csv", "curves.png", "train.log")
+             "metrics.csv", "curves.png", "class_iou.png", "train.log")
 LOCK_NAME = ".lock"
 CONSOLE_LOG_NAME = "console.log"
 # Test hook: INFOPRO_TEST_SIGNAL_AT="KILL@step 1.2" makes `infopro train` send itself SIGKILL at that
@@ -135,6 +136,7 @@ class RunDir:
         self.best_model = self.path / BEST_MODEL_NAME
         self.metrics_csv = self.path / "metrics.csv"
         self.curves = self.path / "curves.png"
+        self.class_iou = self.path / "class_iou.png"
         self.log = self.path / "train.log"
         self.tensorboard = self.path / "tensorboard"
         self.lock_file = self.path / LOCK_NAME

@@ -1,7 +1,7 @@
-"""What a run shows a person, beside `run_dir.py`'s files: metrics.csv, curves.png, train.log, TensorBoard
-events (all rebuilt from metrics.jsonl, so a resumed run's are whole), and, when asked, MLflow and Weights & Biases
-runs (optional extras). The per-epoch numbers themselves
-(per-term piece losses, evaluation metrics, progress lines) are measured in `infopro.epoch_metrics`."""
+"""What a run shows a person, beside `run_dir.py`'s files: metrics.csv, curves.png (and class_iou.png for
+segmentation), train.log, TensorBoard events (all rebuilt from metrics.jsonl, so a resumed run's are whole), and,
+when asked, MLflow and Weights & Biases runs (optional extras). The per-epoch numbers themselves (per-term piece
+losses, evaluation metrics, progress lines) are measured in `infopro.epoch_metrics`."""
 
 from __future__ import annotations
 
@@ -53,21 +53,27 @@ def metrics_csv(history: Sequence[dict[str, Any]]) -> str:
 TERM_NAMES = {"task": "task loss", "recon": "reconstruction loss"}
 
 
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value)
+
+
 def _finite_or_nan(value: Any) -> float:
-    return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else math.nan
+    return float(value) if _finite(value) else math.nan
 
 
 def curves_figure(history: Sequence[dict[str, Any]], title: str) -> Figure:
-    """curves.png as a Figure: accuracy (train / val / test), each piece's training loss (the weighted sum it
-    trains on) beside the whole network's test loss, one panel per loss term (task, reconstruction: unweighted,
-    one line per piece that has the term) and the learning rate, all against the epoch."""
+    """curves.png as a Figure: accuracy (train / val / test; per pixel for segmentation), the mean IoU (val /
+    test) where the records have it (segmentation), each piece's training loss (the weighted sum it trains on)
+    beside the whole network's test loss, one panel per loss term (task, reconstruction: unweighted, one line per
+    piece that has the term) and the learning rate, all against the epoch."""
     from .. import plots
 
     epochs = [r["epoch"] for r in history]
     term_names = list(dict.fromkeys(name for r in history for terms in r.get("train_piece_terms", [])
                                     for name in terms))
     term_names.sort(key=lambda name: name != "task")  # the task term first, the others as they come
-    panels = 3 + len(term_names)
+    miou_splits = [split for split in ("val", "test") if any(f"{split}_miou" in r for r in history)]
+    panels = 3 + bool(miou_splits) + len(term_names)
     columns = 2
     rows = -(-panels // columns)
     fig = plots.new_figure(13, 3.2 * rows)
@@ -75,12 +81,21 @@ def curves_figure(history: Sequence[dict[str, Any]], title: str) -> Figure:
     for extra in axes[panels:]:
         extra.remove()
     acc, loss, *term_axes, rate = axes[:panels]
+    miou = term_axes.pop(0) if miou_splits else None
 
     for split, style in (("train", "-"), ("val", "--"), ("test", "-.")):
         key = f"{split}_accuracy"
         if all(key in r for r in history):
             acc.plot(epochs, [100 * r[key] for r in history], style, marker="o", markersize=3, label=split)
-    acc.set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy")
+    what = "pixel accuracy" if miou_splits else "accuracy"
+    acc.set(xlabel="epoch", ylabel=f"{what} (%)", title=what)
+
+    if miou is not None:
+        for split, style in (("val", "--"), ("test", "-.")):
+            if split in miou_splits:
+                values = [100 * r[f"{split}_miou"] if _finite(r.get(f"{split}_miou")) else math.nan for r in history]
+                miou.plot(epochs, values, style, marker="o", markersize=3, label=split)
+        miou.set(xlabel="epoch", ylabel="mean IoU (%)", title="mean IoU (whole network)")
 
     pieces = max(len(r.get("train_losses", [])) for r in history)
     shown: list[float] = []
@@ -148,7 +163,7 @@ def tensorboard_writer(mode: str) -> Any:
 TRACKERS = ("mlflow", "wandb")
 TRACKER_PROJECT = "infopro"
 # What a tracker gets at the end besides the metrics: the run's recipe, results, table and curves.
-TRACKER_FILES = ("config.yaml", "summary.json", "metrics.csv", "curves.png")
+TRACKER_FILES = ("config.yaml", "summary.json", "metrics.csv", "curves.png", "class_iou.png")
 
 
 def tracker_module(name: str, mode: str) -> Any:
@@ -233,12 +248,14 @@ def start_trackers(modes: dict[str, str], run: RunDir, config: dict[str, Any]) -
 
 
 class RunLog:
-    """Writes metrics.csv, curves.png and TensorBoard events after every epoch, keeps train.log, and sends the
-    epochs' numbers to MLflow / Weights & Biases when asked (`trackers`: {"mlflow": mode, "wandb": mode})."""
+    """Writes metrics.csv, curves.png and TensorBoard events after every epoch (and class_iou.png, the test IoU
+    per class of the latest epoch, where its record has them: segmentation; `classes` names them), keeps
+    train.log, and sends the epochs' numbers to MLflow / Weights & Biases when asked (`trackers`:
+    {"mlflow": mode, "wandb": mode})."""
 
     def __init__(self, run: RunDir, tensorboard: str, title: str, trackers: dict[str, str] | None = None,
-                 config: dict[str, Any] | None = None) -> None:
-        self.run, self.title = run, title
+                 config: dict[str, Any] | None = None, classes: Sequence[str] = ()) -> None:
+        self.run, self.title, self.classes = run, title, [str(c) for c in classes]
         self.trackers = start_trackers(trackers or {}, run, config or {})  # first: one that cannot start leaves
         writer = tensorboard_writer(tensorboard)                           # no tensorboard/ behind
         self.events = writer(str(run.tensorboard)) if writer is not None else None
@@ -248,6 +265,13 @@ class RunLog:
         atomic_write_text(self.run.metrics_csv, metrics_csv(history))
         png = plot_curves(history, self.title)
         atomic_write(self.run.curves, lambda f: f.write(png))
+        record = history[-1]
+        class_iou = record.get("test_class_iou")
+        if class_iou is not None and len(class_iou) == len(self.classes):
+            from ..plots import write_class_iou_png
+
+            write_class_iou_png(class_iou, self.classes, self.run.class_iou,
+                                f"{self.title}\ntest IoU per class, epoch {record['epoch']}")
         if self.events is not None:
             record = history[-1]
             for key, value in flat_record(record).items():
