@@ -35,6 +35,9 @@ class Task(LocalTask):
     target: ClassVar[str]  # what a data set's targets must be for it: "class" (one per image) or "mask" (per pixel)
     score: ClassVar[str]  # the metric the best epoch is picked on, higher is better ("accuracy", "miou")
     score_label: ClassVar[str]  # how a line printed for a person names it
+    # `infopro bench`'s settings where the command line gives none: arch, batch_size, input_shape (None: the
+    # architecture's own), num_classes, K, methods, cuts.
+    bench_defaults: ClassVar[dict[str, Any]]
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> "Task":
@@ -44,6 +47,11 @@ class Task(LocalTask):
     def settings(self) -> dict[str, Any]:
         """The task's own settings, saved with a model (`model_info`) so that it is rebuilt alike."""
         return {}
+
+    def synthetic_targets(self, batch: int, input_shape: Sequence[int], num_classes: int,
+                          generator: torch.Generator) -> torch.Tensor:
+        """Random targets like a real batch's, on the CPU (`infopro bench`); the default is `example_targets`."""
+        return self.example_targets(batch, input_shape, num_classes, torch.device("cpu"))
 
     # --- data ---------------------------------------------------------------------------------------------
     def open_data(self, args: argparse.Namespace, device: torch.device) -> Any:
