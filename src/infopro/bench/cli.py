@@ -17,24 +17,49 @@ from ..local import CUT_PRESETS, METHODS
 from ..device import pick_device
 from ..files import atomic_write_text, check_output_dir
 from ..models import ARCHITECTURES, native_input_shape
+from ..tasks import TASKS, Task
 from .report import MiB, add_ratios, markdown_table, plot_memory, step_spread
 from .step import build_step, measure_step
 
 BASELINES = ("e2e", "checkpoint")
 
 
+def _shown(value: Any) -> str:
+    if value is None:
+        return "the architecture's own"
+    return " ".join(map(str, value)) if isinstance(value, list) else str(value)
+
+
+def _per_task(key: str) -> str:
+    """"resnet110 for classify, deeplabv3_resnet101 for segment": a flag's default under each task."""
+    return ", ".join(f"{_shown(TASKS.get(name).bench_defaults[key])} for {name}" for name in TASKS.names())
+
+
 def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--arch", default="resnet110",
-                        help=f"architecture, one of {', '.join(ARCHITECTURES.names())} (default: %(default)s)")
-    parser.add_argument("--batch-size", type=int, default=1024, help="(default: %(default)s, the paper's Table 3)")
+    parser.add_argument("--task", choices=TASKS.names(), default="classify",
+                        help="what the network is trained for; it picks the loss, the synthetic targets (segment: "
+                             "masks with some unlabelled pixels), the methods that fit and the defaults below "
+                             "(default: %(default)s)")
+    parser.add_argument("--arch", default=None,
+                        help=f"architecture, one of {', '.join(ARCHITECTURES.names())} (default: {_per_task('arch')})")
+    parser.add_argument("--batch-size", type=int, default=None,
+                        help=f"(default: {_per_task('batch_size')}; the paper's, per GPU)")
     parser.add_argument("--input-shape", type=int, nargs=3, default=None, metavar=("C", "H", "W"),
-                        help="input image shape (default: the architecture's own, 3x32x32 or 3x224x224)")
-    parser.add_argument("--num-classes", type=int, default=10)
-    parser.add_argument("--K", type=int, nargs="+", default=[2, 3, 4, 8, 16], help="pieces (checkpoint: segments)")
-    parser.add_argument("--methods", default="e2e,checkpoint,infopro-contrast",
-                        help=f"comma list of {', '.join([*BASELINES, *[m for m in METHODS.names() if m != 'e2e']])}")
-    parser.add_argument("--cuts", default="paper,even,balanced",
-                        help=f"comma list of cut presets for the local methods ({', '.join(CUT_PRESETS.names())})")
+                        help=f"input image shape (default: {_per_task('input_shape')})")
+    parser.add_argument("--num-classes", type=int, default=None, help=f"(default: {_per_task('num_classes')})")
+    parser.add_argument("--K", type=int, nargs="+", default=None,
+                        help=f"pieces (checkpoint: segments) (default: {_per_task('K')})")
+    parser.add_argument("--methods", default=None,
+                        help=f"comma list of {', '.join([*BASELINES, *[m for m in METHODS.names() if m != 'e2e']])} "
+                             f"(default: {_per_task('methods')})")
+    parser.add_argument("--cuts", default=None,
+                        help=f"comma list of cut presets for the local methods ({', '.join(CUT_PRESETS.names())}) "
+                             f"(default: {_per_task('cuts')})")
+    parser.add_argument("--ignore-index", type=int, default=255, metavar="I",
+                        help="segment: the mask value of unlabelled pixels (default: %(default)s)")
+    parser.add_argument("--seg-aux-weight", type=float, default=0.4, metavar="W",
+                        help="segment: weight of the FCN auxiliary head's loss in E2E's and the last piece's "
+                             "(0: off) (default: %(default)s)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     parser.add_argument("--steps", type=int, default=3, help="timed steps per row; the median is reported")
     parser.add_argument("--warmup", type=int, default=1, help="untimed steps first (the first also counts FLOPs)")
@@ -46,12 +71,32 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true")
 
 
-def _plan(args: argparse.Namespace) -> list[tuple[str, int, str]]:
+def _task_defaults(args: argparse.Namespace) -> Task:
+    """The task --task names, with the flags left out set to its bench defaults."""
+    task_class = TASKS.get(args.task)
+    for key, value in task_class.bench_defaults.items():
+        if getattr(args, key) is None:
+            setattr(args, key, list(value) if isinstance(value, list) else value)
+    # The bench's network is built for --input-shape: that is the task's crop (evaluation is not measured).
+    return task_class.from_args(argparse.Namespace(**vars(args), crop_size=None))
+
+
+def _refused(methods: list[str], task: Task) -> dict[str, str]:
+    """method -> the task's one-line reason, for the local methods the task cannot train."""
+    reasons = {m: task.refusal(METHODS.get(m)) for m in methods if m not in BASELINES}
+    return {m: reason for m, reason in reasons.items() if reason is not None}
+
+
+def _plan(args: argparse.Namespace, task: Task, skipped: list[str]) -> list[tuple[str, int, str]]:
+    """(method, K, cut preset) of every row to measure; the methods the task refuses go to `skipped`."""
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     known = [*BASELINES, *METHODS.names()]
     for m in methods:
         if m not in known:
             raise InfoProError(f"--methods: unknown method {m!r}; choose from {', '.join(known)}")
+    refused = _refused(methods, task)
+    skipped += [f"{m} (every K and cut): {reason}" for m, reason in refused.items()]
+    methods = [m for m in methods if m not in refused]
     presets = [c.strip() for c in args.cuts.split(",") if c.strip()]
     for c in presets:
         if c not in CUT_PRESETS:
@@ -72,11 +117,16 @@ FEW_STEPS = 5  # fewer timed steps than this: the spread says little, and bench 
 
 
 def bench_main(args: argparse.Namespace) -> int:
+    task = _task_defaults(args)
     if args.batch_size < 2:
         raise InfoProError(f"--batch-size must be >= 2 (BatchNorm needs two samples in training mode), got {args.batch_size}")
     if args.steps < 1 or args.warmup < 1:
         raise InfoProError(f"--steps and --warmup must be >= 1, got {args.steps} and {args.warmup}")
-    plan = _plan(args)
+    skipped: list[str] = []
+    plan = _plan(args, task, skipped)
+    if not args.quiet:
+        for note in skipped:
+            print(f"skip {note}", file=sys.stderr)
     warning = None
     if args.steps < FEW_STEPS:
         warning = (f"only {args.steps} timed step(s) per row: the times and their spread are rough; "
@@ -85,11 +135,12 @@ def bench_main(args: argparse.Namespace) -> int:
     device = pick_device(args.device)
     out = check_output_dir(args.out)
     shape = tuple(args.input_shape or native_input_shape(args.arch))
-    title = (f"{args.arch}, {'x'.join(map(str, shape))}, batch {args.batch_size}, {device.type}"
+    title = (f"{args.arch} ({args.task}, {args.num_classes} classes), {'x'.join(map(str, shape))}, "
+             f"batch {args.batch_size}, {device.type}"
              f"{' (' + torch.cuda.get_device_name(device) + ')' if device.type == 'cuda' else ''}")
     rows: list[dict[str, Any]] = []
-    skipped: list[str] = []
-    report = {"arch": args.arch, "batch_size": args.batch_size, "input_shape": list(shape), "device": str(device),
+    report = {"task": args.task, "task_settings": task.settings(), "arch": args.arch, "num_classes": args.num_classes,
+              "batch_size": args.batch_size, "input_shape": list(shape), "device": str(device),
               "channels_last": args.channels_last, "torch": torch.__version__, "machine": platform.processor() or platform.machine(),
               "threads": torch.get_num_threads(), "steps": args.steps, "rows": rows, "skipped": skipped,
               "warning": warning}
@@ -98,7 +149,7 @@ def bench_main(args: argparse.Namespace) -> int:
         bar.set_postfix_str(f"{method} K={K} {preset}")
         try:
             step = build_step(args.arch, method, K, preset, shape, args.num_classes, args.batch_size, device,
-                              args.channels_last, args.seed, args.aux_decoder_chunk)
+                              args.channels_last, args.seed, args.aux_decoder_chunk, task)
         except InfoProError as error:
             skipped.append(f"{method} K={K} cuts={preset}: {error}")
             if not args.quiet:

@@ -1,10 +1,13 @@
 """One training step of each way to train a network, and its peak memory, FLOPs and wall time.
 
 Ways: `e2e` (plain backprop), `checkpoint` (gradient checkpointing with
-`torch.utils.checkpoint.checkpoint_sequential`, K segments, non-reentrant)
+`torch.utils.checkpoint.checkpoint_sequential`, K segments over the blocks and
+the head, non-reentrant; the loss is the task's last objective, as E2E's)
 and every local method in `METHODS` at K pieces with a cut preset. A step is
 zero_grad + forward/backward + SGD step (Nesterov momentum, weight decay), as
-in training.
+in training. The task (`infopro.tasks`, default classification) builds the
+learner's losses and the batch's synthetic targets (segmentation: masks with
+some unlabelled pixels).
 
 Memory (`peak_bytes`):
 - CUDA: `torch.cuda.max_memory_allocated` over the step after a reset: the
@@ -35,12 +38,13 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from ..local import LocalLearner
 from ..models import build_backbone
+from ..tasks import Task, build_task
 from .live_memory import LiveTensorMeter
 
 
 @dataclass
 class TrainingStep:
-    """A model, its optimiser and `run(x, y)`: forward, backward, no optimiser step."""
+    """A model, the task it trains for and `run(x, y)`: forward, backward, no optimiser step."""
 
     method: str
     K: int
@@ -50,31 +54,37 @@ class TrainingStep:
     num_classes: int
     model: nn.Module
     run: Callable[[torch.Tensor, torch.Tensor], None]
-    learner: LocalLearner | None = None
+    task: Task
+    learner: LocalLearner | None = None  # the local learner whose pieces the step trains (None: checkpoint)
 
 
 def build_step(arch: str, method: str, K: int, cuts: str, input_shape: tuple[int, int, int],
                num_classes: int, batch_size: int, device: torch.device, channels_last: bool = False,
-               seed: int = 0, decoder_chunk_channels: int = 0) -> TrainingStep:
-    """Build the model of one benchmark row; raises InfoProError if the cuts do not exist for it."""
+               seed: int = 0, decoder_chunk_channels: int = 0, task: Task | None = None) -> TrainingStep:
+    """Build the model of one benchmark row for `task` (default classification); raises InfoProError if the
+    cuts do not exist for it or the task refuses the method."""
+    task = task if task is not None else build_task("classify")
     torch.manual_seed(seed)
     backbone = build_backbone(arch, num_classes, input_shape[0]).to(device)
     if channels_last:
         backbone = backbone.to(memory_format=torch.channels_last)
     if method == "checkpoint":
-        seq = nn.Sequential(*backbone.blocks, backbone.head)
+        # E2E's network and loss (the task's last objective: segmentation's includes the FCN auxiliary head).
+        e2e = LocalLearner(backbone, 1, "e2e", input_shape=input_shape, num_classes=num_classes, task=task)
+        seq, objective = e2e.pieces[0], e2e.aux[0]
 
         def run(x: torch.Tensor, y: torch.Tensor) -> None:
             # checkpoint_sequential keeps the last segment's activations (it runs without checkpointing).
             out = checkpoint_sequential(seq, K, x, use_reentrant=False) if K > 1 else seq(x)
-            nn.functional.cross_entropy(out, y).backward()
+            objective(out, y).backward()
+            objective.after_backward()  # e.g. drops an auxiliary tap that a recomputed segment refilled
 
-        return TrainingStep(method, K, f"{K} segments", [], input_shape, num_classes, seq, run)
+        return TrainingStep(method, K, f"{K} segments", [], input_shape, num_classes, e2e, run, task)
     learner = LocalLearner(backbone, K, method, cuts=cuts if K > 1 else "even", input_shape=input_shape,
                            num_classes=num_classes, profile_batch_size=batch_size,
-                           decoder_chunk_channels=decoder_chunk_channels)
+                           decoder_chunk_channels=decoder_chunk_channels, task=task)
     return TrainingStep(method, K, cuts if K > 1 else "-", learner.cuts, input_shape, num_classes, learner,
-                        lambda x, y: learner.train_step(x, y), learner)
+                        lambda x, y: learner.train_step(x, y), task, learner)
 
 
 def _sync(device: torch.device) -> None:
@@ -94,7 +104,7 @@ def measure_step(step: TrainingStep, batch_size: int, device: torch.device, time
     x = torch.randn(batch_size, *step.input_shape, generator=gen).to(device)
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
-    y = (torch.arange(batch_size) % step.num_classes).to(device)
+    y = step.task.example_targets(batch_size, step.input_shape, step.num_classes, gen).to(device)
     optimizer = torch.optim.SGD(step.model.parameters(), lr=0.01, momentum=0.9, nesterov=True, weight_decay=1e-4)
 
     def one_step() -> None:

@@ -37,7 +37,7 @@ class CutContext:
     batch_size: int
     objective_for: Callable[[int, int], nn.Module]
     objective_kind: Callable[[int], Hashable]
-    # (batch, input shape, num_classes, device) -> targets of the task's shape (`LocalTask.example_targets`)
+    # (batch, input shape, num_classes, generator) -> targets of the task's shape (`LocalTask.example_targets`)
     example_targets: Callable[..., torch.Tensor]
 
 
@@ -181,7 +181,7 @@ def _profile_memory(blocks: Sequence[nn.Module], head: nn.Module, K: int, contex
     batch = context.batch_size
     x = torch.randn(batch, *context.input_shape, generator=gen).to(device, dtype)
     image = torch.rand(batch, *context.input_shape, generator=gen).to(device, dtype)
-    labels = context.example_targets(batch, context.input_shape, context.num_classes, device)
+    labels = context.example_targets(batch, context.input_shape, context.num_classes, gen).to(device)
     recorder = _StorageRecorder(exclude=params)
     profile = MemoryProfile(blocks=[])
     h = x

@@ -51,9 +51,10 @@ class LocalTask:
         return LocalObjective(CrossEntropyTerm(ctx.label_smoothing))
 
     def example_targets(self, batch: int, input_shape: Sequence[int], num_classes: int,
-                        device: torch.device) -> torch.Tensor:
-        """Targets of the right shape for a profiling pass (memory-balanced cuts): every class in turn."""
-        return (torch.arange(batch) % num_classes).to(device)
+                        generator: torch.Generator) -> torch.Tensor:
+        """Targets like a real batch's, on the CPU, for a pass that only measures (memory-balanced cuts' profile,
+        `infopro bench`): classification takes every class in turn."""
+        return torch.arange(batch) % num_classes
 
 
 CLASSIFY = LocalTask()

@@ -40,6 +40,9 @@ class Task(LocalTask):
     # Whether the network takes images of any height and width (a fully convolutional segmenter): graph exports
     # (`infopro export --format onnx / pt2`) then leave them free, not only the batch.
     any_image_size: ClassVar[bool] = False
+    # `infopro bench`'s settings where the command line gives none: arch, batch_size, input_shape (None: the
+    # architecture's own), num_classes, K, methods, cuts.
+    bench_defaults: ClassVar[dict[str, Any]]
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> "Task":

@@ -29,6 +29,9 @@ class Classification(Task):
     score_label = "accuracy"
     default_arch = "resnet32"
     default_method = "infopro-contrast"
+    bench_defaults = {"arch": "resnet110", "batch_size": 1024, "input_shape": None, "num_classes": 10,
+                      "K": [2, 3, 4, 8, 16], "methods": "e2e,checkpoint,infopro-contrast",
+                      "cuts": "paper,even,balanced"}  # the paper's Table 3 (CIFAR-10)
 
     def open_data(self, args: argparse.Namespace, device: torch.device) -> Data:
         """The data set the flags describe. Sets args.mean/std and args.data_path to the normalisation and the
