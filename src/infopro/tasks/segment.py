@@ -76,7 +76,9 @@ class Segmentation(Task):
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> "Segmentation":
-        return cls(args.ignore_index, args.seg_aux_weight, args.crop_size, args.seg_eval)
+        """From `infopro train`'s flags, or a command's subset of them (`infopro bench` has no data: no crop)."""
+        return cls(args.ignore_index, args.seg_aux_weight, getattr(args, "crop_size", None),
+                   getattr(args, "seg_eval", "whole"))
 
     def settings(self) -> dict[str, Any]:
         return {"ignore_index": self.ignore_index}
