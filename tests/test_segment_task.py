@@ -26,7 +26,8 @@ from infopro.models.segmentation import dilated_resnet
 from infopro.tasks import build_task
 from infopro.tasks.segment import SEGMENT_METHODS
 from infopro.train import add_train_arguments, load_checkpoint
-from infopro.train.args import choose_task_and_dataset
+from infopro.train.args import check_args, choose_task_and_dataset
+from infopro.train.parts import build_learner
 from conftest import stop_after_first_checkpoint
 
 ARCH = "deeplabv3_resnet18"  # blocks: 0 stem, 1-2 layer1, 3-4 layer2, 5-6 layer3, 7-8 layer4; the FCN tap is 6
@@ -379,3 +380,40 @@ def train_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser()
     add_train_arguments(parser)
     return parser
+
+
+# 7. the task's defaults and --pretrained --------------------------------------------------------------------------
+
+def test_a_pair_folder_alone_gets_the_segmentation_defaults(tmp_path):
+    pairs = write_pairs(tmp_path / "pairs", {"train": 2, "test": 1})
+    args = train_parser().parse_args(["--data-dir", str(pairs)])
+    check_args(args)
+    assert (args.task, args.dataset, args.arch, args.method) == ("segment", "segfolder", "deeplabv3_resnet18",
+                                                                 "infopro-softmax")
+    args = train_parser().parse_args([])
+    check_args(args)
+    assert (args.task, args.arch, args.method) == ("classify", "resnet32", "infopro-contrast")
+
+
+def test_pretrained_weights_start_the_backbone_and_say_what_matched(tmp_path, capsys):
+    source = tiny_deeplab(3)
+    for p in source.parameters():
+        torch.nn.init.normal_(p)  # unlike any fresh initialisation
+    path = tmp_path / "weights.pth"
+    torch.save({"state_dict": {f"backbone.{k}": v for k, v in source.state_dict().items()}}, path)
+    args = train_parser().parse_args(["--arch", TINY, "--task", "segment", "--pretrained", str(path), "--K", "2",
+                                      "--cuts", "2"])
+    check_args(args)
+    learner = build_learner(args, (3, 32, 32), 3, (0.5,) * 3, (0.5,) * 3, torch.device("cpu"))
+    ours = learner.export().state_dict()
+    assert all(torch.equal(ours[k], v) for k, v in source.state_dict().items())
+    assert "--pretrained" in capsys.readouterr().out
+
+    torch.save({"fc.weight": torch.zeros(3, 3)}, tmp_path / "nothing.pth")  # nothing of the backbone in it
+    args.pretrained = str(tmp_path / "nothing.pth")
+    with pytest.raises(InfoProError):
+        build_learner(args, (3, 32, 32), 3, (0.5,) * 3, (0.5,) * 3, torch.device("cpu"))
+    (tmp_path / "junk.pth").write_bytes(b"not a torch file")
+    args.pretrained = str(tmp_path / "junk.pth")
+    with pytest.raises(InfoProError, match="junk.pth"):
+        build_learner(args, (3, 32, 32), 3, (0.5,) * 3, (0.5,) * 3, torch.device("cpu"))

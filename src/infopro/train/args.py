@@ -427,6 +427,6 @@ def check_args(args: argparse.Namespace) -> None:
     if args.lambdas is not None:
         args.lambdas = [float(v) for v in args.lambdas]
     # Absolute paths in config.yaml: a run resumes, is evaluated or probed from any working directory.
-    for key in ("out", "data_dir", "cache_dir"):
+    for key in ("out", "data_dir", "cache_dir", "pretrained"):
         if getattr(args, key) is not None:
             setattr(args, key, os.path.abspath(getattr(args, key)))
