@@ -199,10 +199,10 @@ def test_the_cli_refuses_a_bomb_with_exit_2_and_says_how_to_admit_it(tmp_path, c
 
 
 def broken_zip(path: Path) -> Path:
-    """Three unreadable members in train/, one in test/: encrypted (the flag, and WinZip's AES method 99),
-    deflate64 (method 9), and PPMd (98)."""
+    """Four unreadable members in train/, one in test/: encrypted (the flag, and WinZip's AES method 99),
+    deflate64 (method 9), empty, and PPMd (98)."""
     z = make_zip(path, {"train/a/enc.png": png(90), "train/a/aes.png": png(91), "train/b/d64.png": png(92),
-                        "test/a/ppmd.png": png(93)}, method=zipfile.ZIP_STORED)
+                        "train/b/empty.png": b"", "test/a/ppmd.png": png(93)}, method=zipfile.ZIP_STORED)
     patch(z, "train/a/enc.png", flag=0x1)
     patch(z, "train/a/aes.png", flag=0x1, method=99)
     patch(z, "train/b/d64.png", method=9)
@@ -215,9 +215,9 @@ def test_unreadable_members_are_named_with_their_reasons_when_the_set_opens(tmp_
     with pytest.raises(InfoProError) as error:
         open_data("folder", z, options())
     assert one_line(error) == (
-        f"{z} has 4 unreadable member(s): train/a/aes.png (encrypted (a password is needed)), train/a/enc.png "
+        f"{z} has 5 unreadable member(s): train/a/aes.png (encrypted (a password is needed)), train/a/enc.png "
         "(encrypted (a password is needed)), train/b/d64.png (compressed with deflate64 (method 9), which "
-        "Python's zipfile cannot read) and 1 more; re-pack them (stored or deflated, no password); or pass "
+        "Python's zipfile cannot read) and 2 more; re-pack them (stored or deflated, no password); or pass "
         "--skip-unreadable to leave them out")
 
 
@@ -226,9 +226,9 @@ def test_skip_unreadable_leaves_them_out_and_says_so(tmp_path, capsys):
     data = open_data("folder", z, options(path="memory", skip_unreadable=True))
     assert len(data.train) == 6 and len(data.test) == 6
     err = capsys.readouterr().err.splitlines()
-    assert err == ["skipped 3 unreadable files of train: train/a/aes.png (encrypted (a password is needed)), "
+    assert err == ["skipped 4 unreadable files of train: train/a/aes.png (encrypted (a password is needed)), "
                    "train/a/enc.png (encrypted (a password is needed)), train/b/d64.png (compressed with deflate64 "
-                   "(method 9), which Python's zipfile cannot read)",
+                   "(method 9), which Python's zipfile cannot read) and 1 more",
                    "skipped 1 unreadable files of test: test/a/ppmd.png (compressed with PPMd (method 98), which "
                    "Python's zipfile cannot read)"]
     # The decoded set is that of the archive without them.
@@ -240,10 +240,10 @@ def test_skip_unreadable_leaves_them_out_and_says_so(tmp_path, capsys):
 def test_the_cli_refuses_unreadable_members_then_skips_them_with_the_flag(tmp_path, capsys):
     z = broken_zip(tmp_path / "broken.zip")
     code, line = cli(capsys, "--data-dir", str(z), "--out", str(tmp_path / "run"))
-    assert code == 2 and line.startswith(f"{z} has 4 unreadable member(s): train/a/aes.png (encrypted")
+    assert code == 2 and line.startswith(f"{z} has 5 unreadable member(s): train/a/aes.png (encrypted")
     assert line.endswith("or pass --skip-unreadable to leave them out")
     assert main(["train", *TINY_RUN, "--data-dir", str(z), "--out", str(tmp_path / "run"), "--skip-unreadable"]) == 0
-    assert "skipped 3 unreadable files of train: " in capsys.readouterr().err
+    assert "skipped 4 unreadable files of train: " in capsys.readouterr().err
     assert "skip_unreadable: true" in (tmp_path / "run" / "config.yaml").read_text()  # a resume skips them too
 
 
