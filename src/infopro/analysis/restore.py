@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from ..data import Data, DataOptions, Items, decode_for_eval, open_data
+from ..data.archive import MAX_IMAGE_MB
 from ..data.prepare import NoTestSplit
 from ..errors import InfoProError
 from ..files import error_reason
@@ -102,7 +103,9 @@ def open_run_data(config: dict[str, Any], data_dir: str | Path | None = None) ->
     channels = config.get("channels") or (len(mean) if mean else None)
     options = DataOptions(image_size=config.get("image_size"), channels=channels, path="stream",
                           cache_dir=config.get("cache_dir"), progress=False,
-                          mean=tuple(mean) if mean else None, std=tuple(std) if std else None)
+                          mean=tuple(mean) if mean else None, std=tuple(std) if std else None,
+                          max_image_mb=config.get("max_image_mb", MAX_IMAGE_MB),
+                          skip_unreadable=config.get("skip_unreadable", False))
     where = data_dir if data_dir is not None else config.get("data_dir")
     try:
         return open_data(config["dataset"], where, options)

@@ -7,7 +7,6 @@ through `Items.image(i)`, so both see the same pixels.
 
 from __future__ import annotations
 
-import io
 import zipfile
 from dataclasses import dataclass, field
 
@@ -15,6 +14,7 @@ import numpy as np
 from PIL import Image
 
 from ..errors import InfoProError
+from .archive import MAX_IMAGE_MB, max_bytes_of, read_member
 
 # Modes that hold one intensity per pixel: these sets train as 1 channel unless --channels 3.
 GRAY_MODES = ("1", "L", "LA", "I", "I;16", "F")
@@ -99,11 +99,14 @@ class FileItems(Items):
     """Image files, by path (or member name inside `archive`, a .zip), decoded on demand.
 
     The zip is opened lazily in each process that reads it (a ZipFile does not
-    survive being sent to a DataLoader worker)."""
+    survive being sent to a DataLoader worker). A member is inflated a chunk at
+    a time and refused past `max_bytes` (see `archive.read_member`), whatever its
+    header declares."""
 
     paths: list[str]
     labels: np.ndarray
     archive: str | None = None
+    max_bytes: int = field(default_factory=lambda: max_bytes_of(MAX_IMAGE_MB))
     _zip: zipfile.ZipFile | None = field(default=None, init=False, repr=False, compare=False)
 
     def __getstate__(self) -> dict:
@@ -117,7 +120,7 @@ class FileItems(Items):
             return open(self.paths[i], "rb")
         if self._zip is None:
             self._zip = zipfile.ZipFile(self.archive)
-        return io.BytesIO(self._zip.read(self.paths[i]))
+        return read_member(self._zip, self.archive, self.paths[i], self.max_bytes)
 
     def _read(self, i: int, decode: bool) -> Image.Image:
         try:
@@ -126,6 +129,8 @@ class FileItems(Items):
                 if decode:
                     img.load()
                 return img
+        except InfoProError:  # already one line naming the member (an InfoProError is a ValueError)
+            raise
         except (OSError, SyntaxError, ValueError, zipfile.BadZipFile, Image.DecompressionBombError) as e:
             raise InfoProError(f"cannot read image {self.name(i)} ({e}); remove or replace that file") from None
 
@@ -144,6 +149,6 @@ class FileItems(Items):
         return np.array(rows, dtype=np.int64).reshape(-1, 3)
 
     def take(self, index: np.ndarray) -> "FileItems":
-        return FileItems([self.paths[i] for i in index], self.labels[index], self.archive)
+        return FileItems([self.paths[i] for i in index], self.labels[index], self.archive, self.max_bytes)
 
 

@@ -32,8 +32,9 @@ from tqdm import tqdm
 from ..errors import InfoProError
 from . import sets  # noqa: F401  (registers every data set)
 from .cache import cached, default_cache_dir
-from .datasets import BUNDLED_DIR, DATASETS, DatasetSpec, RawSet, Reader, accepted, find_source
-from .items import ArrayItems, Items
+from .datasets import BUNDLED_DIR, DATASETS, SPLIT_NAMES, DatasetSpec, RawSet, Reader, accepted, find_source
+from .archive import MAX_IMAGE_MB, max_bytes_of, screen_archive, skipped_line
+from .items import ArrayItems, FileItems, Items
 from .augment import ExtraAugment
 from .loader import DeviceLoader
 from .stream import StreamLoader
@@ -64,6 +65,10 @@ class DataOptions:
     # A known normalisation (a trained run's): the stream path then measures none.
     mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None
+    # Images inside a .zip: the most one member may inflate to (MB), and whether members that cannot be read
+    # (encrypted, an unsupported compression method, over the limit) are left out instead of refused.
+    max_image_mb: float = MAX_IMAGE_MB
+    skip_unreadable: bool = False
 
 
 @dataclass
@@ -127,7 +132,32 @@ def _check_labels(spec: DatasetSpec, raw: RawSet, root: Path) -> None:
                                f"0..{k - 1} for {k} classes; point the data dir at a {spec.name} copy")
 
 
-def _headers(raw: RawSet, reader: Reader, root: Path, options: DataOptions) -> dict[str, np.ndarray]:
+def _screen_archives(raw: RawSet, options: DataOptions) -> tuple[RawSet, str]:
+    """The set without the archive members that cannot be read (refused unless options.skip_unreadable; see
+    `archive.screen_archive`), every FileItems given the per-image limit; and a cache-key tag of what was left
+    out ("" when nothing was), so that the cached headers and arrays match the items kept."""
+    max_bytes = max_bytes_of(options.max_image_mb)
+    by_archive: dict[str, dict[str, FileItems]] = {}
+    splits = dict(raw.splits)
+    for split in sorted(raw.splits, key=lambda s: SPLIT_NAMES.index(s) if s in SPLIT_NAMES else len(SPLIT_NAMES)):
+        items = raw.splits[split]  # train, val, test: the order the lines name them in
+        if isinstance(items, FileItems):
+            splits[split] = items = FileItems(items.paths, items.labels, items.archive, max_bytes)
+            if items.archive is not None:
+                by_archive.setdefault(items.archive, {})[split] = items
+    tag = []
+    for archive, items_by_split in by_archive.items():
+        kept, skipped = screen_archive(archive, {s: i.paths for s, i in items_by_split.items()}, max_bytes,
+                                       options.skip_unreadable)
+        for split, items in items_by_split.items():
+            if skipped[split]:
+                print(skipped_line(split, skipped[split]), file=sys.stderr, flush=True)
+                splits[split] = items.take(np.array(kept[split], dtype=np.int64))
+                tag += [f"{split}:{name}" for name, _ in skipped[split]]
+    return RawSet(raw.classes, splits), ("skipped=" + "\0".join(tag)) if tag else ""
+
+
+def _headers(raw: RawSet, reader: Reader, root: Path, options: DataOptions, tag: str = "") -> dict[str, np.ndarray]:
     """split -> (N, 3) (width, height, channels) of every image, read from the file headers once and cached."""
     if all(isinstance(items, ArrayItems) for items in raw.splits.values()):
         return {split: items.headers() for split, items in raw.splits.items()}
@@ -138,7 +168,7 @@ def _headers(raw: RawSet, reader: Reader, root: Path, options: DataOptions) -> d
 
     if reader.files is None:
         return scan()
-    return cached(scan, f"{reader.name}-headers", root, "", reader.files(root), _cache_dir(options))
+    return cached(scan, f"{reader.name}-headers", root, tag, reader.files(root), _cache_dir(options))
 
 
 def _cache_dir(options: DataOptions) -> Path:
@@ -239,7 +269,7 @@ def channel_stats(images: np.ndarray) -> tuple[tuple[float, ...], tuple[float, .
 
 
 def _prepare_memory(raw: RawSet, reader: Reader, root: Path, size: Size, channels: int, spec: DatasetSpec,
-                    options: DataOptions) -> tuple[dict[str, Items], tuple[float, ...], tuple[float, ...]]:
+                    options: DataOptions, tag: str = "") -> tuple[dict[str, Items], tuple[float, ...], tuple[float, ...]]:
     def decode() -> dict[str, np.ndarray]:
         n = sum(len(items) for items in raw.splits.values())
         _say(options, f"decoding {n} images of {root} at {size[1]}x{size[0]}, {channels} channel(s) (once; cached)")
@@ -255,7 +285,7 @@ def _prepare_memory(raw: RawSet, reader: Reader, root: Path, size: Size, channel
             mean, std = channel_stats(arrays["train"])
             arrays.update(mean=np.array(mean), std=np.array(std))
     else:
-        settings = f"size={size} channels={channels}"
+        settings = f"size={size} channels={channels}{tag}"
         arrays = cached(decode, reader.name, root, settings, reader.files(root), _cache_dir(options))
     prepared: dict[str, Items] = {split: ArrayItems(arrays[split], items.labels, f"{root}/{split}")
                                   for split, items in raw.splits.items()}
@@ -266,7 +296,7 @@ def _prepare_memory(raw: RawSet, reader: Reader, root: Path, size: Size, channel
 
 
 def _stream_stats(raw: RawSet, reader: Reader, root: Path, size: Size, channels: int,
-                  options: DataOptions) -> tuple[tuple[float, ...], tuple[float, ...]]:
+                  options: DataOptions, tag: str = "") -> tuple[tuple[float, ...], tuple[float, ...]]:
     """Mean/std of up to STATS_SAMPLE training images (seeded), at the evaluation view, cached."""
     train = raw.splits["train"]
 
@@ -281,7 +311,7 @@ def _stream_stats(raw: RawSet, reader: Reader, root: Path, size: Size, channels:
         return {"mean": np.array(mean), "std": np.array(std)}
 
     files = reader.files(root) if reader.files is not None else []
-    stats = cached(measure, f"{reader.name}-stats", root, f"size={size} channels={channels}", files,
+    stats = cached(measure, f"{reader.name}-stats", root, f"size={size} channels={channels}{tag}", files,
                    _cache_dir(options))
     return tuple(float(v) for v in stats["mean"]), tuple(float(v) for v in stats["std"])
 
@@ -309,7 +339,7 @@ def open_data(name: str, data_dir: str | Path | None = None, options: DataOption
         raise InfoProError(f"{name} is a semantic segmentation set (a class per pixel), not image classification; "
                            "open it with infopro.data.open_segmentation")
     reader, root = find_source(spec, _data_dir(spec, data_dir))
-    raw = reader.read(root)
+    raw, tag = _screen_archives(reader.read(root), options)
     _check_labels(spec, raw, root)
     own_val = "val" in raw.splits and "test" in raw.splits
     if own_val and options.val_split is not None:
@@ -323,16 +353,16 @@ def open_data(name: str, data_dir: str | Path | None = None, options: DataOption
                            f"a stratified 20% of its images as the test set (or add test/<class>/ folders)")
     test_name = "test" if "test" in raw.splits else "val"
 
-    size, channels = _choose_shape(spec, lambda: _headers(raw, reader, root, options), raw, root, options)
+    size, channels = _choose_shape(spec, lambda: _headers(raw, reader, root, options, tag), raw, root, options)
     decoded_bytes = sum(len(items) for items in raw.splits.values()) * size[0] * size[1] * channels
     path = _choose_path(options, decoded_bytes)
     if path == "memory":
-        prepared, mean, std = _prepare_memory(raw, reader, root, size, channels, spec, options)
+        prepared, mean, std = _prepare_memory(raw, reader, root, size, channels, spec, options, tag)
     else:
         prepared = dict(raw.splits)
         mean, std = spec.mean, spec.std
         if mean is None and options.mean is None:
-            mean, std = _stream_stats(raw, reader, root, size, channels, options)
+            mean, std = _stream_stats(raw, reader, root, size, channels, options, tag)
     if options.mean is not None:
         if len(options.mean) != channels or len(options.std) != channels:
             raise InfoProError(f"--mean and --std need one value per channel ({channels}), "

@@ -43,7 +43,8 @@ class Classification(Task):
                               progress=not args.quiet,
                               # a given normalisation: the stream path then measures none
                               mean=None if args.mean is None else tuple(args.mean),
-                              std=None if args.std is None else tuple(args.std))
+                              std=None if args.std is None else tuple(args.std),
+                              max_image_mb=args.max_image_mb, skip_unreadable=args.skip_unreadable)
         data = open_data(args.dataset, args.data_dir, options)
         args.mean, args.std = list(data.mean), list(data.std)
         args.data_path = data.path

@@ -11,6 +11,7 @@ from typing import Any, Sequence
 import yaml
 
 from ..data import DATASETS, detect_target
+from ..data.archive import BOMB_RATIO, BOMB_SHARE, MAX_IMAGE_MB
 from ..describe import add_learner_arguments, check_learner_arguments
 from ..errors import InfoProError
 from ..registry import closest_name
@@ -68,6 +69,14 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
                         "training split unless it is CIFAR)")
     d.add_argument("--std", type=float, nargs="+", default=None, metavar="S",
                    help="per-channel normalisation std (default: as --mean)")
+    d.add_argument("--max-image-mb", type=float, default=MAX_IMAGE_MB, metavar="MB",
+                   help="images in a .zip: the most one member may inflate to; a larger one, or one compressed "
+                        f"over {BOMB_RATIO}:1 past 1/{BOMB_SHARE} of this, is refused as a zip bomb "
+                        "(default: %(default)g)")
+    d.add_argument("--skip-unreadable", action="store_true",
+                   help="images in a .zip: leave out the members that cannot be read (encrypted, a compression "
+                        "method Python cannot inflate, over --max-image-mb) instead of refusing the set; their "
+                        "count is printed")
     d.add_argument("--cache-dir", default=None, help="where decoded arrays are cached (default: $INFOPRO_CACHE or .cache/infopro)")
     d.add_argument("--train-subset", type=int, default=None, metavar="N", help="train on a stratified subset of N images (of what --val-split leaves: the validation set is held out of the whole training split first)")
     d.add_argument("--test-subset", type=int, default=None, metavar="N", help="test on a stratified subset of N images")
@@ -370,7 +379,7 @@ def check_args(args: argparse.Namespace) -> None:
                ("--mixup", args.mixup), ("--cutmix", args.cutmix), ("--mix-prob", args.mix_prob),
                ("--mix-switch-prob", args.mix_switch_prob), ("--random-erasing", args.random_erasing),
                ("--randaugment-std", args.randaugment_std), ("--seg-aux-weight", args.seg_aux_weight),
-               ("--poly-power", args.poly_power))
+               ("--poly-power", args.poly_power), ("--max-image-mb", args.max_image_mb))
     numbers += tuple(("--randaugment", v) for v in args.randaugment or ()) + (("--model-ema", args.model_ema or 0.0),)
     for flag, value in numbers:
         if not math.isfinite(value):
@@ -399,6 +408,7 @@ def check_args(args: argparse.Namespace) -> None:
         (args.val_split is None or 0 < args.val_split < 1, f"--val-split must be a fraction in (0, 1), got {args.val_split}"),
         (args.image_size is None or args.image_size >= 1, f"--image-size must be >= 1, got {args.image_size}"),
         (args.workers is None or args.workers >= 0, f"--workers must be >= 0, got {args.workers}"),
+        (args.max_image_mb > 0, f"--max-image-mb must be > 0, got {args.max_image_mb}"),
         ((args.mean is None) == (args.std is None), "--mean and --std go together: give both or neither"),
         (args.std is None or min(args.std) > 0, f"--std must be > 0, got {args.std}"),
         (0 <= args.label_smoothing < 1, f"--label-smoothing must be in [0, 1), got {args.label_smoothing}"),
