@@ -34,6 +34,7 @@ from . import sets  # noqa: F401  (registers every data set)
 from .cache import cached, default_cache_dir
 from .datasets import BUNDLED_DIR, DATASETS, DatasetSpec, RawSet, Reader, accepted, find_source
 from .items import ArrayItems, Items
+from .listing import check_class_names
 from .augment import ExtraAugment
 from .loader import DeviceLoader
 from .stream import StreamLoader
@@ -310,6 +311,7 @@ def open_data(name: str, data_dir: str | Path | None = None, options: DataOption
                            "open it with infopro.data.open_segmentation")
     reader, root = find_source(spec, _data_dir(spec, data_dir))
     raw = reader.read(root)
+    check_class_names(raw.classes, root, kind="class name")  # before anything is written: never at a run's end
     _check_labels(spec, raw, root)
     own_val = "val" in raw.splits and "test" in raw.splits
     if own_val and options.val_split is not None:
