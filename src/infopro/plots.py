@@ -100,12 +100,12 @@ def class_iou_figure(class_iou: Sequence[float | None], classes: Sequence[str], 
         miou = sum(defined) / len(defined)
         ax.axvline(100 * miou, color="C3", linestyle="--", label=f"mIoU {100 * miou:.1f}")
         legend_outside(ax)
-    ax.set_yticks(list(rows), [str(c) for c in classes])
+    ax.set_yticks(list(rows), [str(c) for c in classes], parse_math=False)  # a name with $ is text, not TeX
     ax.invert_yaxis()  # class 0 on top, as a table lists it
     ax.set_xlim(0, 110)  # room for the label of a bar at 100
     ax.set_xlabel("IoU (%)")
     ax.set_ylabel("class")
-    ax.set_title(title or "IoU per class")
+    ax.set_title(title or "IoU per class", parse_math=False)  # the run directory's name is text too
     return fig
 
 

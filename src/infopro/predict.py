@@ -23,7 +23,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from .data.items import GRAY_MODES, convert, to_array
+from .data.items import convert, mode_channels, to_array
 from .data.sets.folder import IMAGE_EXTENSIONS, is_image_file
 from .errors import InfoProError
 from .files import atomic_write, check_output_dir, error_reason
@@ -85,7 +85,7 @@ def model_view(image: Image.Image, channels: int, name: str = "the image") -> Im
     if channels not in (1, 3):
         raise InfoProError(f"the model takes {channels}-channel images; predict reads greyscale (1) or colour (3) "
                            f"images only")
-    if channels == 1 and image.mode not in GRAY_MODES:
+    if channels == 1 and mode_channels(image.mode) != 1:
         raise InfoProError(f"{name} is a colour image ({image.mode}); this model takes 1-channel (greyscale) "
                            f"images: convert it to greyscale first")
     return convert(image, channels)

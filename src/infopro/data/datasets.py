@@ -14,6 +14,7 @@ from typing import Callable
 from ..errors import InfoProError
 from ..registry import Registry
 from .items import Items
+from .listing import list_folder
 
 BUNDLED_DIR = Path(__file__).resolve().parent / "bundled"
 SPLIT_NAMES = ("train", "val", "test")
@@ -124,4 +125,6 @@ def find_source(spec: DatasetSpec, data_dir: Path) -> tuple[Reader, Path]:
                 f"data dir {data_dir} holds {reader.description}, which is not {spec.name}; "
                 f"pass --dataset {' or '.join(owners)}, or for {spec.name} give a folder with {accepted(spec)}"
             )
+    if data_dir.is_dir():
+        list_folder(data_dir)  # a broken train/ link is the likeliest reason: name it
     raise InfoProError(f"no recognised data layout in {data_dir}; for {spec.name} give a folder with {accepted(spec)}")

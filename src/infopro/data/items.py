@@ -11,27 +11,73 @@ import zipfile
 from dataclasses import dataclass, field
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageMode
 
 from ..errors import InfoProError
 from .archive import MAX_IMAGE_MB, max_bytes_of, read_member
 
-# Modes that hold one intensity per pixel: these sets train as 1 channel unless --channels 3.
-GRAY_MODES = ("1", "L", "LA", "I", "I;16", "F")
+# 8-bit (and 1-bit) band types; any other (16/32-bit integer, 32-bit float) is scaled to 8 bits by `to_8bit`.
+EIGHT_BIT_TYPES = ("|u1", "|b1")
+SIXTEEN_BIT_TOP = 65535
+
+
+def mode_channels(mode: str) -> int:
+    """1 for a greyscale-like Pillow mode (its base mode is "L": 1, L, LA, I, I;16*, F), else 3 (RGB, RGBA, RGBX,
+    CMYK, YCbCr, LAB, HSV, and P/PA: a palette is taken as colour). Alpha never counts."""
+    try:
+        return 1 if ImageMode.getmode(mode).basemode == "L" else 3
+    except KeyError:  # a mode Pillow does not list: `convert` says whether it can be read
+        return 3
+
+
+def is_high_depth(mode: str) -> bool:
+    """A mode of 16 or 32 bits per pixel (I;16, I;16B, I;16L, I;16N, I, F): one band, scaled by `to_8bit`."""
+    try:
+        return ImageMode.getmode(mode).typestr not in EIGHT_BIT_TYPES
+    except KeyError:
+        return False
+
+
+def to_8bit(a: np.ndarray) -> np.ndarray:
+    """A 16/32-bit greyscale image's values as uint8, scaled and never clipped:
+
+    - unsigned 16-bit (I;16*): v / 257 (0..65535 onto 0..255);
+    - signed 32-bit (I, what Pillow makes of 16-bit PGM/PPM/TIFF data): v / 257 when every value is in
+      0..65535, else the image's own min..max onto 0..255;
+    - float (F): v * 255 when every value is in [0, 1], else the image's min..max onto 0..255.
+
+    Rounded to the nearest integer; values that are not finite (NaN, inf) become 0."""
+    v = np.asarray(a, dtype=np.float64)
+    finite = np.isfinite(v)
+    v = np.where(finite, v, 0.0)
+    lo, hi = (float(v[finite].min()), float(v[finite].max())) if finite.any() else (0.0, 0.0)
+    if a.dtype.kind == "f" and 0.0 <= lo and hi <= 1.0:
+        scaled = v * 255.0
+    elif a.dtype.kind in "ui" and 0 <= lo and hi <= SIXTEEN_BIT_TOP:
+        scaled = v * (255.0 / SIXTEEN_BIT_TOP)
+    else:  # beyond any fixed range: the image's own
+        scaled = (v - lo) * (255.0 / (hi - lo)) if hi > lo else np.zeros_like(v)
+    return np.clip(np.rint(np.where(finite, scaled, 0.0)), 0, 255).astype(np.uint8)
 
 
 def convert(img: Image.Image, channels: int) -> Image.Image:
-    """The image as 'L' (channels=1) or 'RGB' (channels=3)."""
+    """The image as 'L' (channels=1) or 'RGB' (channels=3), whatever its Pillow mode: 16/32-bit greyscale is
+    scaled to 8 bits (`to_8bit`), alpha is dropped (the colour under it is kept, as Pillow converts), palette,
+    CMYK, YCbCr, LAB and HSV images are converted by Pillow (LAB to grey through RGB)."""
     mode = "L" if channels == 1 else "RGB"
     if img.mode == mode:
         return img
-    if img.mode in ("I", "I;16", "F") and mode == "L":  # 16/32-bit greyscale: scale to 8 bits, not clip
-        a = np.asarray(img, dtype=np.float64)
-        top = 65535.0 if img.mode != "F" else max(float(a.max()), 1e-12)
-        return Image.fromarray(np.clip(a * 255.0 / top, 0, 255).astype(np.uint8), "L")
-    if img.mode in ("I", "I;16", "F"):
-        return convert(convert(img, 1), 3)
-    return img.convert(mode)
+    if is_high_depth(img.mode):
+        grey = Image.fromarray(to_8bit(np.asarray(img)), "L")
+        return grey if mode == "L" else grey.convert("RGB")
+    try:
+        return img.convert(mode)
+    except ValueError:  # no direct conversion (LAB -> L): through RGB
+        try:
+            return img.convert("RGB").convert(mode)
+        except ValueError:
+            raise InfoProError(f"images of Pillow mode {img.mode} cannot be converted to {mode}; save them as "
+                               "8-bit greyscale or RGB") from None
 
 
 def to_array(img: Image.Image) -> np.ndarray:
@@ -139,7 +185,7 @@ class FileItems(Items):
 
     def header(self, i: int) -> tuple[int, int, int]:
         img = self._read(i, decode=False)  # PIL reads size and mode from the header only
-        return img.width, img.height, 1 if img.mode in GRAY_MODES else 3
+        return img.width, img.height, mode_channels(img.mode)
 
     def headers(self, progress: bool = False, desc: str = "") -> np.ndarray:
         from tqdm import tqdm

@@ -17,7 +17,8 @@ import numpy as np
 from PIL import Image
 
 from ..errors import InfoProError
-from .items import GRAY_MODES, Items
+from .items import Items, mode_channels
+from .listing import check_class_names, list_folder, shown_path
 
 # Extensions kept in an image or a mask folder (torchvision's IMG_EXTENSIONS).
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
@@ -37,20 +38,41 @@ def plain_key(relative: str) -> str | None:
 
 def scan(folder: Path, key: Callable[[str], str | None] = plain_key) -> Files:
     """key -> path of every file under `folder` (recursively, in sorted order) that `key` names; two files with
-    one key (a.jpg and a.png) are an error."""
+    one key (a.jpg and a.png) are an error, and so is an entry that is neither a folder nor a file (a broken
+    link, a FIFO: `list_folder`) or a link back to a folder above it. Hidden entries are skipped; links to
+    folders are followed."""
     found: Files = {}
-    for parent, dirs, names in os.walk(folder):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        for name in sorted(names):
-            path = os.path.join(parent, name)
-            relative = os.path.relpath(path, folder).replace(os.sep, "/")
+
+    def walk(directory: str, above: tuple[str, ...]) -> None:
+        entries = list_folder(directory)
+        for e in entries:
+            if e.is_dir():
+                continue
+            relative = os.path.relpath(e.path, folder).replace(os.sep, "/")
             k = key(relative)
             if k is None:
                 continue
             if k in found:
-                raise InfoProError(f"{found[k]} and {path} share the stem {k!r} in {folder}; keep one of them")
-            found[k] = path
+                raise InfoProError(f"{found[k]} and {e.path} share the stem {k!r} in {folder}; keep one of them")
+            found[k] = e.path
+        for e in entries:
+            if e.is_dir():
+                real = os.path.realpath(e.path)
+                if real in above:
+                    raise InfoProError(f"{e.path} is a link back to {real}, a folder above it (a loop); "
+                                       "remove the link")
+                walk(e.path, (*above, real))
+
+    walk(os.fspath(folder), (os.path.realpath(folder),))
     return found
+
+
+def check_layout(*folders: Path) -> None:
+    """Refuse an entry of these folders (a data root, its split or image/mask folders) that is neither a folder
+    nor a file: a broken val/ link or masks/ link would otherwise drop a split, or read another tree."""
+    for f in dict.fromkeys(folders):
+        if f.is_dir():
+            list_folder(f)
 
 
 def _listed(keys: list[str]) -> str:
@@ -81,7 +103,15 @@ def read_classes_txt(root: Path) -> list[str]:
     path = root / "classes.txt"
     if not path.is_file():
         return []
-    names = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise InfoProError(f"{shown_path(path)} is not UTF-8 text (byte {error.start}); save it as UTF-8") from None
+    except OSError as error:
+        raise InfoProError(f"cannot read {shown_path(path)} ({error.strerror}); fix its permissions or remove it"
+                           ) from None
+    names = [line.strip() for line in text.splitlines() if line.strip()]
+    check_class_names(names, path, kind="class name")
     if len(set(names)) != len(names):
         twice = sorted({n for n in names if names.count(n) > 1})
         raise InfoProError(f"{path} names {', '.join(twice)} more than once; give each class one line")
@@ -146,7 +176,7 @@ class PairItems(Items):
     def header(self, i: int) -> tuple[int, int, int]:
         try:
             with Image.open(self.images[i]) as img:  # size and mode from the header only
-                return img.width, img.height, 1 if img.mode in GRAY_MODES else 3
+                return img.width, img.height, mode_channels(img.mode)
         except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
             raise InfoProError(f"cannot read image {self.images[i]} ({e}); remove or replace that file") from None
 

@@ -35,6 +35,7 @@ from .cache import cached, default_cache_dir
 from .datasets import BUNDLED_DIR, DATASETS, SPLIT_NAMES, DatasetSpec, RawSet, Reader, accepted, find_source
 from .archive import MAX_IMAGE_MB, max_bytes_of, screen_archive, skipped_line
 from .items import ArrayItems, FileItems, Items
+from .listing import check_class_names
 from .augment import ExtraAugment
 from .loader import DeviceLoader
 from .stream import StreamLoader
@@ -340,6 +341,7 @@ def open_data(name: str, data_dir: str | Path | None = None, options: DataOption
                            "open it with infopro.data.open_segmentation")
     reader, root = find_source(spec, _data_dir(spec, data_dir))
     raw, tag = _screen_archives(reader.read(root), options)
+    check_class_names(raw.classes, root, kind="class name")  # before anything is written: never at a run's end
     _check_labels(spec, raw, root)
     own_val = "val" in raw.splits and "test" in raw.splits
     if own_val and options.val_split is not None:

@@ -31,6 +31,7 @@ from ..errors import InfoProError
 from . import sets  # noqa: F401  (registers every data set)
 from .datasets import DATASETS, SPLIT_NAMES, DatasetSpec, accepted, find_source
 from .items import convert, to_array
+from .listing import check_class_names
 from .loader import epoch_generator, normalise
 from .pairs import PairItems
 from .seg_augment import CAT_MAX_RATIO, FLIP_PROB, RATIO_RANGE, augment_pair, pad_pair
@@ -182,6 +183,7 @@ def open_segmentation(name_or_spec: str | DatasetSpec, data_dir: str | Path | No
         raise InfoProError(f"the ignore index must be >= 0 (a mask value), got {options.ignore_index}")
     reader, root = find_source(spec, Path(data_dir).expanduser())
     raw = reader.read(root)
+    check_class_names(raw.classes, root, kind="class name")  # before anything is written: never at a run's end
     ignore = options.ignore_index
     present = [s for s in SPLIT_NAMES if s in raw.splits]
     if "train" not in present or len(present) < 2:

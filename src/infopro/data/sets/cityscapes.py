@@ -13,7 +13,7 @@ from pathlib import Path
 
 from ...errors import InfoProError
 from ..datasets import DATASETS, DatasetSpec, RawSet, Reader
-from ..pairs import PairItems, match_pairs, scan
+from ..pairs import PairItems, check_layout, match_pairs, scan
 
 CLASSES = ["road", "sidewalk", "building", "wall", "fence", "pole", "traffic light", "traffic sign", "vegetation",
            "terrain", "sky", "person", "rider", "car", "truck", "bus", "train", "motorcycle", "bicycle"]
@@ -34,6 +34,7 @@ def locate_cityscapes(path: Path) -> Path | None:
 
 
 def read_cityscapes(root: Path) -> RawSet:
+    check_layout(root, root / "leftImg8bit", root / "gtFine")
     splits: dict[str, PairItems] = {}
     for split in SPLITS:
         image_dir, mask_dir = root / "leftImg8bit" / split, root / "gtFine" / split

@@ -8,6 +8,8 @@ ImageFolder reads) and a lone train/ are read as a training split only:
 Files are kept by image extension, as torchvision's ImageFolder does, so a
 stray notes.txt or .DS_Store is skipped; an empty class folder or a class
 folder present in one split and not in another is an error naming it.
+Entries that are neither folders nor files (a broken link, a FIFO) and class
+names that are not UTF-8 or hold control characters are refused (`listing.py`).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import numpy as np
 from ...errors import InfoProError
 from ..datasets import DATASETS, SPLIT_NAMES, DatasetSpec, RawSet, Reader
 from ..items import FileItems
+from ..listing import check_class_names, is_hidden, list_folder
 
 # torchvision's IMG_EXTENSIONS.
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
@@ -31,7 +34,7 @@ Tree = dict[str, dict[str, list[str]]]
 
 def is_image_file(name: str) -> bool:
     # Hidden files (.DS_Store, ._foo.jpg from macOS archives) are never images of the set.
-    return not name.startswith(".") and name.lower().endswith(IMAGE_EXTENSIONS)
+    return not is_hidden(name) and name.lower().endswith(IMAGE_EXTENSIONS)
 
 
 def is_image_zip(path: Path) -> bool:
@@ -39,15 +42,22 @@ def is_image_zip(path: Path) -> bool:
 
 
 def _is_class_folder_root(path: Path) -> bool:
-    """Class folders of images directly under `path` (torchvision's ImageFolder root), and no split folders."""
+    """Class folders of images directly under `path` (torchvision's ImageFolder root), and no split folders.
+    A probe: what cannot be listed here is refused when the set is read."""
     if not path.is_dir() or any((path / s).is_dir() for s in SPLIT_NAMES):
         return False
-    with os.scandir(path) as it:
-        folders = [e.path for e in it if not e.name.startswith(".") and e.is_dir()]
+    try:
+        with os.scandir(path) as it:
+            folders = [e.path for e in it if not is_hidden(e.name) and e.is_dir()]
+    except OSError:
+        return False
     for folder in folders:
-        with os.scandir(folder) as it:
-            if any(is_image_file(e.name) and e.is_file() for e in it):
-                return True
+        try:
+            with os.scandir(folder) as it:
+                if any(is_image_file(e.name) and e.is_file() for e in it):
+                    return True
+        except OSError:
+            continue
     return False
 
 
@@ -61,20 +71,22 @@ def locate_image_folder(path: Path) -> Path | None:
 
 
 def _scan_dir(root: Path) -> dict[str, dict[str, list[os.DirEntry]]]:
-    """split -> class -> image file entries sorted by name, from two levels of os.scandir. A plain ImageFolder
-    root (no split folders) is the training split."""
+    """split -> class -> image file entries sorted by name, from two levels of `list_folder` (which refuses an
+    entry that is neither a folder nor a file: a broken link would drop a class or a split without a word). A
+    plain ImageFolder root (no split folders) is the training split."""
+    top = list_folder(root)
+    splits = {e.name: e for e in top if e.name in SPLIT_NAMES and e.is_dir()}
+    plain = not splits
     tree: dict[str, dict[str, list[os.DirEntry]]] = {}
-    plain = not any((root / s).is_dir() for s in SPLIT_NAMES)
     for split in SPLIT_NAMES:
-        if not plain and not (root / split).is_dir() or plain and split != "train":
+        if not plain and split not in splits or plain and split != "train":
             continue
-        with os.scandir(root if plain else root / split) as it:
-            class_dirs = sorted((e for e in it if not e.name.startswith(".") and e.is_dir()), key=lambda e: e.name)
+        class_dirs = [e for e in (top if plain else list_folder(splits[split].path)) if e.is_dir()]
+        check_class_names((e.name for e in class_dirs), root if plain else splits[split].path)
         tree[split] = {}
         for class_dir in class_dirs:
-            with os.scandir(class_dir.path) as it:
-                files = [e for e in it if is_image_file(e.name) and e.is_file()]
-            tree[split][class_dir.name] = sorted(files, key=lambda e: e.name)
+            files = [e for e in list_folder(class_dir.path) if is_image_file(e.name) and e.is_file()]
+            tree[split][class_dir.name] = files
     return tree
 
 
@@ -105,6 +117,8 @@ def _zip_tree(root: Path, zf: zipfile.ZipFile) -> Tree:
         parts = n[len(prefix):].split("/") if n.startswith(prefix) else []
         if len(parts) == 3 and parts[0] in SPLIT_NAMES and not parts[1].startswith(".") and is_image_file(parts[2]):
             tree.setdefault(parts[0], {}).setdefault(parts[1], []).append(n)
+    for split, classes in tree.items():
+        check_class_names(classes, f"{root}:{prefix}{split}/")
     return {split: dict(sorted(classes.items())) for split, classes in tree.items()}
 
 

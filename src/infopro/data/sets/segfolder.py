@@ -9,6 +9,8 @@ SPLIT is train (needed) and val and/or test. An image and its mask share the
 file stem (the path below the split folder, without the extension: subfolders
 are allowed). `classes.txt` at the root names the classes in index order;
 without it the class count is the largest mask value of the train split + 1.
+An entry of these folders that is neither a folder nor a file (a broken link)
+is refused (`listing.py`), as a class name that is not UTF-8 text.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from pathlib import Path
 
 from ...errors import InfoProError
 from ..datasets import DATASETS, SPLIT_NAMES, DatasetSpec, RawSet, Reader
-from ..pairs import PairItems, match_pairs, read_classes_txt, scan
+from ..pairs import PairItems, check_layout, match_pairs, read_classes_txt, scan
 from .cityscapes import CITYSCAPES
 
 MASK_FOLDERS = ("masks", "annotations", "labels")  # names of the mask tree in the images/SPLIT layout
@@ -41,6 +43,7 @@ def _locate_split_first(path: Path) -> Path | None:
 
 
 def _read_split_first(root: Path) -> RawSet:
+    check_layout(root, *(root / s for s in SPLIT_NAMES))
     return read_split_folders(root, {s: (root / s / "images", root / s / "masks")
                                      for s in SPLIT_NAMES if (root / s / "images").is_dir()})
 
@@ -56,6 +59,7 @@ def _locate_kind_first(path: Path) -> Path | None:
 
 
 def _read_kind_first(root: Path) -> RawSet:
+    check_layout(root, root / "images", *(root / m for m in MASK_FOLDERS))
     masks = _mask_tree(root)
     assert masks is not None
     return read_split_folders(root, {s: (root / "images" / s, masks / s)
@@ -69,6 +73,7 @@ def _locate_mmseg(path: Path) -> Path | None:
 
 
 def _read_mmseg(root: Path) -> RawSet:
+    check_layout(root, root / "img_dir", root / "ann_dir")
     return read_split_folders(root, {s: (root / "img_dir" / s, root / "ann_dir" / s)
                                      for s in SPLIT_NAMES if (root / "img_dir" / s).is_dir()})
 
