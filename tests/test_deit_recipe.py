@@ -270,11 +270,11 @@ def test_the_recipe_trains_and_its_ema_resumes_exactly(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("extra, message", [
-    (["--model-ema", "1.5"], "--model-ema takes a decay in (0, 1)"),
+    (["--model-ema", "1.5"], "--model-ema must be a decay in (0, 1)"),
     (["--randaugment", "2.5", "9"], "--randaugment takes N"),
     (["--randaugment", "2", "11"], "--randaugment takes N"),
     (["--label-smoothing", "1"], "--label-smoothing must be in [0, 1)"),
-    (["--mix-prob", "2"], "--mix-prob and --mix-switch-prob must be in [0, 1]"),
+    (["--mix-prob", "2"], "--mix-prob must be a probability in [0, 1]"),
     (["--random-erasing", "-0.1"], "--random-erasing must be a probability"),
     (["--model-ema", "0.99", "--parallel", "data"], "--model-ema runs in one process only"),
 ])

@@ -381,7 +381,7 @@ def test_diverging_loss_stops_the_run_naming_the_piece(runs, tmp_path, monkeypat
 
 @pytest.mark.parametrize("flags, message", [
     (["--lr", "inf"], "--lr must be a finite number"), (["--momentum", "nan"], "--momentum must be a finite number"),
-    (["--lambdas", "1", "nan", "0", "1"], "--lambdas must be finite"), (["--temperature", "nan"], "--temperature must be"),
+    (["--lambdas", "1", "nan", "0", "1"], "--lambdas must be a finite number"), (["--temperature", "nan"], "--temperature must be"),
     (["--weight-decay", "inf"], "--weight-decay must be a finite number"), (["--device", "mps"], "--device mps: this PyTorch"),
     (["--device", "meta"], "--device meta"),
 ])

@@ -196,7 +196,7 @@ def test_a_classification_run_is_refused(tmp_path, capsys):
 def test_alpha_outside_zero_to_one_is_refused(tmp_path, segmenter, capsys):
     image = png(tmp_path / "a.png", [[RED]])
     assert main(["predict", "RUN", str(image), "--out", str(tmp_path / "out"), "--alpha", "1.5"]) == 2
-    assert "--alpha 1.5 is not a weight; give one in [0, 1]" in capsys.readouterr().err
+    assert "--alpha must be a weight in [0, 1], got 1.5" in capsys.readouterr().err
 
 
 def test_a_segmentation_run_is_loaded_with_load_model(tmp_path, monkeypatch):

@@ -139,7 +139,7 @@ def test_identical_features_give_identical_estimates():
     (["--probe", "mlp"], "unknown probe 'mlp'; choose one of: linear, resnet32"),
     (["--epochs", "0"], "--epochs must be >= 1, got 0"),
     (["--names", "a,b"], "--names gives 2 name(s) for 1 run(s)"),
-    (["--train-subset", "0"], "--train-subset must be > 0"),
+    (["--train-subset", "0"], "--train-subset must be >= 1"),
 ])
 def test_bad_arguments_are_one_line_errors(run_dir, tmp_path, capsys, args, message):
     assert probe(run_dir, *PROBE, "--out", tmp_path / "out", *args) == 2

@@ -92,7 +92,7 @@ def test_short_run_learns_above_chance(tmp_path):
         (["--data-dir", "/nonexistent/folder"], "/nonexistent/folder"),
         (["--arch", "resnet21"], "unknown architecture"),
         (["--method", "infopro"], "unknown method"),
-        (["--K", "0"], "K must be at least 1"),
+        (["--K", "0"], "--K must be >= 1"),
         (["--K", "3", "--cuts", "9,3"], "sorted"),
     ],
 )

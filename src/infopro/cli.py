@@ -8,8 +8,9 @@ import sys
 import threading
 from typing import Callable, Sequence
 
-from .errors import InfoProError, Interrupted
+from .errors import InfoProError, Interrupted, elide, shown
 from .files import error_reason
+from .flag_types import BadNumber, flag_name
 from .registry import closest_name
 
 # name -> (help, add_arguments(parser), main(args))
@@ -67,7 +68,7 @@ def unknown_arguments(parser: argparse.ArgumentParser, extras: Sequence[str]) ->
         if word.startswith("-") and len(word) > 1 and not word[1:2].isdigit():
             name = word.split("=", 1)[0]
             close = closest_name(name, flags, flag_aliases())
-            unknown.append(name + (f" (did you mean {close}?)" if close else ""))
+            unknown.append(elide(name, 60) + (f" (did you mean {close}?)" if close else ""))
             after_flag = "=" not in word
         elif not after_flag:  # a value right after an unknown flag is its value, not a word of its own
             stray.append(word)
@@ -77,7 +78,7 @@ def unknown_arguments(parser: argparse.ArgumentParser, extras: Sequence[str]) ->
     if unknown:
         parts.append(f"unknown flag{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}")
     if stray:
-        parts.append(f"unrecognized arguments: {' '.join(stray)}")
+        parts.append(f"unrecognized arguments: {elide(' '.join(stray))}")
     return "; ".join(parts)
 
 
@@ -103,7 +104,16 @@ class Parser(argparse.ArgumentParser):
             close = closest_name(str(value), choices)
             hint = f"; did you mean {close!r}?" if close else ""
             listed = ", ".join(map(repr, action.choices))
-            raise argparse.ArgumentError(action, f"invalid choice {str(value)!r}{hint} (choose from {listed})")
+            raise argparse.ArgumentError(action, f"invalid choice {shown(str(value))}{hint} (choose from {listed})")
+
+    def _get_value(self, action: argparse.Action, arg_string: str) -> object:
+        """A numeric flag's refusal reads "--lr must be > 0, got 0" (argparse would prefix "argument --lr: ")."""
+        try:
+            return super()._get_value(action, arg_string)
+        except argparse.ArgumentError as error:
+            if isinstance(error.__context__, BadNumber):
+                raise argparse.ArgumentError(None, f"{flag_name(action)} {error.__context__}") from None
+            raise
 
 
 class DefaultsHelpFormatter(argparse.HelpFormatter):
@@ -153,7 +163,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if command in PASSES_FLAGS_ON and "--" in argv:
         at = argv.index("--")
         passed_on = argv[at + 1:]
-    args = parser.parse_args(argv if passed_on is None else argv[:at])
+    try:
+        args = parser.parse_args(argv if passed_on is None else argv[:at])
+    except SystemExit as stop:  # argparse has printed its one line; --help and --version exit 0 as they do
+        if stop.code in (0, None):
+            raise
+        return int(stop.code) if isinstance(stop.code, int) else 2
     if passed_on is not None:
         args.train_flags = passed_on
     args.command_line = ["infopro", *argv]  # for a run's provenance

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
-from .errors import InfoProError
+from .errors import InfoProError, shown
 from .files import atomic_write, atomic_write_text, check_output_dir
 from .train.run_dir import RunDir
 
@@ -183,7 +183,7 @@ def _check_keys(runs: Sequence[Run], rows: str, cols: str) -> None:
     for key in (rows, cols):
         for run in runs:
             if key not in run.config:
-                raise InfoProError(f"unknown key {key!r}: {run.path}/config.yaml has no such setting; "
+                raise InfoProError(f"unknown key {shown(key)}: {run.path}/config.yaml has no such setting; "
                                    f"choose among {', '.join(sorted(run.config))}")
 
 

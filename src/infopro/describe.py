@@ -8,7 +8,8 @@ from typing import Any, Sequence
 
 import torch
 
-from .errors import InfoProError
+from .errors import InfoProError, shown
+from .flag_types import nonnegative_float, nonnegative_int, positive_float, positive_int, unit_interval
 from .local import CUT_PRESETS, HEADS, METHODS, LocalLearner
 from .local.cuts import cuts_label
 from .models import ARCHITECTURES, build_backbone, native_input_shape
@@ -24,32 +25,32 @@ def add_learner_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--method", default=None,
                    help=f"one of {', '.join(METHODS.names())} (default: the task's: infopro-contrast for "
                         f"classification, infopro-softmax for segmentation)")
-    g.add_argument("--K", type=int, default=None,
+    g.add_argument("--K", type=positive_int, default=None,
                    help=f"number of gradient-isolated pieces; 1 = end-to-end (default: {DEFAULT_K}; 1 for e2e)")
     g.add_argument("--cuts", default="auto",
                    help=f"preset ({', '.join(CUT_PRESETS.names())}) or comma list of block indices after which a "
                         "piece ends; auto: the paper's cuts where they exist for this arch and K, else balanced "
                         "(default: %(default)s)")
-    g.add_argument("--lambdas", type=float, nargs="+", metavar="L",
+    g.add_argument("--lambdas", type=nonnegative_float, nargs="+", metavar="L",
                    help="the second term's and the task's weights: 2 numbers (every local piece) or 4 (the first "
                         "piece's, then piece K-1's; those in between move linearly) (default: the method's)")
     g.add_argument("--aux-head", default=None, help=f"auxiliary head, one of {', '.join(HEADS.names())} (default: the method's)")
-    g.add_argument("--aux-widen", type=int, default=1, help="width multiplier of the auxiliary nets (default: %(default)s)")
-    g.add_argument("--aux-feature-dim", type=int, default=128, help="hidden width of the heads' fc layers (default: %(default)s)")
-    g.add_argument("--temperature", type=float, default=0.07, help="supervised contrastive temperature (default: %(default)s)")
-    g.add_argument("--aux-decoder-chunk", type=int, default=0, metavar="C",
+    g.add_argument("--aux-widen", type=positive_int, default=1, help="width multiplier of the auxiliary nets (default: %(default)s)")
+    g.add_argument("--aux-feature-dim", type=positive_int, default=128, help="hidden width of the heads' fc layers (default: %(default)s)")
+    g.add_argument("--temperature", type=positive_float, default=0.07, help="supervised contrastive temperature (default: %(default)s)")
+    g.add_argument("--aux-decoder-chunk", type=nonnegative_int, default=0, metavar="C",
                    help="run the decoder's upsampling and first conv over chunks of C channels: same loss, "
                         "less memory at deep cuts (default: 0, off)")
-    g.add_argument("--aux-depth", type=int, default=None, metavar="D",
+    g.add_argument("--aux-depth", type=positive_int, default=None, metavar="D",
                    help="auglocal: blocks in each auxiliary net (default: the method's, 2)")
-    g.add_argument("--aux-pyramid", type=float, default=None, metavar="C",
+    g.add_argument("--aux-pyramid", type=unit_interval, default=None, metavar="C",
                    help="auglocal: pyramid coefficient, depth shrinking along the network; 0 = off (default: 0.5)")
     g.add_argument("--aux-strides", default=None, choices=["reference", "layers"],
                    help="auglocal: where an aux block downsamples. reference: where its width doubles over its "
                         "widened input, as the authors' code; layers: where the imitated layers' width doubles, "
                         "so the aux nets downsample like the network whatever --aux-widen (the same at widen 1; "
                         "the reference refuses most depths at widen > 1) (default: reference)")
-    g.add_argument("--ema-momentum", type=float, default=None, metavar="M",
+    g.add_argument("--ema-momentum", type=unit_interval, default=None, metavar="M",
                    help="man, man++: momentum of the EMA copy of the next piece's first block (default: 0.995)")
     g.add_argument("--task-loss", choices=["cross-entropy", "supcon"], default=None,
                    help="man, man++: the auxiliary head's loss (default: cross-entropy, as the authors' README trains "
@@ -61,10 +62,10 @@ def add_learner_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--lambda-schedule", choices=["next-stage", "piece"], default=None,
                    help="man, man++: how the lambdas move along the pieces: next-stage = the authors' t = stage of "
                         "the next block / (--lambda-K - 2); piece = InfoPro's t = k / (K - 2) (default: next-stage)")
-    g.add_argument("--lambda-K", type=int, default=None, metavar="K",
+    g.add_argument("--lambda-K", type=positive_int, default=None, metavar="K",
                    help="man, man++: the K of the next-stage schedule, the authors' local_module_num (default: K for "
                         "man, K - 1 for man++, whose stem is a piece of its own)")
-    g.add_argument("--hpff-weights", type=float, nargs=2, default=None, metavar=("OWN", "CASCADE"),
+    g.add_argument("--hpff-weights", type=nonnegative_float, nargs=2, default=None, metavar=("OWN", "CASCADE"),
                    help="hpff: weights of the own path and of the cascade path (default: 0.001 0.999)")
 
 
@@ -105,16 +106,16 @@ def check_learner_arguments(args: argparse.Namespace) -> None:
     lambdas = list(args.lambdas or [])
     if len(lambdas) not in (0, 2, 4):
         raise InfoProError(f"--lambdas takes 2 numbers (lambda1 lambda2 of every local piece) or 4 (the first "
-                           f"piece's, then piece K-1's), got {len(lambdas)}: {lambdas}")
+                           f"piece's, then piece K-1's), got {len(lambdas)}: {shown(lambdas)}")
     if not all(math.isfinite(v) and v >= 0 for v in lambdas):
-        raise InfoProError(f"--lambdas must be finite and >= 0, got {lambdas}")
+        raise InfoProError(f"--lambdas must be finite and >= 0, got {shown(lambdas)}")
     if not (math.isfinite(args.temperature) and args.temperature > 0):
-        raise InfoProError(f"--temperature must be a finite number > 0, got {args.temperature}")
+        raise InfoProError(f"--temperature must be a finite number > 0, got {shown(args.temperature)}")
     for flag in (*METHOD_OPTION_FLAGS, "hpff_weights"):
         values = getattr(args, flag, None)
         values = [] if values is None else values if isinstance(values, (list, tuple)) else [values]
         if not all(math.isfinite(v) for v in values if not isinstance(v, str)):
-            raise InfoProError(f"--{flag.replace('_', '-')} must be finite, got {values}")
+            raise InfoProError(f"--{flag.replace('_', '-')} must be finite, got {shown(values)}")
     for flag, value, least in (("--aux-widen", args.aux_widen, 1), ("--aux-feature-dim", args.aux_feature_dim, 1),
                                ("--aux-decoder-chunk", args.aux_decoder_chunk, 0)):
         if value < least:
@@ -123,10 +124,10 @@ def check_learner_arguments(args: argparse.Namespace) -> None:
 
 def add_describe_arguments(parser: argparse.ArgumentParser) -> None:
     add_learner_arguments(parser)
-    parser.add_argument("--num-classes", type=int, default=10)
-    parser.add_argument("--input-shape", type=int, nargs=3, default=None, metavar=("C", "H", "W"),
+    parser.add_argument("--num-classes", type=positive_int, default=10)
+    parser.add_argument("--input-shape", type=positive_int, nargs=3, default=None, metavar=("C", "H", "W"),
                         help="input image shape (default: the architecture's own, 3x32x32 or 3x224x224)")
-    parser.add_argument("--batch-size", type=int, default=64,
+    parser.add_argument("--batch-size", type=positive_int, default=64,
                         help="batch at which each piece's activation memory is profiled (default: %(default)s)")
     parser.add_argument("--task", choices=TASKS.names(), default=None,
                         help="what the network is trained for, which decides the last piece's loss and the methods "
@@ -153,7 +154,7 @@ def describe_main(args: argparse.Namespace) -> int:
         raise InfoProError(f"--num-classes must be >= 1, got {args.num_classes}")
     args.input_shape = list(args.input_shape or native_input_shape(args.arch))
     if min(args.input_shape) < 1:
-        raise InfoProError(f"--input-shape must be positive (channels, height, width), got {args.input_shape}")
+        raise InfoProError(f"--input-shape must be positive (channels, height, width), got {shown(args.input_shape)}")
     task = build_task(args.task or output_task(args.arch, args.num_classes, args.input_shape))
     backbone = build_backbone(args.arch, args.num_classes, args.input_shape[0])
     learner = LocalLearner(

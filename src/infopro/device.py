@@ -10,7 +10,7 @@ import sys
 import torch
 from torch import nn
 
-from .errors import InfoProError
+from .errors import InfoProError, shown
 
 
 def pick_device(name: str, flag: str = "--device") -> torch.device:
@@ -20,7 +20,7 @@ def pick_device(name: str, flag: str = "--device") -> torch.device:
     try:
         device = torch.device(name)
     except RuntimeError:
-        raise InfoProError(f"{flag} {name!r} is not a device; use auto, cpu, cuda or cuda:N") from None
+        raise InfoProError(f"{flag} {shown(name)} is not a device; use auto, cpu, cuda or cuda:N") from None
     if device.type == "cpu":
         return device
     if device.type == "cuda":

@@ -27,6 +27,7 @@ from .data.items import convert, mode_channels, to_array
 from .data.sets.folder import IMAGE_EXTENSIONS, is_image_file
 from .errors import InfoProError
 from .files import atomic_write, check_output_dir, error_reason
+from .flag_types import Number
 from .model_file import load_model, model_file, read_model_file, unfinished_run_note
 
 MASK_SUFFIX, OVERLAY_SUFFIX = "_mask.png", "_overlay.png"
@@ -231,7 +232,7 @@ def add_predict_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, metavar="DIR",
                         help="output directory for NAME_mask.png (class index per pixel, a palette PNG) and "
                              "NAME_overlay.png (the image blended with the class colours)")
-    parser.add_argument("--alpha", type=float, default=0.5,
+    parser.add_argument("--alpha", type=Number(float, 0.0, 1.0, what="a weight", name="weight"), default=0.5,
                         help="weight of the class colours in NAME_overlay.png: 0 the image only, 1 the colours only")
     parser.add_argument("--best", action="store_true", help="the best validation epoch's model (model-best.pt)")
     parser.add_argument("--device", default="auto", help="auto (cuda when available), cpu, cuda, cuda:1, ...")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import difflib
 from typing import Callable, Generic, Iterable, Iterator, Mapping, TypeVar
 
-from .errors import InfoProError
+from .errors import InfoProError, shown
 
 T = TypeVar("T")
 
@@ -14,6 +14,8 @@ def closest_name(word: str, choices: Iterable[str], aliases: Mapping[str, str] |
     """The choice `word` most likely misspells (difflib's closest, or the choice an alias of another tool names),
     for a "did you mean" hint; None when nothing is close."""
     choices = [str(c) for c in choices]
+    if len(str(word)) > 4 * max(map(len, choices), default=0):  # no name is that long: nothing to suggest
+        return None
     if aliases and aliases.get(word) in choices:
         return aliases[word]
     close = difflib.get_close_matches(str(word), choices, n=1)
@@ -48,7 +50,7 @@ class Registry(Generic[T]):
             close = closest_name(name, self.names()) if isinstance(name, str) else None
             hint = f"did you mean {close!r}? " if close else ""
             raise InfoProError(
-                f"unknown {self.kind} {name!r}; {hint}choose one of: {', '.join(self.names())}"
+                f"unknown {self.kind} {shown(name)}; {hint}choose one of: {', '.join(self.names())}"
             ) from None
 
     def names(self) -> list[str]:

@@ -12,6 +12,8 @@ separate processes; `--dry-run` prints the commands instead.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import os
 import shlex
 import signal
@@ -23,8 +25,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from .errors import InfoProError, Interrupted
+from .errors import InfoProError, Interrupted, elide
 from .files import check_output_dir, error_reason
+from .flag_types import positive_int, seed as seed_number
 from .train.run_dir import RunDir, read_yaml_mapping
 
 TABLES_FILE = Path(__file__).with_name("grids") / "tables.yaml"
@@ -183,11 +186,14 @@ def plan(table: Table, cells: Sequence[GridCell], seeds: Sequence[int], out: Pat
 def _parse_train(get_args_parser: Any, argv: list[str], train_flags: Sequence[str]) -> argparse.Namespace:
     """`infopro train argv` as the train command reads it (its config file as defaults)."""
     full = ["train", *argv]
+    refusal = io.StringIO()
     try:
-        args, unknown = get_args_parser(full).parse_known_args(full)
-    except SystemExit:  # argparse has printed what it refused
-        raise InfoProError(f"the flags after `--` are not valid `infopro train` flags (see above): "
-                           f"{shlex.join(train_flags)}") from None
+        with contextlib.redirect_stderr(refusal):
+            args, unknown = get_args_parser(full).parse_known_args(full)
+    except SystemExit:  # argparse's one line, said as this command's
+        said = (refusal.getvalue().strip().splitlines() or ["refused"])[-1]
+        said = said.removeprefix("infopro train: error: ").removesuffix("; see infopro train --help")
+        raise InfoProError(f"the flags after `--` are not valid `infopro train` flags: {elide(said, 200)}") from None
     if unknown:
         raise InfoProError(f"`infopro train` has no {shlex.join(unknown)} (after `--`); see infopro train --help")
     return args
@@ -307,13 +313,13 @@ def add_reproduce_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("table", nargs="?", help="the table to reproduce (--list shows them)")
     parser.add_argument("--list", action="store_true", help="show the tables, their cells and published numbers")
     parser.add_argument("--methods", nargs="+", default=None, metavar="M", help="only these rows (default: all)")
-    parser.add_argument("--K", nargs="+", type=int, default=None, metavar="K",
+    parser.add_argument("--K", nargs="+", type=positive_int, default=None, metavar="K",
                         help="only these columns (default: all; E2E is K=1)")
-    parser.add_argument("--seeds", nargs="+", type=int, default=[0], metavar="S",
+    parser.add_argument("--seeds", nargs="+", type=seed_number, default=[0], metavar="S",
                         help="one run per cell and seed; the paper averages 5: --seeds 0 1 2 3 4")
     parser.add_argument("--out", default=None,
                         help="folder of the run directories (OUT/<config>-s<seed>) and OUT/compare (default: runs/TABLE)")
-    parser.add_argument("--jobs", type=int, default=1, metavar="N", help="runs side by side, one process each")
+    parser.add_argument("--jobs", type=positive_int, default=1, metavar="N", help="runs side by side, one process each")
     parser.add_argument("--dry-run", action="store_true",
                         help="print one `infopro train` command per run still to do (start or --resume) and run nothing")
     parser.add_argument("--configs", default=None, metavar="DIR",

@@ -16,6 +16,7 @@ from tqdm import tqdm
 from ..data import Data, Items, available_memory, stratified_subset
 from ..errors import InfoProError
 from ..files import atomic_write_text, check_output_dir
+from ..flag_types import positive_float, positive_int, seed
 from ..device import pick_device
 from ..local.pieces import feature_shapes
 from .estimators import TrainSettings, estimate_i_hx, estimate_i_hy
@@ -40,15 +41,15 @@ def add_probe_arguments(parser: argparse.ArgumentParser) -> None:
                              "(default: every cut point plus 4 evenly spaced depths)")
     parser.add_argument("--probe", default="resnet32",
                         help=f"I(h, y) probe classifier, one of {', '.join(PROBES.names())} (default: %(default)s, the paper's)")
-    parser.add_argument("--epochs", type=int, default=10, help="epochs of the decoder and of the probe (default: %(default)s)")
-    parser.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate of both (default: %(default)s)")
-    parser.add_argument("--batch-size", type=int, default=128, help="(default: %(default)s)")
-    parser.add_argument("--train-subset", type=int, default=None, metavar="N",
+    parser.add_argument("--epochs", type=positive_int, default=10, help="epochs of the decoder and of the probe (default: %(default)s)")
+    parser.add_argument("--lr", type=positive_float, default=1e-3, help="Adam learning rate of both (default: %(default)s)")
+    parser.add_argument("--batch-size", type=positive_int, default=128, help="(default: %(default)s)")
+    parser.add_argument("--train-subset", type=positive_int, default=None, metavar="N",
                         help=f"train the estimators on a stratified subset of N images (default: {DEFAULT_TRAIN_SUBSET} or all)")
-    parser.add_argument("--test-subset", type=int, default=None, metavar="N",
+    parser.add_argument("--test-subset", type=positive_int, default=None, metavar="N",
                         help=f"measure on a stratified subset of N test images (default: {DEFAULT_TEST_SUBSET} or all)")
     parser.add_argument("--data-dir", default=None, help="data to probe on (default: the data the runs were trained on)")
-    parser.add_argument("--seed", type=int, default=0, help="random seed")
+    parser.add_argument("--seed", type=seed, default=0, help="random seed")
     parser.add_argument("--device", default="auto", help="auto (cuda when available), cpu, cuda, cuda:1, ...")
     parser.add_argument("--out", default="probe", help="output directory for probe.json and probe.png (default: %(default)s)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars, no table")

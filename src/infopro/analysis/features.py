@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from ..data import DeviceLoader
-from ..errors import InfoProError
+from ..errors import InfoProError, shown
 from ..local import Feature
 from ..local.aux_tokens import TokensToMap
 from ..models import SequentialBackbone, TokenLayout
@@ -32,7 +32,7 @@ def parse_depths(text: str | Sequence[int]) -> list[int]:
             depth = int(item)
         except (TypeError, ValueError):
             raise InfoProError(
-                f"--depths must be a comma list of integers (block counts, e.g. 1,5,10), got {item!r} in {text!r}"
+                f"--depths must be a comma list of integers (block counts, e.g. 1,5,10), got {shown(item, 40)} in {shown(text, 60)}"
             ) from None
         depths.append(depth)
     if not depths:

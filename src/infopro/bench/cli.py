@@ -12,16 +12,18 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from ..errors import InfoProError
+from ..errors import InfoProError, shown
 from ..local import CUT_PRESETS, METHODS
 from ..device import pick_device
 from ..files import atomic_write_text, check_output_dir
+from ..flag_types import Number, mask_value, nonnegative_float, nonnegative_int, positive_int, seed
 from ..models import ARCHITECTURES, native_input_shape
 from ..tasks import TASKS, Task
 from .report import MiB, add_ratios, markdown_table, plot_memory, step_spread
 from .step import build_step, measure_step
 
 BASELINES = ("e2e", "checkpoint")
+BENCH_BATCH = Number(int, 2, why="BatchNorm needs two samples in training mode", name="bench_batch")
 
 
 def _shown(value: Any) -> str:
@@ -42,12 +44,12 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
                              "(default: %(default)s)")
     parser.add_argument("--arch", default=None,
                         help=f"architecture, one of {', '.join(ARCHITECTURES.names())} (default: {_per_task('arch')})")
-    parser.add_argument("--batch-size", type=int, default=None,
+    parser.add_argument("--batch-size", type=BENCH_BATCH, default=None,
                         help=f"(default: {_per_task('batch_size')}; the paper's, per GPU)")
-    parser.add_argument("--input-shape", type=int, nargs=3, default=None, metavar=("C", "H", "W"),
+    parser.add_argument("--input-shape", type=positive_int, nargs=3, default=None, metavar=("C", "H", "W"),
                         help=f"input image shape (default: {_per_task('input_shape')})")
-    parser.add_argument("--num-classes", type=int, default=None, help=f"(default: {_per_task('num_classes')})")
-    parser.add_argument("--K", type=int, nargs="+", default=None,
+    parser.add_argument("--num-classes", type=positive_int, default=None, help=f"(default: {_per_task('num_classes')})")
+    parser.add_argument("--K", type=positive_int, nargs="+", default=None,
                         help=f"pieces (checkpoint: segments) (default: {_per_task('K')})")
     parser.add_argument("--methods", default=None,
                         help=f"comma list of {', '.join([*BASELINES, *[m for m in METHODS.names() if m != 'e2e']])} "
@@ -55,18 +57,18 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cuts", default=None,
                         help=f"comma list of cut presets for the local methods ({', '.join(CUT_PRESETS.names())}) "
                              f"(default: {_per_task('cuts')})")
-    parser.add_argument("--ignore-index", type=int, default=255, metavar="I",
+    parser.add_argument("--ignore-index", type=mask_value, default=255, metavar="I",
                         help="segment: the mask value of unlabelled pixels (default: %(default)s)")
-    parser.add_argument("--seg-aux-weight", type=float, default=0.4, metavar="W",
+    parser.add_argument("--seg-aux-weight", type=nonnegative_float, default=0.4, metavar="W",
                         help="segment: weight of the FCN auxiliary head's loss in E2E's and the last piece's "
                              "(0: off) (default: %(default)s)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
-    parser.add_argument("--steps", type=int, default=3, help="timed steps per row; the median is reported")
-    parser.add_argument("--warmup", type=int, default=1, help="untimed steps first (the first also counts FLOPs)")
+    parser.add_argument("--steps", type=positive_int, default=3, help="timed steps per row; the median is reported")
+    parser.add_argument("--warmup", type=positive_int, default=1, help="untimed steps first (the first also counts FLOPs)")
     parser.add_argument("--channels-last", action="store_true")
-    parser.add_argument("--aux-decoder-chunk", type=int, default=0, metavar="C",
+    parser.add_argument("--aux-decoder-chunk", type=nonnegative_int, default=0, metavar="C",
                         help="decoder upsampling + first conv over chunks of C channels (default: 0, off)")
-    parser.add_argument("--seed", type=int, default=0, help="random seed")
+    parser.add_argument("--seed", type=seed, default=0, help="random seed")
     parser.add_argument("--out", required=True, help="directory for bench.json, bench.md and bench.png")
     parser.add_argument("--quiet", action="store_true")
 
@@ -93,16 +95,16 @@ def _plan(args: argparse.Namespace, task: Task, skipped: list[str]) -> list[tupl
     known = [*BASELINES, *METHODS.names()]
     for m in methods:
         if m not in known:
-            raise InfoProError(f"--methods: unknown method {m!r}; choose from {', '.join(known)}")
+            raise InfoProError(f"--methods: unknown method {shown(m)}; choose from {', '.join(known)}")
     refused = _refused(methods, task)
     skipped += [f"{m} (every K and cut): {reason}" for m, reason in refused.items()]
     methods = [m for m in methods if m not in refused]
     presets = [c.strip() for c in args.cuts.split(",") if c.strip()]
     for c in presets:
         if c not in CUT_PRESETS:
-            raise InfoProError(f"--cuts: unknown preset {c!r}; choose from {', '.join(CUT_PRESETS.names())}")
+            raise InfoProError(f"--cuts: unknown preset {shown(c)}; choose from {', '.join(CUT_PRESETS.names())}")
     if any(k < 1 for k in args.K):
-        raise InfoProError(f"--K values must be >= 1, got {args.K}")
+        raise InfoProError(f"--K values must be >= 1, got {shown(args.K)}")
     plan = [("e2e", 1, "-")] if "e2e" in methods else []
     for K in sorted(set(args.K)):
         if K == 1:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Callable, Sequence
 
-from ..errors import InfoProError
+from ..errors import InfoProError, shown
 from ..models.backbone import SequentialBackbone
 from ..registry import Registry
 from .balance import CutContext, balanced_cuts
@@ -130,7 +130,7 @@ CUT_PRESETS.add("auto", _auto)
 
 def check_K(K: int, num_blocks: int) -> None:
     if not isinstance(K, int) or isinstance(K, bool):
-        raise InfoProError(f"K must be an integer number of pieces, got {K!r}")
+        raise InfoProError(f"K must be an integer number of pieces, got {shown(K)}")
     if K < 1:
         raise InfoProError(f"K must be at least 1 (K=1 is end-to-end training), got K={K}")
     if K > num_blocks:
@@ -145,17 +145,17 @@ def validate_cuts(cuts: Sequence[int], num_blocks: int, K: int) -> list[int]:
     check_K(K, num_blocks)
     cuts = list(cuts)
     if not all(isinstance(c, int) and not isinstance(c, bool) for c in cuts):
-        raise InfoProError(f"cuts must be block indices (integers), got {cuts!r}")
+        raise InfoProError(f"cuts must be block indices (integers), got {shown(cuts)}")
     if len(cuts) != K - 1:
-        raise InfoProError(f"K={K} pieces need {K - 1} cuts, got {len(cuts)}: {cuts}")
+        raise InfoProError(f"K={K} pieces need {K - 1} cuts, got {len(cuts)}: {shown(cuts)}")
     if len(set(cuts)) != len(cuts):
-        raise InfoProError(f"cuts must not repeat a block index, got {cuts}")
+        raise InfoProError(f"cuts must not repeat a block index, got {shown(cuts)}")
     if cuts != sorted(cuts):
-        raise InfoProError(f"cuts must be sorted in increasing order, got {cuts}")
+        raise InfoProError(f"cuts must be sorted in increasing order, got {shown(cuts)}")
     bad = [c for c in cuts if not 0 <= c <= num_blocks - 2]
     if bad:
         raise InfoProError(
-            f"cut(s) {bad} out of range: a cut is the index of the block a piece ends after, "
+            f"cut(s) {shown(bad)} out of range: a cut is the index of the block a piece ends after, "
             f"from 0 to {num_blocks - 2} for {num_blocks} blocks (the last piece may not be empty)"
         )
     return cuts
@@ -177,7 +177,7 @@ def resolve_cuts(spec: str | int | Sequence[int], backbone: SequentialBackbone, 
                 cuts = [int(part) for part in spec.split(",") if part.strip()]
             except ValueError:
                 raise InfoProError(
-                    f"cuts {spec!r} is neither a preset ({', '.join(CUT_PRESETS.names())}) "
+                    f"cuts {shown(spec)} is neither a preset ({', '.join(CUT_PRESETS.names())}) "
                     f"nor a comma-separated list of block indices"
                 ) from None
     elif isinstance(spec, int):

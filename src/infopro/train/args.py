@@ -13,7 +13,9 @@ import yaml
 from ..data import DATASETS, detect_target
 from ..data.archive import BOMB_RATIO, BOMB_SHARE, MAX_IMAGE_MB
 from ..describe import add_learner_arguments, check_learner_arguments
-from ..errors import InfoProError
+from ..errors import InfoProError, shown
+from ..flag_types import (BadNumber, Number, integer, mask_value, nonnegative_float, nonnegative_int, open_fraction,
+                          positive_float, positive_int, probability, seed, unit_interval)
 from ..registry import closest_name
 from .run_dir import read_run_settings, read_yaml_mapping, run_to_continue
 from .run_log import TRACKERS, tensorboard_writer, tracker_module
@@ -36,6 +38,9 @@ RUNTIME_KEYS |= {"workers"}
 KEY_ALIASES = {"learning_rate": "lr", "wd": "weight_decay", "bs": "batch_size", "model": "arch", "opt": "optimizer",
                "sched": "schedule", "warmup_lr": "warmup_start", "num_epochs": "epochs"}
 
+SMOOTHING = Number(float, 0.0, 1.0, high_open=True, name="smoothing")  # 1 would leave no target at all
+EMA_DECAY = Number(float, 0.0, 1.0, low_open=True, high_open=True, what="a decay", name="ema_decay")
+
 
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-c", "--config", default=None, metavar="YAML",
@@ -50,11 +55,11 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
                         "with train/<class>/ and val/<class>/ and/or test/<class>/ (or <class>/ folders only, with "
                         "--val-split), SVHN's .mat, stl10_binary/, "
                         "MNIST's idx files; default: the bundled CIFAR-10 subset")
-    d.add_argument("--image-size", type=int, default=None, metavar="S",
+    d.add_argument("--image-size", type=positive_int, default=None, metavar="S",
                    help="train on S x S images (default: the images' own size; needed when sizes differ)")
-    d.add_argument("--channels", type=int, choices=[1, 3], default=None,
+    d.add_argument("--channels", type=integer, choices=[1, 3], default=None,
                    help="1 or 3 (default: what most training images have; grayscale sets train as 1)")
-    d.add_argument("--val-split", type=float, default=None, metavar="F",
+    d.add_argument("--val-split", type=open_fraction, default=None, metavar="F",
                    help="hold out a stratified fraction F of the training split for validation (picks the best "
                         "epoch); a folder with both val/ and test/ uses val/; a folder of class folders only "
                         "(no test/ or val/) needs it, and its hold-out is then the test set")
@@ -62,14 +67,14 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
                    help="memory: decode the set once and keep it on the device; stream: decode per sample in "
                         "--workers processes with ImageNet's augmentation; auto: memory when it fits "
                         "(default: %(default)s)")
-    d.add_argument("--workers", type=int, default=None, metavar="N",
+    d.add_argument("--workers", type=nonnegative_int, default=None, metavar="N",
                    help="--data-path stream: decoding processes (default: the cores available)")
-    d.add_argument("--mean", type=float, nargs="+", default=None, metavar="M",
+    d.add_argument("--mean", type=unit_interval, nargs="+", default=None, metavar="M",
                    help="per-channel normalisation mean in [0, 1] (default: the data set's; measured on the "
                         "training split unless it is CIFAR)")
-    d.add_argument("--std", type=float, nargs="+", default=None, metavar="S",
+    d.add_argument("--std", type=positive_float, nargs="+", default=None, metavar="S",
                    help="per-channel normalisation std (default: as --mean)")
-    d.add_argument("--max-image-mb", type=float, default=MAX_IMAGE_MB, metavar="MB",
+    d.add_argument("--max-image-mb", type=positive_float, default=MAX_IMAGE_MB, metavar="MB",
                    help="images in a .zip: the most one member may inflate to; a larger one, or one compressed "
                         f"over {BOMB_RATIO}:1 past 1/{BOMB_SHARE} of this, is refused as a zip bomb "
                         "(default: %(default)g)")
@@ -78,21 +83,21 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
                         "method Python cannot inflate, over --max-image-mb) instead of refusing the set; their "
                         "count is printed")
     d.add_argument("--cache-dir", default=None, help="where decoded arrays are cached (default: $INFOPRO_CACHE or .cache/infopro)")
-    d.add_argument("--train-subset", type=int, default=None, metavar="N", help="train on a stratified subset of N images (of what --val-split leaves: the validation set is held out of the whole training split first)")
-    d.add_argument("--test-subset", type=int, default=None, metavar="N", help="test on a stratified subset of N images")
+    d.add_argument("--train-subset", type=positive_int, default=None, metavar="N", help="train on a stratified subset of N images (of what --val-split leaves: the validation set is held out of the whole training split first)")
+    d.add_argument("--test-subset", type=positive_int, default=None, metavar="N", help="test on a stratified subset of N images")
 
     t = parser.add_argument_group("task (see docs/segmentation.md)")
     t.add_argument("--task", choices=TASKS.names(), default=None,
                    help="classify (a class per image) or segment (a class per pixel: image + mask pairs); default: "
                         "what the data holds (a folder of image + mask pairs is segment, anything else classify)")
-    t.add_argument("--ignore-index", type=int, default=255, metavar="I",
+    t.add_argument("--ignore-index", type=mask_value, default=255, metavar="I",
                    help="segment: the mask value that marks unlabelled pixels, left out of the loss and the metrics "
                         "(default: %(default)s)")
-    t.add_argument("--crop-size", type=int, nargs=2, default=None, metavar=("H", "W"),
+    t.add_argument("--crop-size", type=positive_int, nargs=2, default=None, metavar=("H", "W"),
                    help="segment: the training crop (after the random rescale), the size the network is built for; "
                         "evaluation runs on whole images, window by window where they are larger (default: the "
                         "smallest training image)")
-    t.add_argument("--seg-aux-weight", type=float, default=0.4, metavar="W",
+    t.add_argument("--seg-aux-weight", type=nonnegative_float, default=0.4, metavar="W",
                    help="segment: weight of the FCN auxiliary head on the last piece's stage-3 output, as "
                         "MMSegmentation's DeepLabV3 (0: off) (default: %(default)s)")
     t.add_argument("--seg-eval", choices=["whole", "slide"], default="whole",
@@ -106,14 +111,14 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     add_learner_arguments(parser)
 
     o = parser.add_argument_group("optimisation")
-    o.add_argument("--epochs", type=int, default=160, help="(default: %(default)s, the paper's)")
-    o.add_argument("--batch-size", type=int, default=128,
+    o.add_argument("--epochs", type=positive_int, default=160, help="(default: %(default)s, the paper's)")
+    o.add_argument("--batch-size", type=positive_int, default=128,
                    help="(default: %(default)s; a new run on a smaller training set uses the set's size, and the "
                         "default --lr follows it)")
     o.add_argument("--optimizer", choices=["sgd", "adamw"], default="sgd",
                    help="sgd (the paper's: Nesterov momentum, --momentum, --nesterov) or adamw (DeiT's: betas 0.9, "
                         "0.999, eps 1e-8, decoupled --weight-decay) (default: %(default)s)")
-    o.add_argument("--lr", type=float, default=None,
+    o.add_argument("--lr", type=positive_float, default=None,
                    help="initial learning rate; default for sgd 0.1 per 128 images (the paper: batch 128 lr 0.1, "
                         "batch 1024 lr 0.8), for adamw 5e-4 per 512 images (DeiT)")
     o.add_argument("--schedule", choices=SCHEDULES, default="cosine",
@@ -123,65 +128,65 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     o.add_argument("--schedule-per", choices=STEPPED_PER, default="epoch",
                    help="set the learning rate once per epoch (the authors' classification code) or before every "
                         "step (MMSegmentation's, the segmentation configs) (default: %(default)s)")
-    o.add_argument("--poly-power", type=float, default=0.9, metavar="P",
+    o.add_argument("--poly-power", type=positive_float, default=0.9, metavar="P",
                    help="the poly schedule's power (default: %(default)s, MMSegmentation's)")
-    o.add_argument("--iters", type=int, default=None, metavar="N",
+    o.add_argument("--iters", type=positive_int, default=None, metavar="N",
                    help="a budget of N optimiser steps instead of --epochs (MMSegmentation's: 40000 for Cityscapes); "
                         "the epochs it takes are run, the last one cut short (default: off)")
-    o.add_argument("--schedule-first-epoch", type=int, choices=[0, 1], default=0,
+    o.add_argument("--schedule-first-epoch", type=integer, choices=[0, 1], default=0,
                    help="the epoch number the schedule is evaluated at in the first epoch: 1 as the authors' CIFAR "
                         "train.py (the paper configs), 0 as their imagenet_DDP.py and torch's schedulers, which "
                         "start at --lr (default: %(default)s, so that a short run does not spend its last epoch at lr 0)")
-    o.add_argument("--warmup-epochs", type=int, default=0, metavar="N",
+    o.add_argument("--warmup-epochs", type=nonnegative_int, default=0, metavar="N",
                    help="linear warm-up over the first N epochs from --warmup-start, per epoch as in the authors' "
                         "CIFAR train.py (their configs: 10); default %(default)s: the paper configs set it, a bare "
                         "short run does not")
-    o.add_argument("--warmup-start", type=float, default=0.01, metavar="LR",
+    o.add_argument("--warmup-start", type=positive_float, default=0.01, metavar="LR",
                    help="the learning rate of the first warm-up epoch (default: %(default)s, the authors')")
     o.add_argument("--warmup-to", choices=WARMUP_TARGETS, default="schedule",
                    help="schedule: blend towards the schedule's value of the epoch (InfoPro's train.py); peak: "
                         "towards --lr (timm's warm-up, as DeiT) (default: %(default)s)")
-    o.add_argument("--min-lr", type=float, default=0.0, metavar="LR",
+    o.add_argument("--min-lr", type=nonnegative_float, default=0.0, metavar="LR",
                    help="the cosine's end value (timm's lr_min; 0 in the InfoPro code) (default: %(default)s)")
-    o.add_argument("--momentum", type=float, default=0.9, help="SGD momentum")
+    o.add_argument("--momentum", type=nonnegative_float, default=0.9, help="SGD momentum")
     o.add_argument("--nesterov", action=argparse.BooleanOptionalAction, default=True, help="Nesterov momentum")
-    o.add_argument("--weight-decay", type=float, default=1e-4,
+    o.add_argument("--weight-decay", type=nonnegative_float, default=1e-4,
                    help="L2 weight decay (default: %(default)s); with adamw decoupled, as DeiT's (0.05)")
     o.add_argument("--decay-norm-bias", action=argparse.BooleanOptionalAction, default=None,
                    help="weight decay also on norm weights, biases, position embeddings and class tokens; default: "
                         "on for sgd (the paper's code decays every parameter), off for adamw (DeiT/timm exempt them)")
-    o.add_argument("--label-smoothing", type=float, default=0.0, metavar="F",
+    o.add_argument("--label-smoothing", type=SMOOTHING, default=0.0, metavar="F",
                    help="label smoothing of the last piece's cross-entropy (the network's own classifier; DeiT: "
                         "0.1); the local pieces' heads keep plain targets, as they are auxiliary (default: %(default)s)")
-    o.add_argument("--model-ema", type=float, default=None, metavar="DECAY",
+    o.add_argument("--model-ema", type=EMA_DECAY, default=None, metavar="DECAY",
                    help="also keep an exponential moving average of the network's weights (and BatchNorm "
                         "statistics), updated every step with this decay (e.g. 0.99996, DeiT's), evaluated each "
                         "epoch and saved in the checkpoint as model_ema; single process only (default: off)")
 
     a = parser.add_argument_group("extra augmentation (training batches, on the device; default: all off)")
-    a.add_argument("--randaugment", type=float, nargs=2, default=None, metavar=("N", "M"),
+    a.add_argument("--randaugment", type=nonnegative_float, nargs=2, default=None, metavar=("N", "M"),
                    help="RandAugment: N ops per image from the 15 of timm's 'rand-...-inc1' set, magnitude M of 10, "
                         "each applied with probability 0.5 (DeiT: 2 9), on uint8 images after crop and flip")
-    a.add_argument("--randaugment-std", type=float, default=0.5, metavar="S",
+    a.add_argument("--randaugment-std", type=nonnegative_float, default=0.5, metavar="S",
                    help="--randaugment: std of the per-op magnitude noise, clipped to [0, 10] (DeiT's mstd0.5) "
                         "(default: %(default)s)")
-    a.add_argument("--random-erasing", type=float, default=0.0, metavar="P",
+    a.add_argument("--random-erasing", type=probability, default=0.0, metavar="P",
                    help="erase one random rectangle (2-33%% of the area, aspect 0.3-3.3) per image with probability "
                         "P, filled with per-pixel normal noise of the normalised image (DeiT: 0.25, pixel mode)")
-    a.add_argument("--mixup", type=float, default=0.0, metavar="A",
+    a.add_argument("--mixup", type=nonnegative_float, default=0.0, metavar="A",
                    help="mixup alpha: blend each batch with itself reversed, lam ~ Beta(A, A), targets mixed alike "
                         "(soft targets; DeiT: 0.8); not with a supervised contrastive loss (needs hard labels)")
-    a.add_argument("--cutmix", type=float, default=0.0, metavar="A",
+    a.add_argument("--cutmix", type=nonnegative_float, default=0.0, metavar="A",
                    help="cutmix alpha: paste a box of the reversed batch, lam ~ Beta(A, A) corrected to the box's "
                         "area (DeiT: 1.0)")
-    a.add_argument("--mix-prob", type=float, default=1.0, metavar="P",
+    a.add_argument("--mix-prob", type=probability, default=1.0, metavar="P",
                    help="probability that a batch is mixed at all (default: %(default)s, DeiT's)")
-    a.add_argument("--mix-switch-prob", type=float, default=0.5, metavar="P",
+    a.add_argument("--mix-switch-prob", type=probability, default=0.5, metavar="P",
                    help="with both --mixup and --cutmix: probability of cutmix for a mixed batch (default: "
                         "%(default)s, DeiT's)")
 
     r = parser.add_argument_group("run")
-    r.add_argument("--seed", type=int, default=0, help="seed of the weights, the subsets, the split and the batches")
+    r.add_argument("--seed", type=seed, default=0, help="seed of the weights, the subsets, the split and the batches")
     r.add_argument("--device", default="auto", help="auto (cuda when available), cpu, cuda, cuda:1, ...")
     r.add_argument("--amp", choices=["none", "bf16"], default="none", help="autocast the forward passes to bfloat16")
     r.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
@@ -219,7 +224,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
                    help="none, pieces, data or pieces,data. pieces: rank k trains piece k (torchrun "
                         "--nproc-per-node K); data: every rank a full copy on a slice of each batch, one DistributedDataParallel per piece; pieces,data: a K x D mesh, "
                         "process (k, d) trains piece k on slice d (torchrun --nproc-per-node K*D) (default: %(default)s)")
-    p.add_argument("--micro-batches", type=int, default=1, metavar="M",
+    p.add_argument("--micro-batches", type=positive_int, default=1, metavar="M",
                    help="--parallel pieces: split each batch into M micro-batches so all ranks work at once; "
                         "the optimiser still steps once per batch (default: %(default)s)")
     p.add_argument("--sync-pieces", action="store_true",
@@ -227,7 +232,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--sync-batchnorm", action="store_true",
                    help="--parallel data or pieces,data on CUDA: BatchNorm statistics of the whole batch "
                         "(SyncBatchNorm over the data dimension) instead of each slice's own")
-    p.add_argument("--dist-timeout", type=float, default=60.0, metavar="SECONDS",
+    p.add_argument("--dist-timeout", type=positive_float, default=60.0, metavar="SECONDS",
                    help="longest wait for a message from another rank before giving up (default: %(default)s)")
 
 
@@ -257,64 +262,88 @@ def read_config(path: str | Path, parser: argparse.ArgumentParser) -> dict[str, 
     """A `-c` file's values, type-checked like flags. A run's own config.yaml names its run: its `out`
     is the directory it was read from (so that a copied run directory is itself, not the original)."""
     path = Path(path)
-    if not path.is_file():
-        raise InfoProError(f"config file {path} does not exist")
-    values = coerce_config(read_yaml_mapping(path), path, parser)
+    values = coerce_config(read_yaml_mapping(path, "config file"), path, parser)
     if path.name == "config.yaml" and "out" in values:
         values["out"] = os.path.abspath(path.parent)
     return values
 
 
+SHOWN_KEYS = 5  # unknown keys named in one message
+
+
 def coerce_config(values: dict[str, Any], path: Path, parser: argparse.ArgumentParser) -> dict[str, Any]:
-    """Settings read from a file, with the type and choices each flag would enforce."""
+    """Settings read from a file, with the type, range and choices each flag would enforce."""
     known = {a.dest for a in parser._actions} - RUNTIME_KEYS - {"help"}
-    values = {str(k).replace("-", "_"): v for k, v in values.items()}
-    unknown = sorted(set(values) - known)
+    named: dict[str, Any] = {}
+    for given in values:
+        key = str(given).replace("-", "_")
+        if key in named:  # batch-size and batch_size: the file would mean one and silently get the other
+            raise InfoProError(f"config file {path}: keys {shown(named[key], 40)} and {shown(given, 40)} name the "
+                               f"same setting; keep one")
+        named[key] = given
+    unknown = sorted(set(named) - known)
     if unknown:
-        named = [key + (f" (did you mean {close}?)" if (close := closest_name(key, known, KEY_ALIASES)) else "")
-                 for key in unknown]
-        raise InfoProError(f"config file {path}: unknown key{'s' if len(unknown) > 1 else ''} {', '.join(named)}; "
-                           f"a key is a flag of `infopro train --help` without its -- and with _ for -")
+        listed = [key if key.isidentifier() and len(key) <= 40 else shown(key, 40) for key in unknown[:SHOWN_KEYS]]
+        listed = [name + (f" (did you mean {close}?)" if (close := closest_name(key, known, KEY_ALIASES)) else "")
+                  for name, key in zip(listed, unknown)]
+        more = f" and {len(unknown) - SHOWN_KEYS} more" if len(unknown) > SHOWN_KEYS else ""
+        raise InfoProError(f"config file {path}: unknown key{'s' if len(unknown) > 1 else ''} {', '.join(listed)}"
+                           f"{more}; a key is a flag of `infopro train --help` without its -- and with _ for -")
     actions = {a.dest: a for a in parser._actions}
-    return {key: _coerce(actions[key], value, path) for key, value in values.items()}
+    return {key: _coerce(actions[key], values[given], path) for key, given in named.items()}
 
 
 def _parse_like_flag(kind: Any, value: Any) -> Any:
-    """`value` as the command line would give it to `kind`: 1.7 for an int flag is refused, as "1.7" is."""
-    if isinstance(value, (bool, list, dict)):
+    """`value` as the command line would give it to `kind`: 1.7 for an int flag is refused, as "1.7" is; a
+    checked number type's refusal (`BadNumber`) is passed on, as it says the range."""
+    if isinstance(value, (bool, list, tuple, dict, set)):
         raise ValueError
     try:
         return kind(str(value))
-    except (TypeError, ValueError):
+    except BadNumber:
+        raise
+    except (TypeError, ValueError, OverflowError):
         raise ValueError from None
 
 
 def _coerce(action: argparse.Action, value: Any, path: Path) -> Any:
-    """Give a YAML value the type and choices its flag would enforce."""
-    if value is None:
-        return None
+    """Give a YAML value the type, range and choices its flag would enforce."""
+    where = f"config file {path}"
+    if value is None:  # `key:` with nothing after it, or null: "not given" only where the flag's default is
+        if action.default is None:
+            return None
+        raise InfoProError(f"{where}: {action.dest} has no value (null); give one, or leave the key out for the "
+                           f"default ({shown(action.default)})")
     # A true/false flag, also one whose default is None ("decide for me", e.g. --channels-last)
     switch = isinstance(action.default, bool) or isinstance(action, argparse.BooleanOptionalAction)
     if switch and not isinstance(value, bool):
-        raise InfoProError(f"config file {path}: {action.dest} must be true or false, got {value!r}")
+        raise InfoProError(f"{where}: {action.dest} must be true or false, got {shown(value)}")
     if action.dest == "cuts" and isinstance(value, list) and all(isinstance(v, int) and not isinstance(v, bool) for v in value):
         value = ",".join(map(str, value))  # a YAML list of block indices is the flag's comma list
     kind = action.type or (str if not switch else None)
-    expected = {int: "an integer", float: "a number"}.get(kind, "a string")  # type: ignore[call-overload]
+    expected = getattr(kind, "expected", None) or {int: "an integer", float: "a number"}.get(kind, "a string")
+    given = value
     try:
         if action.nargs is not None and action.nargs not in ("?",) and action.type is not None:
+            count = "one or more" if action.nargs == "+" else str(action.nargs)
             if not isinstance(value, (list, tuple)):
-                raise ValueError(f"expected a list of {action.nargs} values")
-            if isinstance(action.nargs, int) and len(value) != action.nargs:
-                raise ValueError(f"expected {action.nargs} values")
-            value = [_parse_like_flag(kind, v) for v in value]
+                raise ValueError(f"expected a list of {count} values, each {expected}")
+            if (action.nargs == "+" and not value) or (isinstance(action.nargs, int) and len(value) != action.nargs):
+                raise ValueError(f"expected a list of {count} values, got {len(value)}")
+            items = []
+            for item in value:
+                given = item
+                items.append(_parse_like_flag(kind, item))
+            value = items
         elif kind is not None:
             value = _parse_like_flag(kind, value)
+    except BadNumber as error:
+        raise InfoProError(f"{where}: bad value {shown(given)} for {action.dest}: expected {error.expected}") from None
     except (TypeError, ValueError) as error:
-        raise InfoProError(f"config file {path}: bad value {value!r} for {action.dest}: "
+        raise InfoProError(f"{where}: bad value {shown(given)} for {action.dest}: "
                            f"{str(error) or 'expected ' + expected}") from None
     if action.choices is not None and value not in action.choices:
-        raise InfoProError(f"config file {path}: {action.dest} must be one of {list(action.choices)}, got {value!r}")
+        raise InfoProError(f"{where}: {action.dest} must be one of {list(action.choices)}, got {shown(value)}")
     return value
 
 
@@ -410,7 +439,10 @@ def check_args(args: argparse.Namespace) -> None:
         (args.workers is None or args.workers >= 0, f"--workers must be >= 0, got {args.workers}"),
         (args.max_image_mb > 0, f"--max-image-mb must be > 0, got {args.max_image_mb}"),
         ((args.mean is None) == (args.std is None), "--mean and --std go together: give both or neither"),
-        (args.std is None or min(args.std) > 0, f"--std must be > 0, got {args.std}"),
+        (args.mean is None or args.std is None or len(args.mean) == len(args.std) <= 3,
+         f"--mean and --std take one value per channel (1 or 3), the same number each; got "
+         f"{len(args.mean or ())} and {len(args.std or ())}"),
+        (args.std is None or min(args.std, default=0) > 0, f"--std must be > 0, got {shown(args.std)}"),
         (0 <= args.label_smoothing < 1, f"--label-smoothing must be in [0, 1), got {args.label_smoothing}"),
         (args.mixup >= 0 and args.cutmix >= 0, f"--mixup and --cutmix must be >= 0 (0: off), got {args.mixup}, {args.cutmix}"),
         (0 <= args.mix_prob <= 1 and 0 <= args.mix_switch_prob <= 1,
@@ -418,7 +450,8 @@ def check_args(args: argparse.Namespace) -> None:
         (0 <= args.random_erasing <= 1, f"--random-erasing must be a probability in [0, 1], got {args.random_erasing}"),
         (args.randaugment is None or (args.randaugment[0] == int(args.randaugment[0]) and args.randaugment[0] >= 0
                                       and 0 <= args.randaugment[1] <= 10),
-         f"--randaugment takes N (a whole number of ops >= 0) and M (a magnitude in [0, 10]), got {args.randaugment}"),
+         f"--randaugment takes N (a whole number of ops >= 0) and M (a magnitude in [0, 10]), got "
+         f"{shown(args.randaugment)}"),
         (args.randaugment_std >= 0, f"--randaugment-std must be >= 0, got {args.randaugment_std}"),
         (args.model_ema is None or 0 < args.model_ema < 1, f"--model-ema takes a decay in (0, 1), got {args.model_ema}"),
         (args.model_ema is None or args.parallel == "none",
@@ -426,7 +459,7 @@ def check_args(args: argparse.Namespace) -> None:
         (args.iters is None or args.iters >= 1, f"--iters must be >= 1, got {args.iters}"),
         (args.poly_power > 0, f"--poly-power must be > 0, got {args.poly_power}"),
         (args.seg_aux_weight >= 0, f"--seg-aux-weight must be >= 0 (0: off), got {args.seg_aux_weight}"),
-        (args.crop_size is None or min(args.crop_size) >= 1, f"--crop-size takes H W >= 1, got {args.crop_size}"),
+        (args.crop_size is None or min(args.crop_size, default=0) >= 1, f"--crop-size takes H W >= 1, got {shown(args.crop_size)}"),
         (args.parallel == "none" or (args.iters is None and args.schedule_per == "epoch"),
          f"--iters and --schedule-per iteration run in one process for now; drop them or run without --parallel "
          f"{args.parallel}"),

@@ -41,6 +41,7 @@ import yaml
 from ..errors import InfoProError
 from ..files import WriteError, atomic_write_text, error_reason
 from ..model_file import BEST_MODEL_NAME, MODEL_NAME, save_model
+from ..yaml_file import read_yaml_mapping
 from .checkpoint import RESUME_KEYS, load_checkpoint
 
 RUN_FILES = ("config.yaml", "metrics.jsonl", "summary.json", "checkpoint.pt", MODEL_NAME, BEST_MODEL_NAME,
@@ -107,19 +108,6 @@ def read_run_settings(run: Path, checkpoint: Path) -> tuple[dict[str, Any], Path
     if checkpoint.is_file():
         return dict(load_checkpoint(checkpoint)["args"]), checkpoint
     return None
-
-
-def read_yaml_mapping(path: Path) -> dict[str, Any]:
-    """A YAML file holding a mapping, or one line saying why it cannot be read."""
-    try:
-        values = yaml.safe_load(path.read_text()) or {}
-    except OSError as error:
-        raise InfoProError(f"cannot read {path}: {error_reason(error)}") from None
-    except (yaml.YAMLError, UnicodeDecodeError) as error:
-        raise InfoProError(f"{path} is not valid YAML: {error_reason(error)}") from None
-    if not isinstance(values, dict):
-        raise InfoProError(f"{path} must be a mapping of setting names to values")
-    return values
 
 
 class RunDir:
