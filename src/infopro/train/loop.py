@@ -393,8 +393,9 @@ def train_one_epoch(learner: LocalLearner, optimizer: torch.optim.Optimizer, loa
                     before_step: Callable[[], None] | None = None) -> dict[str, Any]:
     """One epoch of local steps; `ema` (an `AveragedModel` of the pieces, --model-ema) follows every step, and
     `after_step` runs after each (a schedule stepped per iteration), `before_step` before each (after zero_grad;
-    --compile's clock); `max_steps` ends the epoch early (the last epoch of an --iters budget). Labels may be soft targets (mixup, cutmix): training accuracy then counts their
-    largest class. Segmentation counts pixels (`Task.train_hits`)."""
+    --compile's clock); `max_steps` ends the epoch early (the last epoch of an --iters budget). Labels may be
+    soft targets (mixup, cutmix): training accuracy then counts their largest class. Segmentation counts pixels
+    (`Task.train_hits`)."""
     task = task_of(learner)
     learner.train()
     loader.set_epoch(epoch)
