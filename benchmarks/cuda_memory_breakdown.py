@@ -15,8 +15,8 @@ step (zero_grad, `train_step`, SGD step, as `infopro bench` measures it) of E2E 
              operators that no tensor holds. Measured by resetting the allocator's peak before each operator.
              The operators with the most scratch memory are listed.
   allocator  (CUDA) reserved against allocated at the peak (cached blocks and fragmentation, from
-             `torch.cuda.memory_stats`), and with --snapshot the largest blocks alive at the peak and the Python
-             line that allocated them (`torch.cuda.memory._record_memory_history`).
+             `torch.cuda.memory_stats`), and for the default variant (--no-snapshot: not) the largest blocks
+             alive at the peak and the Python line that allocated them (`torch.cuda.memory._record_memory_history`).
 
 Variants, each (E2E and the learner) in a child process of its own, since the allocator reads its
 configuration when CUDA starts and cuDNN keeps its algorithm choices for the process:
@@ -285,7 +285,7 @@ def breakdown(spec: dict[str, Any], device: torch.device) -> dict[str, Any]:
                 sync()
                 snapshot = torch.cuda.memory._snapshot(device)
                 torch.cuda.memory._record_memory_history(enabled=None)
-                result["snapshot"] = peak_blocks(snapshot["device_traces"][device.index or 0], base)
+                result["snapshot_peak"] = peak_blocks(snapshot["device_traces"][device.index or 0], base)
             except Exception as error:  # a private API: its absence must not cost the rest of the breakdown
                 result["snapshot_error"] = f"{type(error).__name__}: {error}"[:300]
     learner.piece_done = None
@@ -353,9 +353,9 @@ def report(rows: list[dict[str, Any]], cuda: bool) -> None:
               f"({mib(r['allocator']['peak_allocated'])} MiB plain, {mib(r['metered_peak_allocated'])} MiB metered): "
               + ", ".join(f"{k} {mib(v)}" for k, v in p.items() if k not in ("op", "window")))
         print("  most scratch per operator MiB: " + ", ".join(f"{k} {mib(v)}" for k, v in r["scratch_by_op"].items()))
-        if "snapshot" in r:
+        if "snapshot_peak" in r:
             print("  largest blocks at the peak: " + "; ".join(f"{mib(b['bytes'])} MiB {b['where']}"
-                                                           for b in r["snapshot"]["largest"][:6]))
+                                                           for b in r["snapshot_peak"]["largest"][:6]))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -81,9 +81,10 @@ def test_cuda_breakdown_adds_up(script, tmp_path, capsys):
     for row in rows:
         parts = {k: v for k, v in row["at_peak"].items() if k not in ("op", "window")}
         assert sum(parts.values()) == pytest.approx(row["metered_peak_allocated"], rel=0.01)
-        assert row["metered_peak_allocated"] == pytest.approx(row["allocator"]["peak_allocated"], rel=0.05)
+        assert row["metered_peak_allocated"] == pytest.approx(row["allocator"]["peak_allocated"], rel=0.1)
         assert row["allocator"]["peak_reserved"] >= row["allocator"]["peak_allocated"]
     default = [r for r in rows if r["variant"] == "default"]
-    assert all(r["snapshot"]["peak_bytes"] == pytest.approx(r["allocator"]["peak_allocated"], rel=0.05) for r in default)
+    assert all(r["snapshot_peak"]["peak_bytes"] == pytest.approx(r["allocator"]["peak_allocated"], rel=0.1)
+               for r in default)
     assert [r["allocator"]["allocator_config"] for r in rows if r["variant"] == "expandable-segments"] == \
         ["expandable_segments:True"] * 2
