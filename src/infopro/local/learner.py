@@ -7,7 +7,7 @@ import dataclasses
 import functools
 import sys
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import torch
 from torch import nn
@@ -137,9 +137,13 @@ class LocalLearner(nn.Module):
 
     `amp_dtype` (attribute, default None): set to torch.bfloat16 to run the
     forward passes of `train_step` under autocast.
+
+    `piece_done` (attribute, default None): a callable that `train_step` calls with k right after
+    piece k's backward (outside any compiled graph): per-piece timing or memory probes.
     """
 
     amp_dtype: torch.dtype | None = None
+    piece_done: Callable[[int], None] | None = None
 
     def __init__(
         self,
@@ -272,6 +276,8 @@ class LocalLearner(nn.Module):
             h, loss = local_step(piece, call, h, y, image, self.amp_dtype)
             objective.after_backward()  # e.g. MAN's EMA moves here, before the optimiser step (as its authors')
             losses.append(loss)
+            if self.piece_done is not None:
+                self.piece_done(k)
         # One host sync per step, not one per piece.
         return {"logits": h, "losses": torch.stack(losses).tolist()}
 

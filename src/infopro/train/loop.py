@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from contextlib import nullcontext
 from datetime import datetime
 from functools import partial
 from pathlib import Path
@@ -23,6 +24,7 @@ from ..local.cuts import cuts_label
 from ..parallel import MeshTrainer, ParallelRuntime, PeerLost, start_parallel
 from .args import check_args, fit_batch_to_set, resolved_config
 from .checkpoint import load_checkpoint, save_checkpoint
+from .compile_cache import CompileClock, compile_cache
 from .data_setup import check_image_size
 from .parts import (build_learner, build_schedule, decay_exempt, ema_network, evaluate, evaluate_metrics,
                     make_optimizer, model_ema, task_from_args)
@@ -59,6 +61,9 @@ class SingleProcessTrainer:
         self.optimizer = make_optimizer(learner.parameters(), args, decay_exempt(learner.named_parameters()))
         self.where = str(device)
         self.ema = model_ema(learner, args.model_ema) if args.model_ema is not None else None
+        # --compile: the first two steps timed per piece, so compile time is reported apart from step time
+        self.compile_clock = CompileClock(learner, device) if args.compile else None
+        self.compile_cache_dir: Path | None = None  # set by the loop while a compiled run trains
 
     def drop_last(self, num_samples: int, batch_size: int) -> bool:
         # A last batch of one sample would break BatchNorm in training mode: drop it in that case only.
@@ -72,8 +77,18 @@ class SingleProcessTrainer:
 
     def train_epoch(self, loader: DeviceLoader, epoch: int, args: argparse.Namespace) -> dict[str, Any]:
         extra = {"ema": self.ema} if self.ema is not None else {}
-        return train_one_epoch(self.learner, self.optimizer, loader, epoch, args, self.device, **extra,
-                               after_step=self.after_step, max_steps=self.max_steps)
+        clock = self.compile_clock
+        if clock is not None and not clock.steps:
+            clock.start()
+        record = train_one_epoch(self.learner, self.optimizer, loader, epoch, args, self.device, **extra,
+                                 after_step=self.after_step, max_steps=self.max_steps,
+                                 before_step=clock.before_step if clock is not None else None)
+        if clock is not None and clock.done:
+            record.update(clock.record())  # once: in the epoch whose steps compiled
+            if not args.quiet:
+                print(clock.line(self.compile_cache_dir))
+            self.compile_clock = None
+        return record
 
     def finish_epoch(self, record: dict[str, Any], eval_loaders: dict[str, DeviceLoader], args: argparse.Namespace
                      ) -> tuple[dict[str, Any], dict[str, float], dict[str, Any]] | None:
@@ -182,7 +197,11 @@ def _train(args: argparse.Namespace, runtime: ParallelRuntime | None) -> int:
                 check_resumable(run.read_config(), args, run.config)
             _check_epochs(args, run, state)
         try:
-            return _run_epochs(args, run, state, notice, learner, trainer, schedule, data, loaders, writer)
+            # --compile: inductor's caches in RUN/compile_cache, so that --resume reuses what this run compiles
+            with compile_cache(run.path) if args.compile else nullcontext() as cache_dir:
+                if hasattr(trainer, "compile_cache_dir"):
+                    trainer.compile_cache_dir = cache_dir
+                return _run_epochs(args, run, state, notice, learner, trainer, schedule, data, loaders, writer)
         except KeyboardInterrupt as stop:
             raise Interrupted(f"{str(stop) or 'SIGINT'}; {_stopped(run, args)}", getattr(stop, "exit_code", 130),
                               during_run=True) from None
@@ -370,11 +389,13 @@ def data_line(data: Any, run_path: Path, val_split: float | None) -> str:
 
 def train_one_epoch(learner: LocalLearner, optimizer: torch.optim.Optimizer, loader: DeviceLoader, epoch: int,
                     args: argparse.Namespace, device: torch.device, ema: Any = None,
-                    after_step: Callable[[], None] | None = None, max_steps: int | None = None) -> dict[str, Any]:
+                    after_step: Callable[[], None] | None = None, max_steps: int | None = None,
+                    before_step: Callable[[], None] | None = None) -> dict[str, Any]:
     """One epoch of local steps; `ema` (an `AveragedModel` of the pieces, --model-ema) follows every step, and
-    `after_step` runs after each (a schedule stepped per iteration); `max_steps` ends the epoch early (the last
-    epoch of an --iters budget). Labels may be soft targets (mixup, cutmix): training accuracy then counts their
-    largest class. Segmentation counts pixels (`Task.train_hits`)."""
+    `after_step` runs after each (a schedule stepped per iteration), `before_step` before each (after zero_grad;
+    --compile's clock); `max_steps` ends the epoch early (the last epoch of an --iters budget). Labels may be
+    soft targets (mixup, cutmix): training accuracy then counts their largest class. Segmentation counts pixels
+    (`Task.train_hits`)."""
     task = task_of(learner)
     learner.train()
     loader.set_epoch(epoch)
@@ -392,6 +413,8 @@ def train_one_epoch(learner: LocalLearner, optimizer: torch.optim.Optimizer, loa
         if args.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         optimizer.zero_grad(set_to_none=True)
+        if before_step is not None:
+            before_step()
         step = learner.train_step(x, y)
         watch.add(step["losses"])
         if (i + 1) % CHECK_EVERY == 0:

@@ -12,6 +12,8 @@
                         run's test IoU per class, of its latest epoch), RUN/train.log what was printed,
                         RUN/tensorboard/ event files (when the tensorboard package is there), RUN/wandb/ the
                         files of Weights & Biases (--wandb): see run_log.py
+    RUN/compile_cache/  inductor's caches of a `--compile` run, reused by `--resume` (`compile_cache.py`); not
+                        a run file
     RUN/console.log     all a run printed (stdout and stderr), when `infopro reproduce` launched it; not a run
                         file: a directory holding only it is fresh
     RUN/.lock           `fcntl.flock`ed by the one process writing the run, and holding its pid; the OS
