@@ -4,7 +4,8 @@
                         `--test-only RUN` take every setting from it
     RUN/metrics.jsonl   one JSON line per finished epoch, appended before that epoch's checkpoint
                         (so a resume drops the lines after its checkpoint, and a torn last line)
-    RUN/checkpoint.pt   {model, optimizer, scheduler, epoch, args}, replaced atomically after each epoch
+    RUN/checkpoint.pt   {model, optimizer, scheduler, epoch, args, history}, replaced atomically after each
+                        epoch; `history` is the records of its epochs, what metrics.jsonl is rebuilt from
     RUN/summary.json    written after the last epoch
     RUN/model.pt        the plain backbone of the last epoch done, with what rebuilds it (`infopro.load_model`)
     RUN/model-best.pt   the same at the best validation epoch so far (runs with a validation split)
