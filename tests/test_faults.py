@@ -422,6 +422,14 @@ def test_torn_and_damaged_metrics_lines(runs, tmp_path, capsys):
     (run / "summary.json").unlink()
     (run / "metrics.jsonl").write_text("not json\n" + lines)
     capsys.readouterr()
+    assert resume(run) == 0  # the checkpoint keeps the records: the file is rebuilt from them (issue 23)
+    assert (run / "metrics.jsonl").read_text() == lines
+    assert "had 1 damaged line: rebuilt from the history in checkpoint.pt" in capsys.readouterr().out
+    state = load_checkpoint(run / "checkpoint.pt")
+    del state["history"]  # a checkpoint of an older infopro: the damaged line is the only record, refused
+    torch.save(state, run / "checkpoint.pt")
+    (run / "summary.json").unlink()
+    (run / "metrics.jsonl").write_text("not json\n" + lines)
     assert resume(run) == 2
     assert f"{run / 'metrics.jsonl'} line 1 is damaged" in last_line(capsys.readouterr().err)
 

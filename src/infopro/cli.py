@@ -182,6 +182,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         where = f"{error.filename}: " if getattr(error, "filename", None) else ""
         print(f"infopro {args.command}: error: {where}{error_reason(error)}", file=sys.stderr)
         return 2
+    except Exception as error:  # a data-loading worker that died, wherever torch noticed it: one line
+        from .data.stream import worker_death
+
+        death = worker_death(error)
+        if death is None:
+            raise
+        print(f"infopro {args.command}: error: {death}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt as stop:
         print(f"infopro {args.command}: interrupted" + (f" by {stop}" if str(stop) else ""), file=sys.stderr)
         return getattr(stop, "exit_code", 130)

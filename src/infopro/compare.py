@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from .errors import InfoProError, shown
 from .files import atomic_write, atomic_write_text, check_output_dir
-from .train.run_dir import RunDir
+from .train.run_dir import RunDir, refuse_run_file
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -135,6 +135,9 @@ def _diverged(history: Sequence[dict[str, Any]]) -> bool:
 def read_run(path: str | Path) -> Run:
     """One run directory as compare sees it; one InfoProError line if `path` is not a run directory."""
     run_dir = RunDir(path)
+    if run_dir.path.is_dir() and not run_dir.config.is_file() and run_dir.checkpoint.is_file():
+        raise InfoProError(f"{path} has lost its config.yaml; `infopro train --resume {path}` writes it again from "
+                           f"its checkpoint")
     if not run_dir.path.is_dir() or not run_dir.config.is_file():
         raise InfoProError(f"{path} is not a run directory (no config.yaml); give directories written by "
                            f"`infopro train --out DIR`")
@@ -441,6 +444,10 @@ def compare_runs(paths: Sequence[str | Path], out: str | Path, rows: str = "meth
                            f"their {measure.name}: compare them without --paper")
     groups = group_runs(runs, rows, cols)
     tables = [(group, tabulate(group.runs, rows, cols)) for group in groups]
+    names = ["compare.md", "compare.csv", "runs.csv"]
+    names += ["compare.png"] if len(groups) == 1 else [f"compare-{i}.png" for i in range(1, len(groups) + 1)]
+    for name in names:
+        refuse_run_file(out / name)
     out.mkdir(parents=True, exist_ok=True)
     if len(groups) == 1:
         cells = tables[0][1]

@@ -197,6 +197,11 @@ def export_model(source: str | Path, fmt: str, out: str | Path | None = None, be
     out = Path(out)
     if out.resolve() == path.resolve():
         raise InfoProError(f"--out {out} is the model file itself; choose another name")
+    if out.is_dir():
+        raise InfoProError(f"--out {out} is a directory; give the file to write (e.g. {out / ('model' + EXPORT_FORMATS[fmt])})")
+    from .train.run_dir import refuse_run_file  # run_dir imports this module
+
+    refuse_run_file(out)
     if fmt == "pt":
         save_model(payload, out)
     elif fmt == "safetensors":

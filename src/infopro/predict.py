@@ -29,6 +29,7 @@ from .errors import InfoProError
 from .files import atomic_write, check_output_dir, error_reason
 from .flag_types import Number
 from .model_file import load_model, model_file, read_model_file, unfinished_run_note
+from .train.run_dir import refuse_run_file
 
 MASK_SUFFIX, OVERLAY_SUFFIX = "_mask.png", "_overlay.png"
 PALETTE_CLASSES = 256  # a palette PNG holds one byte per pixel
@@ -159,6 +160,7 @@ def image_paths(sources: Sequence[str | Path], out: Path) -> tuple[list[Path], l
                                f"into separate --out folders")
         by_output[mask.name] = path
         for written in output_paths(path, out):
+            refuse_run_file(written)
             if written.resolve() in paths:
                 raise InfoProError(f"writing {written} would replace the input image {paths[written.resolve()]}; "
                                    f"choose another --out")

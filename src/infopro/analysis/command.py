@@ -17,6 +17,7 @@ from ..data import Data, Items, available_memory, stratified_subset
 from ..errors import InfoProError
 from ..files import atomic_write_text, check_output_dir
 from ..flag_types import positive_float, positive_int, seed
+from ..train.run_dir import refuse_run_file
 from ..device import pick_device
 from ..local.pieces import feature_shapes
 from .estimators import TrainSettings, estimate_i_hx, estimate_i_hy
@@ -150,6 +151,8 @@ def probe_main(args: argparse.Namespace) -> int:
     check_same_data(configs, names, args.data_dir)
     device = pick_device(args.device)
     out = check_output_dir(args.out)  # before the computation, not after it
+    for name in ("probe.json", "probe.png"):
+        refuse_run_file(out / name)
 
     # Only the subsets' images are decoded: a run on an ImageNet-sized folder costs N + M decodes, not 1.3M.
     data = open_run_data(configs[0], args.data_dir)

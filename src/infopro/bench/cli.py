@@ -17,6 +17,7 @@ from ..local import CUT_PRESETS, METHODS
 from ..device import pick_device
 from ..files import atomic_write_text, check_output_dir
 from ..flag_types import Number, mask_value, nonnegative_float, nonnegative_int, positive_int, seed
+from ..train.run_dir import refuse_run_file
 from ..models import ARCHITECTURES, native_input_shape
 from ..tasks import TASKS, Task
 from .report import MiB, add_ratios, markdown_table, plot_memory, step_spread
@@ -136,6 +137,8 @@ def bench_main(args: argparse.Namespace) -> int:
         print(f"infopro bench: warning: {warning}", file=sys.stderr)
     device = pick_device(args.device)
     out = check_output_dir(args.out)
+    for name in ("bench.json", "bench.md", "bench.png"):
+        refuse_run_file(out / name)
     shape = tuple(args.input_shape or native_input_shape(args.arch))
     title = (f"{args.arch} ({args.task}, {args.num_classes} classes), {'x'.join(map(str, shape))}, "
              f"batch {args.batch_size}, {device.type}"

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import math
 import os
+import re
+import signal
 from typing import Iterator, Sequence
 
 import numpy as np
@@ -150,6 +152,59 @@ class StreamLoader:
             # Raised in a worker, it arrives with the worker's traceback in its message: keep the last line.
             lines = [line for line in str(error).splitlines() if line.strip()]
             raise InfoProError(lines[-1].split("InfoProError: ", 1)[-1]) from None
+        except Exception as error:
+            death = worker_death(error)
+            if death is None:
+                raise
+            raise WorkerDied(death) from None
+
+
+class WorkerDied(InfoProError):
+    """A data-loading worker process died (killed by a signal, crashed, or failed with an exception)."""
+
+
+# torch's messages for a worker that died: killed by a signal ("Killed", "Segmentation fault": strsignal's
+# words), exited with a status, gone without one, or an exception raised in it (re-raised with its traceback).
+_KILLED = re.compile(r"DataLoader worker \(pid (\d+)\) is killed by signal: ([^.]+)\.")
+_EXITED = re.compile(r"DataLoader worker \(pid (\d+)\) exited unexpectedly with exit code (-?\d+)")
+_GONE = re.compile(r"DataLoader worker \(pid\(s\) ([\d, ]+)\) exited unexpectedly")
+_RAISED = re.compile(r"Caught (\w+) in DataLoader worker process (\d+)")
+
+
+def _signal_name(description: str) -> str:
+    """"Killed" -> "SIGKILL" (strsignal's words back to the signal's name; the words themselves if unknown)."""
+    for number in signal.Signals:
+        if signal.strsignal(number) == description:
+            return number.name
+    return description
+
+
+def worker_death(error: BaseException) -> str | None:
+    """One line for an error that says a DataLoader worker died (which worker, how, what to do), else None. The
+    error it was raised from counts too: torch's "exited unexpectedly" is raised from the one naming the signal."""
+    chain, link = [], error
+    while link is not None and link not in chain:
+        chain.append(link)
+        link = link.__cause__ or link.__context__
+    text = "\n".join(str(link) for link in reversed(chain))  # the cause first: the most telling message
+    how = None
+    if match := _KILLED.search(text):
+        pid, words = match.groups()
+        name = _signal_name(words.strip())
+        how = f"a data-loading worker (pid {pid}) was killed by {name}" + (f" ({words.strip()})" if name != words.strip() else "")
+        if name == "SIGBUS":
+            how += ": it may be out of shared memory (/dev/shm)"
+        elif name == "SIGKILL":
+            how += ": the system may be out of memory (fewer --workers need less)"
+    elif match := _EXITED.search(text):
+        how = f"a data-loading worker (pid {match[1]}) exited unexpectedly with status {match[2]}"
+    elif match := _GONE.search(text):
+        how = f"a data-loading worker (pid {match[1]}) exited unexpectedly"
+    elif match := _RAISED.search(text):
+        lines = [line for line in text.splitlines() if line.strip()]
+        how = (f"data-loading worker {match[2]} failed: {lines[-1].strip() if len(lines) > 1 else match[1]} "
+               f"(--workers 0 decodes in this process and shows where)")
+    return how
 
 
 def _one_thread(_: int) -> None:

@@ -248,7 +248,7 @@ def apply_config_file(parser: argparse.ArgumentParser, argv: Sequence[str] | Non
     defaults: dict[str, Any] = {}
     run = run_to_continue(known.config, known.out, known.resume, known.test_only)
     if run is not None:
-        found = read_run_settings(*run)
+        found = read_run_settings(*run, expected={a.dest for a in parser._actions} - RUNTIME_KEYS - {"help"})
         if found is not None:
             defaults.update(coerce_config(*found, parser))
     if known.config:

@@ -1,4 +1,5 @@
-"""Checkpoints as one dict {model, optimizer, scheduler, epoch, args}, written atomically."""
+"""Checkpoints as one dict {model, optimizer, scheduler, epoch, args, history (the epochs' metrics records; not in
+checkpoints of older versions)}, written atomically."""
 
 from __future__ import annotations
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from contextlib import nullcontext
 from datetime import datetime
@@ -14,6 +15,7 @@ import numpy as np
 import torch
 
 from ..data import DeviceLoader
+from ..data.stream import WorkerDied, worker_death
 from ..device import peak_memory_bytes, pick_device, use_fast_settings
 from ..epoch_metrics import PieceTerms, epoch_progress, evaluation_record
 from ..errors import InfoProError, Interrupted
@@ -32,8 +34,8 @@ from ..tasks import Loaders, Task, task_of
 from .provenance import as_comment, now, provenance
 from .run_log import RunLog
 from .schedule import Schedule
-from ..model_file import backbone_of, model_payload
-from .run_dir import RunDir, checkpoint_to_read, fault_point
+from ..model_file import backbone_of, model_payload, save_model
+from .run_dir import REBUILT_KEY, RunDir, checkpoint_to_read, fault_point, json_record
 
 __all__ = ["build_learner", "evaluate", "make_optimizer", "peak_memory_bytes", "pick_device",
            "train_main"]
@@ -210,6 +212,9 @@ def _train(args: argparse.Namespace, runtime: ParallelRuntime | None) -> int:
                 raise
             raise type(error)(f"{error}; {_stopped(run, args)}") from None
         except Exception as error:  # a bug or an unforeseen failure: its traceback still ends with the way on
+            death = worker_death(error)  # torch raises it wherever the main process is when a worker dies
+            if death is not None and writer:
+                raise WorkerDied(f"{death}; {_stopped(run, args)}") from None
             if writer:
                 error.add_note(_stopped(run, args))
             raise
@@ -222,13 +227,50 @@ def _stopped(run: RunDir, args: argparse.Namespace) -> str:
 
 
 def _check_epochs(args: argparse.Namespace, run: RunDir, state: dict[str, Any] | None) -> None:
-    """--epochs on resume: at least the epochs done; equal to them only to write a missing summary."""
+    """--epochs on resume: at least the epochs done; equal to them only to write a missing or damaged summary, or
+    to repair the run's other files (`_needs_repair`)."""
     done = state["epoch"] if state is not None else 0
     if done > args.epochs:
         raise InfoProError(f"{run.path} has already trained {done} epochs; --epochs {args.epochs} is fewer")
-    if done == args.epochs and run.summary.exists():
+    if done == args.epochs and run.summary_problem() is None and not _needs_repair(run, state):
         raise InfoProError(f"{run.path} has finished all {done} epochs; evaluate it with --test-only {run.path}, "
                            f"or train it longer with --resume {run.path} --epochs N (N > {done})")
+
+
+def _needs_repair(run: RunDir, state: dict[str, Any] | None) -> bool:
+    """Whether a finished run lacks a file its checkpoint can give again (config.yaml, metrics.jsonl, model.pt,
+    metrics.csv, curves.png), or holds one cut short."""
+    if state is None:
+        return False
+    records, text, _ = run.metrics_plan(state["epoch"], state.get("history"))
+    return (run.config_problem(state["args"]) is not None or "".join(json.dumps(r) + "\n" for r in records) != text
+            or run.model_problem(run.model, state["epoch"]) is not None
+            or not run.metrics_csv.is_file() or not run.curves.is_file())
+
+
+def _repair_models(run: RunDir, learner: LocalLearner, state: dict[str, Any], model_info: dict[str, Any],
+                   history: list[dict[str, Any]], score: str) -> None:
+    """model.pt (and model-best.pt when its epoch is the checkpoint's) written again from the checkpoint when
+    missing, unreadable or older than it; a lost model-best.pt of an earlier epoch is said in one line."""
+    epoch = state["epoch"]
+    payload = None
+    problem = run.model_problem(run.model, epoch)
+    if problem is not None:
+        payload = model_payload(backbone_of(learner, state["model"]), {**model_info, "epoch": epoch})
+        save_model(payload, run.model)
+        print(f"note: {run.model} {problem}: written again from {run.checkpoint.name} (epoch {epoch})")
+    lost = run.best_model_problem(history, score)
+    if lost is None:
+        return
+    best, problem = lost
+    if best == epoch:
+        if payload is None:
+            payload = model_payload(backbone_of(learner, state["model"]), {**model_info, "epoch": epoch})
+        save_model(payload, run.best_model)
+        print(f"note: {run.best_model} {problem}: written again from {run.checkpoint.name} (epoch {epoch})")
+    else:
+        print(f"note: {run.best_model} {problem}, and the weights of its epoch {best} are kept nowhere else: it is "
+              f"written again when a later epoch scores higher on validation")
 
 
 def _load_weights(learner: LocalLearner, path: Path, args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
@@ -297,15 +339,24 @@ def _epochs(args: argparse.Namespace, run: RunDir, state: dict[str, Any] | None,
                       f"not bitwise a run planned for {args.epochs} epochs from the start")
     eval_loaders = {"val": loaders.val, "test": loaders.test} if loaders.val is not None else {"test": loaders.test}
     config = resolved_config(args)
-    history = run.read_metrics(start_epoch) if writer else []
+    model_info = {"arch": args.arch, "num_classes": data.num_classes, "classes": list(data.classes),
+                  "input_shape": list(data.image_shape), "mean": list(data.mean), "std": list(data.std),
+                  "method": args.method, "K": args.K, "task": task.name, **task.settings()}
+    history: list[dict[str, Any]] = []
+    summary_problem = None
     if writer:
+        summary_problem = run.summary_problem() if start_epoch == args.epochs else None
+        history, metrics_note = run.read_metrics(start_epoch, state.get("history") if state is not None else None)
         made = provenance(args, learner, trainer.device, now())
         made["resumed_from_epoch"] = start_epoch if args.resume is not None else None
         run.write_config(config, as_comment(made))
         run.drop_best_model_after(start_epoch)
-    model_info = {"arch": args.arch, "num_classes": data.num_classes, "classes": list(data.classes),
-                  "input_shape": list(data.image_shape), "mean": list(data.mean), "std": list(data.std),
-                  "method": args.method, "K": args.K, "task": task.name, **task.settings()}
+        if metrics_note is not None:
+            print(metrics_note)
+        if state is not None:
+            _repair_models(run, learner, state, model_info, history, f"val_{task.score}")
+            if log is not None and (metrics_note is not None or not run.metrics_csv.is_file() or not run.curves.is_file()):
+                log.rewrite(history)  # metrics.csv and curves.png of the records kept
     if writer:  # also with --quiet: two lines that say what will run, before it runs
         print(recipe_line(args, learner, trainer.where))
         print(data_line(data, run.path, args.val_split))
@@ -329,11 +380,13 @@ def _epochs(args: argparse.Namespace, run: RunDir, state: dict[str, Any] | None,
         for split, accuracy in accuracies.items():
             record.update({f"{split}_accuracy": accuracy, f"{split}_error": 1 - accuracy})
         score = f"val_{task.score}"
-        best = score in record and all(record[score] > r[score] for r in history)
+        best = score in record and all(record[score] > r[score] for r in history if score in r)
+        record = json_record(record)  # plain JSON values: the checkpoint keeps the history too
         history.append(record)
         run.append_metrics(record)
         run.write_models(model_payload(backbone_of(learner, state["model"]), {**model_info, "epoch": epoch + 1}), best)
-        save_checkpoint({**state, "scheduler": schedule.state_dict(), "epoch": epoch + 1, "args": config}, run.checkpoint)
+        save_checkpoint({**state, "scheduler": schedule.state_dict(), "epoch": epoch + 1, "args": config,
+                         "history": history}, run.checkpoint)
         run.saved_epoch = epoch + 1
         fault_point("checkpoint", epoch + 1)
         if log is not None:
@@ -352,8 +405,17 @@ def _epochs(args: argparse.Namespace, run: RunDir, state: dict[str, Any] | None,
     fault_point("summary")
     if not history:
         raise InfoProError(f"{run.metrics} holds no epochs, so summary.json cannot be written")
+    if history[-1].get(REBUILT_KEY):
+        raise InfoProError(f"the numbers of epoch {history[-1]['epoch']}, the last, are lost ({run.metrics} was rebuilt "
+                           f"from a checkpoint of an older infopro, which keeps no history), so summary.json cannot be "
+                           f"written; --test-only {run.path} measures its test numbers again, and --resume {run.path} "
+                           f"--epochs N (N > {args.epochs}) trains on")
     if start_epoch == args.epochs:
-        print(f"{run.path} had finished its {args.epochs} epochs but not its summary: writing summary.json")
+        print(f"{run.path} had finished its {args.epochs} epochs but not its summary: writing summary.json"
+              if summary_problem == "is missing" else
+              f"{run.path} had finished its {args.epochs} epochs: its files are repaired and summary.json written again"
+              if summary_problem is None else
+              f"{run.path} had finished its {args.epochs} epochs, but {run.summary.name} {summary_problem}: writing it again")
     summary = summarize(history, learner, args, task)
     summary["splits"] = data.splits  # where the train/val/test numbers come from
     summary["provenance"] = {**made, "ended": now()}
@@ -455,6 +517,10 @@ def train_one_epoch(learner: LocalLearner, optimizer: torch.optim.Optimizer, loa
 def summarize(history: list[dict[str, Any]], learner: LocalLearner, args: argparse.Namespace,
               task: Task | None = None) -> dict[str, Any]:
     task = task if task is not None else task_of(learner)
+    epochs = len(history)
+    # Records rebuilt without their numbers (metrics.jsonl lost, a checkpoint of an older infopro) count as epochs
+    # trained, and take no part in the rest; the last one is always measured (`_epochs` sees to it).
+    history = [r for r in history if not r.get(REBUILT_KEY)]
     errors = [r["test_error"] for r in history]
     # The best epoch is picked on validation when there is one, never on the test split it is reported on; on the
     # task's score (classification: accuracy, so the lowest error; segmentation: mean IoU), the first of ties.
@@ -471,7 +537,8 @@ def summarize(history: list[dict[str, Any]], learner: LocalLearner, args: argpar
         "dataset": args.dataset,
         "K": args.K,
         "cuts": learner.cuts,
-        "epochs": len(history),
+        "epochs": epochs,
+        **({"epochs_without_metrics": epochs - len(history)} if epochs > len(history) else {}),
         "final_test_error": errors[-1],
         **chosen,
         "total_seconds": sum(r["epoch_seconds"] for r in history),

@@ -4,7 +4,8 @@
                         `--test-only RUN` take every setting from it
     RUN/metrics.jsonl   one JSON line per finished epoch, appended before that epoch's checkpoint
                         (so a resume drops the lines after its checkpoint, and a torn last line)
-    RUN/checkpoint.pt   {model, optimizer, scheduler, epoch, args}, replaced atomically after each epoch
+    RUN/checkpoint.pt   {model, optimizer, scheduler, epoch, args, history}, replaced atomically after each
+                        epoch; `history` is the records of its epochs, what metrics.jsonl is rebuilt from
     RUN/summary.json    written after the last epoch
     RUN/model.pt        the plain backbone of the last epoch done, with what rebuilds it (`infopro.load_model`)
     RUN/model-best.pt   the same at the best validation epoch so far (runs with a validation split)
@@ -50,9 +51,46 @@ RUN_FILES = ("config.yaml", "metrics.jsonl", "summary.json", "checkpoint.pt", MO
              "metrics.csv", "curves.png", "class_iou.png", "train.log")
 LOCK_NAME = ".lock"
 CONSOLE_LOG_NAME = "console.log"
+# Every name a run directory owns: the one list that other commands' outputs (export, compare, predict, probe,
+# bench) are checked against (`refuse_run_file`), so that none overwrites a run's own file.
+RUN_OWNED = (*RUN_FILES, LOCK_NAME, CONSOLE_LOG_NAME, "tensorboard", "wandb")
+# Files whose presence makes a directory a run directory for that check (a folder of exported models is not one).
+RUN_MARKERS = ("config.yaml", "checkpoint.pt", "metrics.jsonl", "summary.json", LOCK_NAME)
+# The record of an epoch whose numbers are lost (metrics.jsonl rebuilt from a checkpoint that keeps no history).
+REBUILT_KEY = "rebuilt"
 # Test hook: INFOPRO_TEST_SIGNAL_AT="KILL@step 1.2" makes `infopro train` send itself SIGKILL at that
 # point (see `fault_point`), so that tests can kill or stop a run at an exact moment.
 TEST_SIGNAL_ENV = "INFOPRO_TEST_SIGNAL_AT"
+
+
+def _jsonl(records: list[dict[str, Any]]) -> str:
+    return "".join(json.dumps(r) + "\n" for r in records)
+
+
+def _valid_history(saved: Any, epochs: int) -> bool:
+    """Whether a checkpoint's `history` is the records of its epochs 1..`epochs`."""
+    return (isinstance(saved, list) and len(saved) == epochs
+            and all(isinstance(r, dict) and r.get("epoch") == n for n, r in enumerate(saved, 1)))
+
+
+def _ranges(numbers: list[int]) -> str:
+    """[1, 2, 3, 5] -> "1-3, 5"."""
+    parts: list[str] = []
+    start = prev = numbers[0]
+    for n in [*numbers[1:], None]:
+        if n is not None and n == prev + 1:
+            prev = n
+            continue
+        parts.append(f"{start}-{prev}" if prev > start else str(start))
+        if n is not None:
+            start = prev = n
+    return ", ".join(parts)
+
+
+def json_record(record: dict[str, Any]) -> dict[str, Any]:
+    """A metrics record as plain JSON values (what metrics.jsonl holds, and a checkpoint can keep under
+    `torch.load(weights_only=True)`)."""
+    return json.loads(json.dumps(record))
 
 
 class RunInUse(InfoProError):
@@ -68,6 +106,36 @@ def fault_point(*name: object) -> None:
         sig, _, moment = spec.partition("@")
         if moment == " ".join(map(str, name)):
             os.kill(os.getpid(), getattr(signal, f"SIG{sig}"))
+
+
+def is_run_directory(path: str | Path) -> bool:
+    """Whether `path` is a directory that holds a run (its config.yaml, checkpoint, metrics, summary or lock)."""
+    path = Path(path)
+    return path.is_dir() and any((path / name).exists() for name in RUN_MARKERS)
+
+
+def refuse_run_file(path: str | Path, flag: str = "--out") -> None:
+    """Refuse to write `path` (one InfoProError line) when it is a file a run directory owns (`RUN_OWNED`), however
+    it is spelled: through '..', '.', doubled slashes or a symbolic link (of the file or of a folder above it), or
+    as another name of the same file (a case-insensitive file system)."""
+    target = Path(os.path.realpath(path))
+    folder = target.parent
+    if not is_run_directory(folder):
+        return
+    owned = target.name in RUN_OWNED
+    if not owned and target.exists():
+        owned = any(_same_file(target, folder / name) for name in RUN_OWNED)
+    if owned:
+        shown = "" if str(target) == os.path.abspath(path) else f" (that is {target})"
+        raise InfoProError(f"{flag} {path}{shown} is a file of the run directory {folder}, which writing it would "
+                           f"replace; choose a path outside the run's own files")
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
 
 
 def named_checkpoint(given: str | Path) -> Path:
@@ -101,15 +169,45 @@ def run_to_continue(config: str | None, out: str | None, resume: str | None,
     return checkpoint.parent, checkpoint
 
 
-def read_run_settings(run: Path, checkpoint: Path) -> tuple[dict[str, Any], Path] | None:
+def read_run_settings(run: Path, checkpoint: Path, expected: set[str] | None = None
+                      ) -> tuple[dict[str, Any], Path] | None:
     """(settings, file they came from) of the run in `run`: its config.yaml, else the `args` of
-    `checkpoint` (a checkpoint file without its run directory); None if there is neither."""
+    `checkpoint` (a checkpoint file without its run directory); None if there is neither. A config.yaml that is
+    missing or cut short (mid-line, or lacking settings of `expected` that the checkpoint holds) beside a
+    checkpoint gives way to the checkpoint's `args`, said in one printed line (the run writes it again)."""
     config = run / "config.yaml"
-    if config.is_file():
-        return read_yaml_mapping(config), config
-    if checkpoint.is_file():
+    if not config.is_file():
+        if not checkpoint.is_file():
+            return None
+        if checkpoint.parent == run:
+            print(f"note: {config} is missing: the run's settings come from {checkpoint} (config.yaml is written "
+                  f"again when the run continues)")
         return dict(load_checkpoint(checkpoint)["args"]), checkpoint
-    return None
+    text = _read_text(config)
+    torn = bool(text) and not text.endswith("\n")
+    values = None if torn else read_yaml_mapping(config)
+    if values is not None and (expected is None or expected <= values.keys()):
+        return values, config
+    if not checkpoint.is_file():
+        if torn:
+            raise InfoProError(f"{config} is cut short (its last line is incomplete) and there is no checkpoint to "
+                               f"take the settings from; restore it from a copy, or start the run again")
+        return values, config
+    saved = dict(load_checkpoint(checkpoint)["args"])
+    if values is not None and saved.keys() <= values.keys():
+        return values, config  # a run of an older infopro: it never had the newer settings
+    print(f"note: {config} is cut short: the run's settings come from {checkpoint} (config.yaml is written again "
+          f"when the run continues)")
+    return saved, checkpoint
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text()
+    except OSError as error:
+        raise InfoProError(f"cannot read {path}: {error_reason(error)}") from None
+    except UnicodeDecodeError as error:
+        raise InfoProError(f"{path} is not valid YAML: {error_reason(error)}") from None
 
 
 class RunDir:
@@ -295,15 +393,52 @@ class RunDir:
         except OSError as error:
             raise WriteError(f"cannot write {self.metrics}: {error_reason(error)}") from None
 
-    def read_metrics(self, epochs_done: int) -> list[dict[str, Any]]:
-        """The records of epochs 1..`epochs_done` (those of the checkpoint being continued). Lines of later
-        epochs (written before a kill, after the checkpoint) and a torn last line are dropped, in the file too."""
-        text, records = self._parse_metrics()
-        kept = [r for r in records if r["epoch"] <= epochs_done]
-        new_text = "".join(json.dumps(r) + "\n" for r in kept)
+    def read_metrics(self, epochs_done: int, saved: list[dict[str, Any]] | None = None
+                     ) -> tuple[list[dict[str, Any]], str | None]:
+        """(the records of epochs 1..`epochs_done`, those of the checkpoint being continued; a line to print or
+        None), and metrics.jsonl made to hold exactly them. `saved` is the checkpoint's own history (None from an
+        infopro that kept none): the file is rebuilt from it when missing, cut short or damaged. Lines of later
+        epochs (written before a kill, after the checkpoint) and a torn last line are dropped silently: the
+        epoch they describe is trained again. See `metrics_plan`."""
+        records, text, notice = self.metrics_plan(epochs_done, saved)
+        new_text = _jsonl(records)
         if new_text != text:
             atomic_write_text(self.metrics, new_text)
-        return kept
+        return records, notice
+
+    def metrics_plan(self, epochs_done: int, saved: list[dict[str, Any]] | None
+                     ) -> tuple[list[dict[str, Any]], str, str | None]:
+        """(the records of epochs 1..`epochs_done`, metrics.jsonl's text now, a line saying what was rebuilt or
+        None). Never fewer records than the checkpoint's epochs: without a history in the checkpoint, an epoch
+        missing from the file gets the record {"epoch": n, "rebuilt": true} (its numbers lost)."""
+        present = self.metrics.exists()
+        if not _valid_history(saved, epochs_done):
+            saved = None
+        text, records, damaged = self._parse_metrics(lenient=saved is not None)
+        first: dict[int, dict[str, Any]] = {}
+        for record in records:
+            if record["epoch"] <= epochs_done:
+                first.setdefault(record["epoch"], record)
+        kept = list(first.values())
+        if saved is not None:
+            if not damaged and _jsonl(kept) == _jsonl(saved):
+                return saved, text, None
+            problem = ("was missing" if not present else
+                       f"had {damaged} damaged line{'s' if damaged > 1 else ''}" if damaged else
+                       f"held {len(kept)} of the {epochs_done} epochs"
+                       if len(kept) < epochs_done else f"differed from {self.checkpoint.name}'s records")
+            return saved, text, (f"note: {self.metrics} {problem}: rebuilt from the history in "
+                                 f"{self.checkpoint.name} (epochs 1-{epochs_done})")
+        by_epoch = {r["epoch"]: r for r in kept}
+        lost = [n for n in range(1, epochs_done + 1) if n not in by_epoch]
+        rebuilt = [by_epoch.get(n, {"epoch": n, REBUILT_KEY: True}) for n in range(1, epochs_done + 1)]
+        if not lost:
+            return rebuilt, text, None
+        problem = "was missing" if not present else f"held {len(kept)} of the {epochs_done} epochs"
+        return rebuilt, text, (
+            f"note: {self.metrics} {problem}, and {self.checkpoint.name} (from an older infopro) keeps no history: "
+            f"epoch{'s' if len(lost) > 1 else ''} {_ranges(lost)} rebuilt as {{\"epoch\": n, \"{REBUILT_KEY}\": true}}, "
+            f"{'their' if len(lost) > 1 else 'its'} numbers lost")
 
     def metric_records(self) -> list[dict[str, Any]]:
         """Every whole epoch record, read only (a torn last line is skipped): for tools that read runs."""
@@ -313,23 +448,63 @@ class RunDir:
         """summary.json, or None when the run has not written it (unfinished, or stopped by an error)."""
         if not self.summary.exists():
             return None
+        problem = self.summary_problem()
+        if problem is not None:
+            raise InfoProError(f"{self.summary} {problem}; `infopro train --resume {self.path}` writes it again")
+        return json.loads(self.summary.read_text())
+
+    def summary_problem(self) -> str | None:
+        """Why summary.json cannot be used ("is missing", "is damaged (...)"), or None when it can."""
         try:
             summary = json.loads(self.summary.read_text())
+        except FileNotFoundError:
+            return "is missing"
         except (OSError, UnicodeDecodeError, ValueError) as error:
-            raise InfoProError(f"cannot read {self.summary}: {error_reason(error)}") from None
-        if not isinstance(summary, dict):
-            raise InfoProError(f"{self.summary} is not a JSON object")
-        return summary
+            return f"cannot be read ({error_reason(error)})"
+        return None if isinstance(summary, dict) else "is not a JSON object"
 
-    def _parse_metrics(self) -> tuple[str, list[dict[str, Any]]]:
+    def config_problem(self, saved: dict[str, Any] | None = None) -> str | None:
+        """Why config.yaml is not the run's whole settings ("is missing", "is cut short": mid-line, or lacking
+        settings that `saved`, the checkpoint's args, holds), or None."""
+        try:
+            text = self.config.read_text()
+        except FileNotFoundError:
+            return "is missing"
+        except (OSError, UnicodeDecodeError):
+            return None  # reading it for the settings says why, in one line
+        if text and not text.endswith("\n"):
+            return "is cut short"
+        try:
+            values = yaml.safe_load(text) or {}
+        except yaml.YAMLError:
+            return None
+        if saved is not None and (not isinstance(values, dict) or not saved.keys() <= values.keys()):
+            return "is cut short"
+        return None
+
+    def model_problem(self, path: Path, epoch: int) -> str | None:
+        """Why the model file `path` is not the model of `epoch` or later ("is missing", "cannot be read", "holds
+        epoch 3"), or None."""
+        if not path.is_file():
+            return "is missing"
+        try:
+            saved = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as error:  # torn or foreign
+            return f"cannot be read ({type(error).__name__})"
+        saved_epoch = saved.get("epoch", 0) if isinstance(saved, dict) else 0
+        return None if isinstance(saved_epoch, int) and saved_epoch >= epoch else f"holds epoch {saved_epoch}"
+
+    def _parse_metrics(self, lenient: bool = False) -> tuple[str, list[dict[str, Any]], int]:
+        """(the file's text, its whole records, the damaged lines skipped). A damaged last line is a torn append
+        (dropped, not counted); another damaged line is refused, or with `lenient` skipped and counted."""
         if not self.metrics.exists():
-            return "", []
+            return "", [], 0
         try:
             text = self.metrics.read_text()
         except (OSError, UnicodeDecodeError) as error:
             raise InfoProError(f"cannot read {self.metrics}: {error_reason(error)}") from None
         lines = [(n, line) for n, line in enumerate(text.splitlines(), 1) if line.strip()]
-        records = []
+        records, damaged = [], 0
         for i, (number, line) in enumerate(lines):
             try:
                 record = json.loads(line)
@@ -338,10 +513,13 @@ class RunDir:
             except ValueError as error:
                 if i == len(lines) - 1:
                     break  # torn by a kill or a full disk while it was appended
+                if lenient:
+                    damaged += 1
+                    continue
                 raise InfoProError(f"{self.metrics} line {number} is damaged ({error_reason(error)}); "
                                    f"delete that line to continue the run") from None
             records.append(record)
-        return text, records
+        return text, records, damaged
 
     def write_models(self, payload: dict[str, Any], best: bool) -> None:
         """model.pt of this epoch, and model-best.pt too when it is the best validation epoch so far.
@@ -369,6 +547,16 @@ class RunDir:
             self.summary.unlink(missing_ok=True)
         except OSError as error:
             raise WriteError(f"cannot remove {self.summary}: {error_reason(error)}") from None
+
+    def best_model_problem(self, history: list[dict[str, Any]], score: str) -> tuple[int, str] | None:
+        """(best epoch, why model-best.pt is not its model) when it is missing or unreadable, else None (also for
+        a run without validation, which keeps no best model)."""
+        scored = [r for r in history if isinstance(r.get(score), (int, float))]
+        if not scored:
+            return None
+        best = max(scored, key=lambda r: (r[score], -r["epoch"]))["epoch"]
+        problem = self.model_problem(self.best_model, best)
+        return (best, problem) if problem is not None else None
 
     # -- saying how to continue ----------------------------------------------------------------------
 

@@ -85,8 +85,9 @@ def curves_figure(history: Sequence[dict[str, Any]], title: str) -> Figure:
 
     for split, style in (("train", "-"), ("val", "--"), ("test", "-.")):
         key = f"{split}_accuracy"
-        if all(key in r for r in history):
-            acc.plot(epochs, [100 * r[key] for r in history], style, marker="o", markersize=3, label=split)
+        if any(key in r for r in history):  # an epoch without it (rebuilt without numbers) is a gap
+            acc.plot(epochs, [100 * _finite_or_nan(r.get(key)) for r in history], style, marker="o", markersize=3,
+                     label=split)
     what = "pixel accuracy" if miou_splits else "accuracy"
     acc.set(xlabel="epoch", ylabel=f"{what} (%)", title=what)
 
@@ -104,8 +105,8 @@ def curves_figure(history: Sequence[dict[str, Any]], title: str) -> Figure:
                   for r in history]
         loss.plot(epochs, values, label=f"piece {k + 1}", **plots.piece_style(k, len(epochs)))
         shown += values
-    if all("test_loss" in r for r in history):
-        values = [_finite_or_nan(r["test_loss"]) for r in history]
+    if any("test_loss" in r for r in history):
+        values = [_finite_or_nan(r.get("test_loss")) for r in history]
         loss.plot(epochs, values, "k--", label="test (whole network, CE)")
         shown += values
     loss.set(xlabel="epoch", ylabel="loss", title="training loss of each piece (weighted sum of its terms)")
@@ -123,8 +124,8 @@ def curves_figure(history: Sequence[dict[str, Any]], title: str) -> Figure:
         ax.set(xlabel="epoch", ylabel=label, title=f"{label} of each piece (unweighted)")
         plots.readable_y(ax, shown)
 
-    if all("lr" in r for r in history):
-        rate.plot(epochs, [r["lr"] for r in history], marker="o", markersize=3)
+    if any("lr" in r for r in history):
+        rate.plot(epochs, [_finite_or_nan(r.get("lr")) for r in history], marker="o", markersize=3)
     rate.set(xlabel="epoch", ylabel="learning rate", title="learning rate (per epoch)")
 
     for ax in axes[:panels]:
@@ -279,9 +280,17 @@ class RunLog:
                     self.events.add_scalar(key.replace("_", "/", 1), value, record["epoch"])
             self.events.flush()
         for record in history[self.sent:]:
-            for tracker in self.trackers:
-                tracker.log(_numbers(record), record["epoch"])
+            numbers = _numbers(record)
+            for tracker in self.trackers if numbers else ():  # a record rebuilt without numbers has none to send
+                tracker.log(numbers, record["epoch"])
         self.sent = len(history)
+
+    def rewrite(self, history: Sequence[dict[str, Any]]) -> None:
+        """metrics.csv and curves.png of `history` again (a resumed run whose files were lost or rebuilt)."""
+        if history:
+            atomic_write_text(self.run.metrics_csv, metrics_csv(history))
+            png = plot_curves(history, self.title)
+            atomic_write(self.run.curves, lambda f: f.write(png))
 
     def close(self, ending: str = "finished") -> None:
         """`ending`: how this process's part of the run ended, for the trackers: "finished", "killed"
