@@ -185,13 +185,16 @@ def read_run_settings(run: Path, checkpoint: Path, expected: set[str] | None = N
         return dict(load_checkpoint(checkpoint)["args"]), checkpoint
     text = _read_text(config)
     torn = bool(text) and not text.endswith("\n")
-    values = None if torn else read_yaml_mapping(config)
+    empty = not text.strip()  # emptied (a full disk at the wrong moment): the checkpoint still knows
+    values = None if torn or empty else read_yaml_mapping(config)
     if values is not None and (expected is None or expected <= values.keys()):
         return values, config
     if not checkpoint.is_file():
         if torn:
             raise InfoProError(f"{config} is cut short (its last line is incomplete) and there is no checkpoint to "
                                f"take the settings from; restore it from a copy, or start the run again")
+        if empty:
+            read_yaml_mapping(config)  # its own one-line refusal of an empty file
         return values, config
     saved = dict(load_checkpoint(checkpoint)["args"])
     if values is not None and saved.keys() <= values.keys():
