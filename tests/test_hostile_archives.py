@@ -192,7 +192,7 @@ def test_the_cli_refuses_a_bomb_with_exit_2_and_says_how_to_admit_it(tmp_path, c
     assert code == 2 and line.startswith(f"{z} has 1 unreadable member(s): train/a/zeros.png (declares 3 MB")
     assert "--max-image-mb 4 would admit it" in line and not (tmp_path / "run" / "checkpoint.pt").exists()
     code, line = cli(capsys, "--data-dir", str(z), "--out", str(tmp_path / "run"), "--max-image-mb", "0")
-    assert code == 2 and line == "--max-image-mb must be > 0, got 0.0"
+    assert code == 2 and line.startswith("--max-image-mb must be > 0, got 0")
 
 
 # ---- class 2: members that cannot be read ---------------------------------------------------------------
