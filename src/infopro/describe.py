@@ -203,6 +203,9 @@ def describe_main(args: argparse.Namespace) -> int:
     print(f"backbone {total / 1e6:.3f} M parameters; auxiliary nets {aux / 1e6:.3f} M (dropped by export)")
     print(f"saved MiB: activations kept for backward during the piece's local step at batch {args.batch_size} "
           f"(in brackets: by its auxiliary nets); the step's peak is the largest")
+    if learner.recompute is not None:
+        print(f"recompute {learner.recompute}{' + aux' if learner.recompute_aux else ''}: checkpointed segments "
+              f"per piece {[piece.segments for piece in learner.pieces]}; saved MiB is the recomputed peak")
     method = learner.method
     if learner.method_options:
         print("method options: " + ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}"
