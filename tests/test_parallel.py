@@ -135,6 +135,16 @@ def test_synchronous_pieces_parallel_gives_the_single_process_weights(tmp_path, 
     assert f"test accuracy {100 * metrics[-1]['test_accuracy']:.2f}%" in capsys.readouterr().out
 
 
+def test_recomputed_pieces_parallel_gives_the_single_process_weights(tmp_path, single_process_run):
+    """--parallel pieces runs the learner's own (recomputed) pieces: the run is the plain single-process one."""
+    out = tmp_path / "recomputed"
+    done = torchrun(*FAST, *WARMUP, "--parallel", "pieces", "--sync-pieces", "--recompute", "2", "--out", out)
+    assert done.returncode == 0, done.stderr
+    assert "recompute: 2" in (out / "config.yaml").read_text()
+    reference, merged = load_checkpoint(single_process_run / "checkpoint.pt"), load_checkpoint(out / "checkpoint.pt")
+    assert_same_state(reference["model"], merged["model"])
+
+
 def test_adamw_decay_groups_merge_into_the_single_process_checkpoint(tmp_path):
     """--optimizer adamw keeps norms, biases, ... in a second parameter group: each rank's two groups merge
     into the single-process optimiser's, and the run resumes from them in either mode."""

@@ -12,6 +12,7 @@ from .errors import InfoProError, shown
 from .flag_types import nonnegative_float, nonnegative_int, positive_float, positive_int, unit_interval
 from .local import CUT_PRESETS, HEADS, METHODS, LocalLearner
 from .local.cuts import cuts_label
+from .local.recompute import parse_recompute
 from .models import ARCHITECTURES, build_backbone, native_input_shape
 from .tasks import TASKS, build_task, task_for_output
 
@@ -41,6 +42,13 @@ def add_learner_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--aux-decoder-chunk", type=nonnegative_int, default=0, metavar="C",
                    help="run the decoder's upsampling and first conv over chunks of C channels: same loss, "
                         "less memory at deep cuts (default: 0, off)")
+    g.add_argument("--recompute", default=None, metavar="N|auto",
+                   help="train each piece as N segments under gradient checkpointing: it keeps only the segments' "
+                        "inputs plus one segment's activations, for about one more forward pass; auto: round(sqrt("
+                        "blocks)) per piece; balanced cuts balance the recomputed peaks (default: off)")
+    g.add_argument("--recompute-aux", action="store_true",
+                   help="with --recompute: checkpoint every segment, the last too, and the decoder, so the "
+                        "auxiliary nets' activations never coexist with a segment's")
     g.add_argument("--aux-depth", type=positive_int, default=None, metavar="D",
                    help="auglocal: blocks in each auxiliary net (default: the method's, 2)")
     g.add_argument("--aux-pyramid", type=unit_interval, default=None, metavar="C",
@@ -116,10 +124,21 @@ def check_learner_arguments(args: argparse.Namespace) -> None:
         values = [] if values is None else values if isinstance(values, (list, tuple)) else [values]
         if not all(math.isfinite(v) for v in values if not isinstance(v, str)):
             raise InfoProError(f"--{flag.replace('_', '-')} must be finite, got {shown(values)}")
+    check_recompute_arguments(args)
     for flag, value, least in (("--aux-widen", args.aux_widen, 1), ("--aux-feature-dim", args.aux_feature_dim, 1),
                                ("--aux-decoder-chunk", args.aux_decoder_chunk, 0)):
         if value < least:
             raise InfoProError(f"{flag} must be >= {least}, got {value}")
+
+
+def check_recompute_arguments(args: argparse.Namespace) -> None:
+    """--recompute as None (off), N >= 1 or 'auto'; --recompute-aux only with it."""
+    try:
+        args.recompute = parse_recompute(getattr(args, "recompute", None))
+    except InfoProError:
+        raise InfoProError(f"--recompute takes a number of segments (>= 1), auto or off, got {shown(args.recompute)}") from None
+    if getattr(args, "recompute_aux", False) and args.recompute is None:
+        raise InfoProError("--recompute-aux needs --recompute (a number of segments, or auto)")
 
 
 def add_describe_arguments(parser: argparse.ArgumentParser) -> None:
@@ -164,6 +183,7 @@ def describe_main(args: argparse.Namespace) -> int:
         # Nothing is trained here, so any per-channel normalisation will do.
         mean=[0.5] * args.input_shape[0], std=[0.5] * args.input_shape[0], profile_batch_size=args.batch_size,
         decoder_chunk_channels=args.aux_decoder_chunk, method_options=method_options(args), task=task,
+        recompute=args.recompute, recompute_aux=args.recompute_aux,
     )
     memory = learner.piece_memory(args.batch_size)
     print(f"{args.arch} · {args.method} · K={args.K} · cuts {learner.cuts} ({cuts_label(args.cuts, args.arch, args.K)})")
@@ -184,6 +204,9 @@ def describe_main(args: argparse.Namespace) -> int:
     print(f"backbone {total / 1e6:.3f} M parameters; auxiliary nets {aux / 1e6:.3f} M (dropped by export)")
     print(f"saved MiB: activations kept for backward during the piece's local step at batch {args.batch_size} "
           f"(in brackets: by its auxiliary nets); the step's peak is the largest")
+    if learner.recompute is not None:
+        print(f"recompute {learner.recompute}{' + aux' if learner.recompute_aux else ''}: checkpointed segments "
+              f"per piece {[piece.segments for piece in learner.pieces]}; saved MiB is the recomputed peak")
     method = learner.method
     if learner.method_options:
         print("method options: " + ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}"

@@ -14,6 +14,7 @@ from tqdm import tqdm
 
 from ..errors import InfoProError, shown
 from ..local import CUT_PRESETS, METHODS
+from ..local.recompute import parse_recompute
 from ..device import pick_device
 from ..files import atomic_write_text, check_output_dir
 from ..flag_types import Number, mask_value, nonnegative_float, nonnegative_int, positive_int, seed
@@ -55,6 +56,12 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--methods", default=None,
                         help=f"comma list of {', '.join([*BASELINES, *[m for m in METHODS.names() if m != 'e2e']])} "
                              f"(default: {_per_task('methods')})")
+    parser.add_argument("--recompute", nargs="+", default=["off"], metavar="R",
+                        help="recomputation inside the local methods' pieces, one row per value: off, auto (round("
+                             "sqrt(blocks)) segments per piece) or N segments; a value ending in +aux (auto+aux) "
+                             "adds --recompute-aux (default: off)")
+    parser.add_argument("--checkpoint-segments", type=int, nargs="+", default=None, metavar="N",
+                        help="segments of the checkpoint rows (default: the --K values)")
     parser.add_argument("--cuts", default=None,
                         help=f"comma list of cut presets for the local methods ({', '.join(CUT_PRESETS.names())}) "
                              f"(default: {_per_task('cuts')})")
@@ -90,8 +97,31 @@ def _refused(methods: list[str], task: Task) -> dict[str, str]:
     return {m: reason for m, reason in reasons.items() if reason is not None}
 
 
-def _plan(args: argparse.Namespace, task: Task, skipped: list[str]) -> list[tuple[str, int, str]]:
-    """(method, K, cut preset) of every row to measure; the methods the task refuses go to `skipped`."""
+def parse_bench_recompute(value: str) -> tuple[int | str | None, bool]:
+    """A --recompute value of bench -> (recompute, recompute_aux): "auto+aux" -> ("auto", True)."""
+    aux = value.strip().lower().endswith("+aux")
+    base = value.strip()[:-len("+aux")] if aux else value
+    try:
+        recompute = parse_recompute(base)
+    except InfoProError:
+        raise InfoProError(f"--recompute: {value!r} is not off, auto or a number of segments (>= 1), "
+                           f"optionally followed by +aux") from None
+    if aux and recompute is None:
+        raise InfoProError(f"--recompute: {value!r}: +aux needs recomputation (auto+aux or N+aux)")
+    return recompute, aux
+
+
+def recompute_label(recompute: int | str | None, aux: bool) -> str:
+    """"off", "auto", "4", "auto+aux": how a row's recomputation is shown."""
+    return "off" if recompute is None else f"{recompute}{'+aux' if aux else ''}"
+
+
+Row = tuple[str, int, str, "int | str | None", bool]
+
+
+def _plan(args: argparse.Namespace, task: Task, skipped: list[str]) -> list[Row]:
+    """(method, K, cut preset, recompute, recompute_aux) of every row to measure; the methods the task
+    refuses go to `skipped`."""
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     known = [*BASELINES, *METHODS.names()]
     for m in methods:
@@ -106,13 +136,17 @@ def _plan(args: argparse.Namespace, task: Task, skipped: list[str]) -> list[tupl
             raise InfoProError(f"--cuts: unknown preset {shown(c)}; choose from {', '.join(CUT_PRESETS.names())}")
     if any(k < 1 for k in args.K):
         raise InfoProError(f"--K values must be >= 1, got {shown(args.K)}")
-    plan = [("e2e", 1, "-")] if "e2e" in methods else []
+    recomputes = list(dict.fromkeys(parse_bench_recompute(r) for r in args.recompute))
+    segments = args.checkpoint_segments
+    if segments is not None and any(n < 1 for n in segments):
+        raise InfoProError(f"--checkpoint-segments values must be >= 1, got {segments}")
+    plan: list[Row] = [("e2e", 1, "-", None, False)] if "e2e" in methods else []
+    if "checkpoint" in methods:
+        plan += [("checkpoint", n, "-", None, False) for n in sorted(set(segments or args.K)) if n > 1]
     for K in sorted(set(args.K)):
         if K == 1:
             continue  # K=1 is E2E, whatever the method
-        if "checkpoint" in methods:
-            plan.append(("checkpoint", K, "-"))
-        plan += [(m, K, c) for m in methods if m not in BASELINES for c in presets]
+        plan += [(m, K, c, r, aux) for m in methods if m not in BASELINES for c in presets for r, aux in recomputes]
     return plan
 
 
@@ -150,23 +184,26 @@ def bench_main(args: argparse.Namespace) -> int:
               "threads": torch.get_num_threads(), "steps": args.steps, "rows": rows, "skipped": skipped,
               "warning": warning}
     bar = tqdm(plan, desc="bench", disable=args.quiet or not sys.stderr.isatty(), dynamic_ncols=True)
-    for method, K, preset in bar:
-        bar.set_postfix_str(f"{method} K={K} {preset}")
+    for method, K, preset, recompute, aux in bar:
+        label = recompute_label(recompute, aux)
+        bar.set_postfix_str(f"{method} K={K} {preset} recompute {label}")
         try:
             step = build_step(args.arch, method, K, preset, shape, args.num_classes, args.batch_size, device,
-                              args.channels_last, args.seed, args.aux_decoder_chunk, task)
+                              args.channels_last, args.seed, args.aux_decoder_chunk, task, recompute, aux)
         except InfoProError as error:
-            skipped.append(f"{method} K={K} cuts={preset}: {error}")
+            skipped.append(f"{method} K={K} cuts={preset} recompute={label}: {error}")
             if not args.quiet:
-                tqdm.write(f"skip {method} K={K} {preset}: {str(error).split(';')[0]}")
+                tqdm.write(f"skip {method} K={K} {preset} recompute {label}: {str(error).split(';')[0]}")
             continue
-        row = {"method": method, "K": K, "cuts_preset": step.cuts_preset, "cuts": step.cuts}
+        row = {"method": method, "K": K, "cuts_preset": step.cuts_preset, "cuts": step.cuts, "recompute": label,
+               "segments": step.segments}
         row.update(measure_step(step, args.batch_size, device, args.steps, args.warmup, args.channels_last, args.seed))
         rows.append(row)
         del step
         gc.collect()
         if not args.quiet:
-            tqdm.write(f"{method:>16} K={K:<2} {row['cuts_preset']:>14} {str(row['cuts']):<24} peak {row['peak_bytes'] / MiB:8.0f} MiB  "
+            tqdm.write(f"{method:>16} K={K:<2} {row['cuts_preset']:>14} {str(row['cuts']):<24} "
+                       f"{'' if label == 'off' else 'recompute ' + label + ' ' + str(row['segments']) + ' '}peak {row['peak_bytes'] / MiB:8.0f} MiB  "
                        f"{row['flops'] / 1e9:8.1f} GFLOP  {step_spread(row)} s/step")
         add_ratios(rows)
         out.mkdir(parents=True, exist_ok=True)

@@ -44,7 +44,9 @@ def markdown_table(rows: list[dict[str, Any]], title: str) -> str:
     lines = [title, "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         cuts = r["cuts_preset"] if r["method"] in ("e2e", "checkpoint") else f"{r['cuts_preset']} {r['cuts']}"
-        cells = [r["method"], str(r["K"]), cuts, f"{r['peak_bytes'] / MiB:.0f}", _pct(r["memory_ratio"]),
+        method = r["method"] if r.get("recompute", "off") == "off" else \
+            f"{r['method']} + recompute {r['recompute']} {r['segments']}"
+        cells = [method, str(r["K"]), cuts, f"{r['peak_bytes'] / MiB:.0f}", _pct(r["memory_ratio"]),
                  _pct(r["flops_overhead"], True), _pct(r["time_overhead"], True), step_spread(r)]
         if cpu:
             saved = r.get("saved_activation_bytes")
@@ -67,6 +69,8 @@ def plot_memory(rows: list[dict[str, Any]], path: Path, title: str) -> None:
             ax.axhline(r["peak_bytes"] / MiB, color="black", linestyle=":", label="e2e")
             continue
         label = "checkpoint (K segments)" if r["method"] == "checkpoint" else f"{r['method']} · {r['cuts_preset']}"
+        if r.get("recompute", "off") != "off":
+            label += f" · recompute {r['recompute']}"
         lines.setdefault(label, []).append((r["K"], r["peak_bytes"] / MiB))
     markers = "osD^vP*Xh<>"
     for i, (label, points) in enumerate(lines.items()):

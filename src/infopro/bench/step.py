@@ -3,7 +3,8 @@
 Ways: `e2e` (plain backprop), `checkpoint` (gradient checkpointing with
 `torch.utils.checkpoint.checkpoint_sequential`, K segments over the blocks and
 the head, non-reentrant; the loss is the task's last objective, as E2E's)
-and every local method in `METHODS` at K pieces with a cut preset. A step is
+and every local method in `METHODS` at K pieces with a cut preset, with or
+without recomputation inside the pieces (`LocalLearner(recompute=...)`). A step is
 zero_grad + forward/backward + SGD step (Nesterov momentum, weight decay), as
 in training. The task (`infopro.tasks`, default classification) builds the
 learner's losses and the batch's synthetic targets (segmentation: masks with
@@ -19,7 +20,8 @@ Memory (`peak_bytes`):
   `saved_activation_bytes`, the peak of activations saved for backward
   (`SavedActivationMeter`) plus parameters, gradients and optimiser state;
   for `checkpoint` it is left out, because saved-tensor hooks cannot see what
-  checkpointed segments save or recompute.
+  checkpointed segments save or recompute; for recomputed pieces it is the
+  profile's model of their peak (`MemoryProfile.recompute_split`).
 FLOPs: `torch.utils.flop_counter.FlopCounterMode` over forward and backward
 (recomputation included). Time: median of N timed steps after warm-up.
 """
@@ -56,13 +58,16 @@ class TrainingStep:
     run: Callable[[torch.Tensor, torch.Tensor], None]
     task: Task
     learner: LocalLearner | None = None  # the local learner whose pieces the step trains (None: checkpoint)
+    segments: list[int] | None = None  # recomputed segments of each piece (None: no recomputation)
 
 
 def build_step(arch: str, method: str, K: int, cuts: str, input_shape: tuple[int, int, int],
                num_classes: int, batch_size: int, device: torch.device, channels_last: bool = False,
-               seed: int = 0, decoder_chunk_channels: int = 0, task: Task | None = None) -> TrainingStep:
+               seed: int = 0, decoder_chunk_channels: int = 0, task: Task | None = None,
+               recompute: int | str | None = None, recompute_aux: bool = False) -> TrainingStep:
     """Build the model of one benchmark row for `task` (default classification); raises InfoProError if the
-    cuts do not exist for it or the task refuses the method."""
+    cuts do not exist for it or the task refuses the method. `recompute`, `recompute_aux`: the local
+    learner's (`LocalLearner`), recomputation inside its pieces."""
     task = task if task is not None else build_task("classify")
     torch.manual_seed(seed)
     backbone = build_backbone(arch, num_classes, input_shape[0]).to(device)
@@ -82,9 +87,11 @@ def build_step(arch: str, method: str, K: int, cuts: str, input_shape: tuple[int
         return TrainingStep(method, K, f"{K} segments", [], input_shape, num_classes, e2e, run, task)
     learner = LocalLearner(backbone, K, method, cuts=cuts if K > 1 else "even", input_shape=input_shape,
                            num_classes=num_classes, profile_batch_size=batch_size,
-                           decoder_chunk_channels=decoder_chunk_channels, task=task)
+                           decoder_chunk_channels=decoder_chunk_channels, task=task, recompute=recompute,
+                           recompute_aux=recompute_aux)
+    segments = [piece.segments for piece in learner.pieces] if learner.recompute is not None else None
     return TrainingStep(method, K, cuts if K > 1 else "-", learner.cuts, input_shape, num_classes, learner,
-                        lambda x, y: learner.train_step(x, y), task, learner)
+                        lambda x, y: learner.train_step(x, y), task, learner, segments)
 
 
 def _sync(device: torch.device) -> None:

@@ -9,6 +9,13 @@ its blocks' and its objective's storages (a block's input is the previous
 block's output, so neighbours share a storage and it is counted once).
 An exact dynamic programme over (piece, last block) then minimises the
 largest cost (linear partition), for any `SequentialBackbone`.
+
+With recomputation (`RecomputedSequential`: a piece run as N checkpointed
+segments) a piece's peak is the larger of two moments, both from the same
+profile: when its backward starts (the inputs of the checkpointed segments,
+the last segment's saved tensors unless it is checkpointed too, and the
+objective's), and while segment s is recomputed (the inputs of segments
+0..s and segment s's saved tensors; the objective's are freed by then).
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ import torch
 from torch import nn
 
 from ..errors import InfoProError
+from .recompute import segment_ranges
 
 
 @dataclass(frozen=True)
@@ -39,6 +47,10 @@ class CutContext:
     objective_kind: Callable[[int], Hashable]
     # (batch, input shape, num_classes, generator) -> targets of the task's shape (`LocalTask.example_targets`)
     example_targets: Callable[..., torch.Tensor]
+    # modules in a piece -> its recomputed segments (0: no recomputation), and whether its last segment is
+    # checkpointed too (`RecomputedSequential`); None: no recomputation
+    recompute_segments: Callable[[int], int] | None = None
+    recompute_last: bool = False
 
 
 @dataclass
@@ -46,11 +58,14 @@ class MemoryProfile:
     """Saved-for-backward storages of each block and of each candidate objective, from one pass.
 
     `blocks[b]` maps storage id -> bytes for block b (the head is block n);
-    `objectives[(kind, b)]` the same for an objective on block b's output.
+    `objectives[(kind, b)]` the same for an objective on block b's output;
+    `inputs[b]` is (storage id, bytes) of block b's input, which a checkpointed
+    segment starting at b keeps (ids shared with the maps above).
     """
 
     blocks: list[dict[int, int]]
     objectives: dict[tuple[Hashable, int], dict[int, int]] = field(default_factory=dict)
+    inputs: list[tuple[int, int]] = field(default_factory=list)
 
     _unions: dict[tuple[int, int], tuple[set[int], int]] = field(default_factory=dict, repr=False)
 
@@ -63,6 +78,37 @@ class MemoryProfile:
         ids, total = self._union(start, end)
         objective = self.objectives[(kind, end)]
         return total, sum(size for i, size in objective.items() if i not in ids)
+
+    def recompute_split(self, start: int, end: int, kind: Hashable, segments: int,
+                        checkpoint_last: bool = False) -> tuple[int, int]:
+        """(blocks' bytes, objective's bytes) at the peak of that piece run as `segments` checkpointed
+        segments (`RecomputedSequential`: even block counts, larger first; the last one checkpointed only with
+        `checkpoint_last`). No checkpointed segment: `piece_split`."""
+        count = end - start + 1
+        segments = min(segments, count)
+        if segments < 1 or (segments == 1 and not checkpoint_last):
+            return self.piece_split(start, end, kind)
+        ranges = [range(r.start + start, r.stop + start) for r in segment_ranges(count, segments)]
+        checkpointed = ranges if checkpoint_last else ranges[:-1]
+        kept = [self.inputs[r.start] for r in checkpointed]  # each checkpointed segment keeps its input
+
+        def with_kept(ids: set[int], total: int, upto: int) -> tuple[set[int], int]:
+            extra = {i: size for i, size in kept[:upto] if i not in ids}
+            return ids | set(extra), total + sum(extra.values())
+
+        # When the backward starts: the kept inputs, the plain last segment's tensors, the objective's.
+        if checkpoint_last:
+            ids, total = with_kept(set(), 0, len(kept))
+        else:
+            ids, total = with_kept(*self._union(ranges[-1].start, ranges[-1].stop - 1), len(kept))
+        objective = self.objectives[(kind, end)]
+        peak = (total, sum(size for i, size in objective.items() if i not in ids))
+        # While segment s is recomputed: the inputs of segments 0..s, segment s's tensors.
+        for s, r in enumerate(checkpointed):
+            _, recomputed = with_kept(*self._union(r.start, r.stop - 1), s + 1)
+            if recomputed > sum(peak):
+                peak = (recomputed, 0)
+        return peak
 
     def _union(self, start: int, end: int) -> tuple[set[int], int]:
         # Built from start..end-1, so a DP sweep over all (start, end) is quadratic, not cubic.
@@ -114,6 +160,15 @@ class _StorageRecorder:
         Their keys are forgotten afterwards: once freed, their memory may hold an activation.
         """
         return _Excluded(self._excluded, {self._key(t) for t in tensors} - self._excluded)
+
+    def id_of(self, tensor: torch.Tensor) -> int:
+        """The id of `tensor`'s storage (given now if it was never saved), without counting it in a unit."""
+        key = self._key(tensor)
+        if key not in self._alive:
+            self._alive[key] = self._next_id
+            self._next_id += 1
+            self._held[-1].append(tensor)
+        return self._alive[key]
 
     def start(self) -> dict[int, int]:
         """Begin recording a new unit (a block or an objective); returns its storage map."""
@@ -189,7 +244,9 @@ def _profile_memory(blocks: Sequence[nn.Module], head: nn.Module, K: int, contex
         for b, block in enumerate(blocks):
             block.train()
             profile.blocks.append(recorder.start())
-            h = block(h)
+            h_in, h = h, block(h)
+            profile.inputs.append((recorder.id_of(h_in), h_in.untyped_storage().nbytes()))
+            del h_in
             if b in candidates:
                 for kind, k in kinds.items():
                     objective = context.objective_for(k, b).to(device=device, dtype=dtype).train()
@@ -231,14 +288,24 @@ def linear_partition(cost: Callable[[int, int, int], int], n: int, K: int) -> li
     return cuts[::-1]
 
 
-def piece_memory(profile: MemoryProfile, cuts: Sequence[int], kinds: Sequence[Hashable]) -> list[tuple[int, int]]:
-    """Each piece's (blocks, aux) peak saved bytes under `cuts`; the last piece includes the head (block n)."""
+def piece_memory(profile: MemoryProfile, cuts: Sequence[int], kinds: Sequence[Hashable],
+                 segments: Callable[[int], int] | None = None, checkpoint_last: bool = False) -> list[tuple[int, int]]:
+    """Each piece's (blocks, aux) peak saved bytes under `cuts`; the last piece includes the head (block n).
+    `segments(modules)`: the checkpointed segments of a piece of that many modules (None: no recomputation)."""
     n = len(profile.blocks) - 1
     bounds = [-1, *cuts, n - 1]
     return [
-        profile.piece_split(start + 1, n if k == len(cuts) else end, kinds[k])
+        piece_cost(profile, start + 1, n if k == len(cuts) else end, kinds[k], segments, checkpoint_last)
         for k, (start, end) in enumerate(zip(bounds, bounds[1:]))
     ]
+
+
+def piece_cost(profile: MemoryProfile, start: int, end: int, kind: Hashable,
+               segments: Callable[[int], int] | None = None, checkpoint_last: bool = False) -> tuple[int, int]:
+    """(blocks, aux) peak saved bytes of the piece of modules start..end, recomputed as `segments` says."""
+    if segments is None:
+        return profile.piece_split(start, end, kind)
+    return profile.recompute_split(start, end, kind, segments(end - start + 1), checkpoint_last)
 
 
 def balanced_cuts(blocks: Sequence[nn.Module], head: nn.Module, K: int, context: CutContext) -> list[int]:
@@ -251,6 +318,7 @@ def balanced_cuts(blocks: Sequence[nn.Module], head: nn.Module, K: int, context:
 
     def cost(k: int, start: int, end: int) -> int:
         # The last piece also runs the head (block n) and the task loss on the logits.
-        return profile.piece_bytes(start, n if k == K - 1 else end, kinds[k])
+        return sum(piece_cost(profile, start, n if k == K - 1 else end, kinds[k], context.recompute_segments,
+                              context.recompute_last))
 
     return linear_partition(cost, n, K)

@@ -19,13 +19,14 @@ from torch import nn
 from ..errors import InfoProError
 from .dense_losses import PixelCrossEntropyTerm
 from .objective import Objective
+from .recompute import recomputing
 
 
 class TapHook:
     """A forward hook that keeps the last output of its block for the objective that owns it.
 
-    It keeps it only while grad is enabled, the block trains, and its owner is
-    alive, so evaluation, export and a dropped objective never hold a tensor.
+    It keeps it only while grad is enabled, the block trains, its owner is
+    alive and no checkpointed segment is being recomputed, so evaluation, export and a dropped objective never hold a tensor.
     A deep copy (or pickle) of the hook holds nothing and has no owner until an
     objective adopts it: a copied backbone alone gets an inert hook, a copy made
     together with its objective (one `deepcopy` of both) gets a working pair.
@@ -36,7 +37,9 @@ class TapHook:
         self.owner: weakref.ref | None = None
 
     def __call__(self, module: nn.Module, inputs: Any, output: torch.Tensor) -> None:
-        if self.owner is not None and self.owner() is not None and module.training and torch.is_grad_enabled():
+        # A recomputation (in backward) keeps nothing: the loss read the forward's output long before.
+        if (self.owner is not None and self.owner() is not None and module.training and torch.is_grad_enabled()
+                and not recomputing()):
             self.output = output
 
     def take(self) -> torch.Tensor | None:

@@ -20,8 +20,9 @@ from .balance import CutContext, piece_memory, profile_memory
 from .cuts import piece_ranges, resolve_cuts
 from .methods import Lambdas, PieceContext, get_method
 from .losses import SupConTerm
-from .objective import Objective
+from .objective import LocalObjective, Objective
 from .pieces import feature_shapes, split_blocks
+from .recompute import RecomputedSequential, parse_recompute, segments_for
 from .task import CLASSIFY, LocalTask
 
 
@@ -128,6 +129,13 @@ class LocalLearner(nn.Module):
             the local pieces' heads are auxiliary and keep plain targets.
         task: what the network is trained for (`LocalTask`; default classification). A segmentation task
             (`infopro.tasks`) takes labels (N, H, W) and backbones whose output is a (classes, h, w) map.
+        recompute: None (off), N >= 1 or 'auto': each piece trains as N segments under non-reentrant
+            gradient checkpointing (`RecomputedSequential`; auto: round(sqrt(its blocks)) per piece), so it
+            keeps only segment inputs plus one segment's activations; the same state-dict keys, and
+            bitwise the same step on the CPU. Balanced cuts balance the recomputed peaks.
+        recompute_aux: with `recompute`: every segment is checkpointed, the last included, and the
+            decoder (with its loss) too, so the auxiliary nets' activations never coexist with a
+            segment's (one more segment and the decoder recomputed per piece).
 
     Labels may be class indices (N,) or soft targets (N, classes) (mixup, cutmix), except for a
     supervised contrastive loss, which needs class indices.
@@ -165,6 +173,8 @@ class LocalLearner(nn.Module):
         method_options: Mapping[str, Any] | None = None,
         label_smoothing: float = 0.0,
         task: LocalTask = CLASSIFY,
+        recompute: int | str | None = None,
+        recompute_aux: bool = False,
     ) -> None:
         super().__init__()
         if not isinstance(backbone, SequentialBackbone):
@@ -187,6 +197,13 @@ class LocalLearner(nn.Module):
         if not 0 <= label_smoothing < 1:
             raise InfoProError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
         options = AuxOptions(widen=widen, feature_dim=feature_dim, decoder_chunk_channels=decoder_chunk_channels)
+        self.recompute = parse_recompute(recompute)
+        self.recompute_aux = bool(recompute_aux)
+        if self.recompute_aux and self.recompute is None:
+            raise InfoProError("recompute_aux needs recompute (a number of segments or 'auto'); "
+                               "pass recompute='auto' too (--recompute auto)")
+        recompute_segments = (None if self.recompute is None
+                              else functools.partial(segments_for, self.recompute))
 
         *shapes, out_shape = feature_shapes([*backbone.blocks, backbone.head], self.input_shape)
         task.check_output(out_shape, num_classes)
@@ -216,15 +233,23 @@ class LocalLearner(nn.Module):
             objective_for=objective_for, example_targets=task.example_targets,
             # Pieces of equal kind get the same aux nets at the same cut.
             objective_kind=lambda k: self.method.objective_kind(k, K, self.lambdas, self.method_options),
+            recompute_segments=recompute_segments, recompute_last=self.recompute_aux,
         )
         self.cuts = resolve_cuts(cuts, backbone, K, context)
         self._cut_context = context
-        self.pieces = nn.ModuleList(split_blocks(backbone.blocks, self.cuts, backbone.head))
+        pieces = split_blocks(backbone.blocks, self.cuts, backbone.head)
+        if recompute_segments is not None:  # same modules, same names: the state-dict keys do not change
+            pieces = [RecomputedSequential.of(p, recompute_segments(len(p)), self.recompute_aux) for p in pieces]
+        self.pieces = nn.ModuleList(pieces)
         ends = [*self.cuts, num_blocks]
         objectives = [objective_for(k, cut, ends[k - 1] + 1 if k else 0) for k, cut in enumerate(ends)]
         # The auxiliary nets live where the backbone lives, in its precision and memory format.
         param = next(backbone.parameters())
         self.aux = nn.ModuleList(objectives).to(device=param.device, dtype=param.dtype)
+        if self.recompute_aux:
+            for module in self.aux.modules():
+                if isinstance(module, LocalObjective) and module.decoder is not None:
+                    module.recompute_decoder = True
         conv_weight = next((p for p in backbone.parameters() if p.dim() == 4 and p.shape[-1] > 1), None)
         if conv_weight is not None and not conv_weight.is_contiguous() and conv_weight.is_contiguous(memory_format=torch.channels_last):
             self.aux.to(memory_format=torch.channels_last)
@@ -285,9 +310,12 @@ class LocalLearner(nn.Module):
         """`torch.compile` each piece and each objective on its own, in place (same modules, same state
         dict keys). Each compiled graph spans one piece or one objective, so `train_step` still frees a
         piece's graph before the next piece runs and no gradient crosses a cut; the whole learner is
-        never one graph. Raises `InfoProError` where the compiler cannot run."""
+        never one graph (with `recompute`, each block of a piece is compiled on its own, between the
+        checkpoints). Raises `InfoProError` where the compiler cannot run."""
         check_compiler(backend, self.mean.device)
-        for module in (*self.pieces, *self.aux):
+        # A recomputed piece runs its checkpoints eagerly (the compiler cannot trace them): its blocks compile.
+        pieces = [m for piece in self.pieces for m in (piece if isinstance(piece, RecomputedSequential) else [piece])]
+        for module in (*pieces, *self.aux):
             module.compile(backend=backend, mode=mode)
 
     def after_optimizer_step(self) -> None:
@@ -312,7 +340,8 @@ class LocalLearner(nn.Module):
         context = dataclasses.replace(self._cut_context, batch_size=batch_size)
         backbone = self._backbone
         profile = profile_memory(backbone.blocks, backbone.head, self.K, context, cuts=self.cuts)
-        return piece_memory(profile, self.cuts, [context.objective_kind(k) for k in range(self.K)])
+        return piece_memory(profile, self.cuts, [context.objective_kind(k) for k in range(self.K)],
+                            context.recompute_segments, context.recompute_last)
 
     def describe(self) -> list[PieceInfo]:
         """One `PieceInfo` per piece: blocks, output shape, parameter counts, loss weights."""

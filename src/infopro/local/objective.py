@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from .losses import reconstruction_loss
+from .recompute import checkpointed
 
 
 class Objective(nn.Module):
@@ -53,7 +54,11 @@ class LocalObjective(Objective):
 
     A term whose weight is 0 has no net and costs nothing. The last piece's
     objective has no decoder and no head: its h already is the logits.
+    `recompute_decoder` (set by `LocalLearner(recompute_aux=True)`): the decoder and its loss run under
+    checkpoint, so their full-resolution activations exist only during their own backward.
     """
+
+    recompute_decoder: bool = False
 
     def __init__(
         self,
@@ -82,7 +87,10 @@ class LocalObjective(Objective):
         if self.decoder is not None:
             if image is None:
                 raise ValueError("this objective reconstructs the image: pass image=")
-            terms["recon"] = reconstruction_loss(self.decoder(h), image)
+            if self.recompute_decoder and torch.is_grad_enabled():
+                terms["recon"] = checkpointed(self._reconstruction, [self.decoder], h, image)
+            else:
+                terms["recon"] = self._reconstruction(h, image)
             loss = loss + self.recon_weight * terms["recon"]
         if self.task_loss is not None:
             out = self.head(h) if self.head is not None else h
@@ -90,6 +98,9 @@ class LocalObjective(Objective):
             loss = loss + self.task_weight * terms["task"]
         self.last_terms = {name: value.detach() for name, value in terms.items()}
         return loss
+
+    def _reconstruction(self, h: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
+        return reconstruction_loss(self.decoder(h), image)
 
     def extra_repr(self) -> str:
         return f"recon_weight={self.recon_weight:g}, task_weight={self.task_weight:g}"

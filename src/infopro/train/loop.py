@@ -40,9 +40,10 @@ from .run_dir import REBUILT_KEY, RunDir, checkpoint_to_read, fault_point, json_
 __all__ = ["build_learner", "evaluate", "make_optimizer", "peak_memory_bytes", "pick_device",
            "train_main"]
 
-# Settings that decide the shape of the model: a checkpoint evaluated with --test-only must share them.
+# Settings that decide the shape of the model: a checkpoint evaluated with --test-only must share them
+# (recomputation moves balanced cuts).
 STRUCTURE_KEYS = ("arch", "dataset", "image_size", "channels", "method", "K", "cuts", "lambdas", "aux_head",
-                  "aux_widen", "aux_feature_dim")
+                  "aux_widen", "aux_feature_dim", "recompute", "recompute_aux")
 # Settings a resumed run may change; every other one must equal the checkpoint's, so that the
 # resumed run ends where the uninterrupted one would. `epochs` may change too: the schedule is re-planned.
 # The speed settings change how, not what, the run computes.

@@ -43,6 +43,7 @@ def build_learner(args: argparse.Namespace, image_shape: tuple[int, int, int], n
         temperature=args.temperature, mean=mean, std=std, profile_batch_size=args.batch_size,
         decoder_chunk_channels=args.aux_decoder_chunk, method_options=method_options(args),
         label_smoothing=args.label_smoothing, task=task,
+        recompute=getattr(args, "recompute", None), recompute_aux=getattr(args, "recompute_aux", False),
     )
     learner.amp_dtype = AMP_DTYPES[args.amp]
     return learner
