@@ -60,7 +60,7 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
                         help="recomputation inside the local methods' pieces, one row per value: off, auto (round("
                              "sqrt(blocks)) segments per piece) or N segments; a value ending in +aux (auto+aux) "
                              "adds --recompute-aux (default: off)")
-    parser.add_argument("--checkpoint-segments", type=int, nargs="+", default=None, metavar="N",
+    parser.add_argument("--checkpoint-segments", type=positive_int, nargs="+", default=None, metavar="N",
                         help="segments of the checkpoint rows (default: the --K values)")
     parser.add_argument("--cuts", default=None,
                         help=f"comma list of cut presets for the local methods ({', '.join(CUT_PRESETS.names())}) "
