@@ -7,6 +7,7 @@ read the layout that torchvision's downloads (or the user) left on disk.
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -66,6 +67,30 @@ class DatasetSpec:
 
 
 DATASETS: Registry[DatasetSpec] = Registry("dataset")
+
+
+class SetShape:
+    """What a model needs to know of a prepared set (`Data`, `SegmentationData`): its classes, and the
+    (C, H, W) it sees."""
+
+    classes: list[str]
+    channels: int
+    size: tuple[int, int]
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        """(C, H, W), the shape a model sees (a segmentation set: its training crop)."""
+        return (self.channels, *self.size)
+
+
+def say(progress: bool, text: str) -> None:
+    """A progress line on stderr (what a set is reading or decoding), unless progress is off."""
+    if progress:
+        print(text, file=sys.stderr, flush=True)
 
 
 def accepted(spec: DatasetSpec) -> str:

@@ -46,7 +46,35 @@ def fill_colour(mean: torch.Tensor) -> list[float]:
     return [min(255.0, round(255 * float(m))) for m in mean.flatten()]
 
 
-class DeviceLoader:
+class EpochBatches:
+    """The epoch bookkeeping of a loader that holds its set on the device: `num_samples` items in batches of
+    `batch_size` (the last partial one dropped with `drop_last`), one epoch per pass, `set_epoch` like
+    DistributedSampler's. Subclasses set `batch_size`, `drop_last`, `epoch` and `num_samples`."""
+
+    batch_size: int
+    drop_last: bool
+    epoch: int
+    shard = None  # every process gets whole batches (data parallel slices them itself)
+
+    @property
+    def num_samples(self) -> int:
+        raise NotImplementedError
+
+    def set_epoch(self, epoch: int) -> None:
+        """Make the next pass epoch `epoch`: its order and augmentation depend only on (seed, epoch)."""
+        if epoch < 0:
+            raise InfoProError(f"epoch must be >= 0, got {epoch}")
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        n, b = self.num_samples, self.batch_size
+        return n // b if self.drop_last else math.ceil(n / b)
+
+    def global_batch_size(self, step: int) -> int:
+        return min(self.batch_size, self.num_samples - step * self.batch_size)
+
+
+class DeviceLoader(EpochBatches):
     """Batches `(x, y)` of a whole set held on `device`: x float32 (B, C, H, W) normalised, y int64.
 
     train=True: shuffled, pad `pad` (`padding`: reflect or zeros) + random crop +
@@ -111,20 +139,6 @@ class DeviceLoader:
     def num_samples(self) -> int:
         return len(self.labels)
 
-    def set_epoch(self, epoch: int) -> None:
-        """Make the next pass epoch `epoch`: its order and augmentation depend only on (seed, epoch)."""
-        if epoch < 0:
-            raise InfoProError(f"epoch must be >= 0, got {epoch}")
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        n, b = self.num_samples, self.batch_size
-        return n // b if self.drop_last else math.ceil(n / b)
-
-    shard = None  # every process gets whole batches (data parallel slices them itself)
-
-    def global_batch_size(self, step: int) -> int:
-        return min(self.batch_size, self.num_samples - step * self.batch_size)
 
     def normalise(self, images: torch.Tensor) -> torch.Tensor:
         return normalise(images, self.mean, self.std)

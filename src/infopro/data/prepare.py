@@ -32,7 +32,8 @@ from tqdm import tqdm
 from ..errors import InfoProError
 from . import sets  # noqa: F401  (registers every data set)
 from .cache import cached, default_cache_dir
-from .datasets import BUNDLED_DIR, DATASETS, SPLIT_NAMES, DatasetSpec, RawSet, Reader, accepted, find_source
+from .datasets import (BUNDLED_DIR, DATASETS, SPLIT_NAMES, DatasetSpec, RawSet, Reader, SetShape, accepted, find_source,
+                       say)
 from .archive import MAX_IMAGE_MB, max_bytes_of, screen_archive, skipped_line
 from .items import ArrayItems, FileItems, Items
 from .listing import check_class_names
@@ -73,7 +74,7 @@ class DataOptions:
 
 
 @dataclass
-class Data:
+class Data(SetShape):
     """A data set ready to iterate: the images of each role as `Items` (decoded arrays on the memory path,
     the files on the stream path), and what the model needs to know."""
 
@@ -91,19 +92,6 @@ class Data:
     splits: dict[str, str] = field(default_factory=dict)  # role -> where its images come from
     test_is_held_out: bool = False  # the test set is --val-split's hold-out (a set with no test or val split)
 
-    @property
-    def num_classes(self) -> int:
-        return len(self.classes)
-
-    @property
-    def image_shape(self) -> tuple[int, int, int]:
-        """(C, H, W), the shape a model sees."""
-        return (self.channels, *self.size)
-
-
-def _say(options: DataOptions, text: str) -> None:
-    if options.progress:
-        print(text, file=sys.stderr, flush=True)
 
 
 def _data_dir(spec: DatasetSpec, data_dir: str | Path | None) -> Path:
@@ -164,7 +152,7 @@ def _headers(raw: RawSet, reader: Reader, root: Path, options: DataOptions, tag:
         return {split: items.headers() for split, items in raw.splits.items()}
 
     def scan() -> dict[str, np.ndarray]:
-        _say(options, f"reading the image headers of {root} (once; cached)")
+        say(options.progress, f"reading the image headers of {root} (once; cached)")
         return {split: items.headers(options.progress, f"scanning {split}") for split, items in raw.splits.items()}
 
     if reader.files is None:
@@ -273,7 +261,7 @@ def _prepare_memory(raw: RawSet, reader: Reader, root: Path, size: Size, channel
                     options: DataOptions, tag: str = "") -> tuple[dict[str, Items], tuple[float, ...], tuple[float, ...]]:
     def decode() -> dict[str, np.ndarray]:
         n = sum(len(items) for items in raw.splits.values())
-        _say(options, f"decoding {n} images of {root} at {size[1]}x{size[0]}, {channels} channel(s) (once; cached)")
+        say(options.progress, f"decoding {n} images of {root} at {size[1]}x{size[0]}, {channels} channel(s) (once; cached)")
         arrays = {split: _decode(items, size, channels, f"decoding {split}", options.progress)
                   for split, items in raw.splits.items()}
         mean, std = channel_stats(arrays["train"])
@@ -304,7 +292,7 @@ def _stream_stats(raw: RawSet, reader: Reader, root: Path, size: Size, channels:
     def measure() -> dict[str, np.ndarray]:
         n = min(STATS_SAMPLE, len(train))
         pick = np.sort(np.random.default_rng(0).choice(len(train), size=n, replace=False))
-        _say(options, f"measuring the mean/std of {n} training images of {root} (once; cached)")
+        say(options.progress, f"measuring the mean/std of {n} training images of {root} (once; cached)")
         images = np.stack([eval_array(train.image(int(i)), size, channels)
                            for i in tqdm(pick, desc="mean/std", unit="img", disable=not options.progress,
                                          mininterval=1.0)])

@@ -17,8 +17,6 @@ Training batches run mmsegmentation's pipeline per sample on the device
 
 from __future__ import annotations
 
-import math
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -29,10 +27,10 @@ from tqdm import tqdm
 
 from ..errors import InfoProError
 from . import sets  # noqa: F401  (registers every data set)
-from .datasets import DATASETS, SPLIT_NAMES, DatasetSpec, accepted, find_source
+from .datasets import DATASETS, SPLIT_NAMES, DatasetSpec, SetShape, accepted, find_source, say
 from .items import convert, to_array
 from .listing import check_class_names
-from .loader import epoch_generator, normalise
+from .loader import EpochBatches, epoch_generator, normalise
 from .pairs import PairItems
 from .seg_augment import CAT_MAX_RATIO, FLIP_PROB, RATIO_RANGE, augment_pair, pad_pair
 from .transforms import Size
@@ -71,7 +69,7 @@ class SegmentationSplit:
 
 
 @dataclass
-class SegmentationData:
+class SegmentationData(SetShape):
     """A segmentation set ready to iterate, with the attributes the training loop reads from `Data`."""
 
     name: str
@@ -89,19 +87,6 @@ class SegmentationData:
     test_is_held_out: bool = False  # never: a segmentation set brings its own val or test split
     path: str = "memory"
 
-    @property
-    def num_classes(self) -> int:
-        return len(self.classes)
-
-    @property
-    def image_shape(self) -> tuple[int, int, int]:
-        """(C, h, w), the shape of a training crop."""
-        return (self.channels, *self.size)
-
-
-def _say(options: SegmentationOptions, text: str) -> None:
-    if options.progress:
-        print(text, file=sys.stderr, flush=True)
 
 
 def _pick(n: int | None, total: int, seed: int, flag: str) -> list[int]:
@@ -203,7 +188,7 @@ def open_segmentation(name_or_spec: str | DatasetSpec, data_dir: str | Path | No
     assert isinstance(train_items, PairItems)
     masks: dict[str, list[np.ndarray]] = {}
     if counted:  # the class count is the whole train split's, also under --train-subset
-        _say(options, f"counting the classes in the {len(train_items)} train masks of {root} (no classes.txt)")
+        say(options.progress, f"counting the classes in the {len(train_items)} train masks of {root} (no classes.txt)")
         every = _decode_masks(train_items, list(range(len(train_items))), "train masks", options.progress)
         classes = _count_classes(train_items, every, ignore)
         masks["train"] = [every[i] for i in picks["train"]]
@@ -224,7 +209,7 @@ def open_segmentation(name_or_spec: str | DatasetSpec, data_dir: str | Path | No
         channels = 1 if 2 * grey > len(picks["train"]) else 3
 
     n = sum(len(p) for p in picks.values())
-    _say(options, f"decoding {n} image + mask pairs of {root}, {channels} channel(s)")
+    say(options.progress, f"decoding {n} image + mask pairs of {root}, {channels} channel(s)")
     decoded: dict[str, SegmentationSplit] = {}
     for role, split in roles.items():
         items = raw.splits[split]
@@ -282,7 +267,7 @@ def _check_normalisation(channels: int, mean: Sequence[float], std: Sequence[flo
                            f"std={std}")
 
 
-class SegmentationTrainLoader:
+class SegmentationTrainLoader(EpochBatches):
     """Training batches `(x, y)`: x float32 (B, C, h, w) normalised, y int64 (B, h, w) class indices
     (`ignore_index` where unlabelled or padded), (h, w) = `crop`.
 
@@ -295,7 +280,6 @@ class SegmentationTrainLoader:
     """
 
     train = True
-    shard = None  # every process gets whole batches (data parallel slices them itself)
 
     def __init__(self, images: Sequence[np.ndarray], masks: Sequence[np.ndarray], device: torch.device | str,
                  batch_size: int, mean: Sequence[float], std: Sequence[float], crop: Size, seed: int = 0,
@@ -329,18 +313,6 @@ class SegmentationTrainLoader:
     def num_samples(self) -> int:
         return len(self.images)
 
-    def set_epoch(self, epoch: int) -> None:
-        """Make the next pass epoch `epoch`: its order and augmentation depend only on (seed, epoch)."""
-        if epoch < 0:
-            raise InfoProError(f"epoch must be >= 0, got {epoch}")
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        n, b = self.num_samples, self.batch_size
-        return n // b if self.drop_last else math.ceil(n / b)
-
-    def global_batch_size(self, step: int) -> int:
-        return min(self.batch_size, self.num_samples - step * self.batch_size)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         epoch, self.epoch = self.epoch, self.epoch + 1
