@@ -194,7 +194,9 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
                         "see docs/training.md); --no-channels-last turns it off")
     r.add_argument("--compile", action="store_true",
                    help="torch.compile each piece and each objective on its own (gradient isolation and the "
-                        "one-piece-at-a-time memory are kept); the first steps are slow while it compiles")
+                        "one-piece-at-a-time memory are kept); the first steps are slow while it compiles (the time is "
+                        "recorded apart, as compile_seconds) and the compiled code is cached in RUN/compile_cache, "
+                        "so --resume does not compile from scratch")
     r.add_argument("--tf32", action=argparse.BooleanOptionalAction, default=True,
                    help="CUDA on Ampere or newer: float32 matmuls and convolutions in TF32 (default: on)")
     r.add_argument("--out", default=None, help="run directory (default: runs/<arch>-<method>-K<K>-<time>)")
