@@ -428,3 +428,20 @@ def test_an_epoch_is_the_same_on_cpu_and_gpu(tmp_path: Path) -> None:
     gpu = make_segmentation_loader(data, data.train, "cuda", 2, True, seed=4)
     for (xc, yc), (xg, yg) in zip(cpu, gpu):
         assert torch.equal(yc, yg.cpu()) and torch.allclose(xc, xg.cpu(), atol=1e-3)
+
+
+def test_a_progress_bar_is_closed_before_an_error_leaves_it():
+    """The bar draws its last state before the error propagates, so the error is the last line a user sees."""
+    from tqdm import tqdm
+
+    from infopro.data.progress import progress_map
+
+    def decode(i):
+        if i == 2:
+            raise InfoProError("mask 2 is an RGB colour image")
+        return i
+
+    with pytest.raises(InfoProError):
+        progress_map(decode, range(5), "train masks", "mask", True)
+    assert not list(getattr(tqdm, "_instances", []))
+    assert progress_map(decode, range(2), "train masks", "mask", False) == [0, 1]

@@ -7,7 +7,6 @@ read the layout that torchvision's downloads (or the user) left on disk.
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -86,11 +85,6 @@ class SetShape:
         """(C, H, W), the shape a model sees (a segmentation set: its training crop)."""
         return (self.channels, *self.size)
 
-
-def say(progress: bool, text: str) -> None:
-    """A progress line on stderr (what a set is reading or decoding), unless progress is off."""
-    if progress:
-        print(text, file=sys.stderr, flush=True)
 
 
 def accepted(spec: DatasetSpec) -> str:

@@ -188,10 +188,9 @@ class FileItems(Items):
         return img.width, img.height, mode_channels(img.mode)
 
     def headers(self, progress: bool = False, desc: str = "") -> np.ndarray:
-        from tqdm import tqdm
+        from .progress import progress_map
 
-        rows = [self.header(i) for i in tqdm(range(len(self)), desc=desc, unit="img", disable=not progress,
-                                             mininterval=1.0)]
+        rows = progress_map(self.header, range(len(self)), desc, "img", progress)
         return np.array(rows, dtype=np.int64).reshape(-1, 3)
 
     def take(self, index: np.ndarray) -> "FileItems":

@@ -32,8 +32,8 @@ from tqdm import tqdm
 from ..errors import InfoProError
 from . import sets  # noqa: F401  (registers every data set)
 from .cache import cached, default_cache_dir
-from .datasets import (BUNDLED_DIR, DATASETS, SPLIT_NAMES, DatasetSpec, RawSet, Reader, SetShape, accepted, find_source,
-                       say)
+from .datasets import BUNDLED_DIR, DATASETS, SPLIT_NAMES, DatasetSpec, RawSet, Reader, SetShape, accepted, find_source
+from .progress import progress_map, say
 from .archive import MAX_IMAGE_MB, max_bytes_of, screen_archive, skipped_line
 from .items import ArrayItems, FileItems, Items
 from .listing import check_class_names
@@ -229,8 +229,9 @@ def _decode(items: Items, size: Size, channels: int, desc: str, progress: bool,
     if view is prepare_array and isinstance(items, ArrayItems) and items.images.shape[1:] == (*size, channels):
         return items.images  # `fit` to its own size is the image itself
     out = np.empty((len(items), *size, channels), dtype=np.uint8)
-    for i in tqdm(range(len(items)), desc=desc, unit="img", disable=not progress, mininterval=1.0):
-        out[i] = view(items.image(i), size, channels)
+    with tqdm(range(len(items)), desc=desc, unit="img", disable=not progress, mininterval=1.0) as bar:
+        for i in bar:  # inside the with: an unreadable image closes the bar before its error is printed
+            out[i] = view(items.image(i), size, channels)
     return out
 
 
@@ -293,9 +294,8 @@ def _stream_stats(raw: RawSet, reader: Reader, root: Path, size: Size, channels:
         n = min(STATS_SAMPLE, len(train))
         pick = np.sort(np.random.default_rng(0).choice(len(train), size=n, replace=False))
         say(options.progress, f"measuring the mean/std of {n} training images of {root} (once; cached)")
-        images = np.stack([eval_array(train.image(int(i)), size, channels)
-                           for i in tqdm(pick, desc="mean/std", unit="img", disable=not options.progress,
-                                         mininterval=1.0)])
+        images = np.stack(progress_map(lambda i: eval_array(train.image(int(i)), size, channels), pick,
+                                       "mean/std", "img", options.progress))
         mean, std = channel_stats(images)
         return {"mean": np.array(mean), "std": np.array(std)}
 

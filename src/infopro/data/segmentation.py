@@ -23,11 +23,11 @@ from typing import Iterator, Sequence
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from ..errors import InfoProError
 from . import sets  # noqa: F401  (registers every data set)
-from .datasets import DATASETS, SPLIT_NAMES, DatasetSpec, SetShape, accepted, find_source, say
+from .datasets import DATASETS, SPLIT_NAMES, DatasetSpec, SetShape, accepted, find_source
+from .progress import progress_map, say
 from .items import convert, to_array
 from .listing import check_class_names
 from .loader import EpochBatches, epoch_generator, normalise
@@ -99,13 +99,12 @@ def _pick(n: int | None, total: int, seed: int, flag: str) -> list[int]:
 
 
 def _decode_masks(items: PairItems, index: list[int], desc: str, progress: bool) -> list[np.ndarray]:
-    return [items.mask(i) for i in tqdm(index, desc=desc, unit="mask", disable=not progress, mininterval=1.0)]
+    return progress_map(items.mask, index, desc, "mask", progress)
 
 
 def _decode_images(items: PairItems, index: list[int], channels: int, desc: str,
                    progress: bool) -> list[np.ndarray]:
-    return [to_array(convert(items.image(i), channels))
-            for i in tqdm(index, desc=desc, unit="img", disable=not progress, mininterval=1.0)]
+    return progress_map(lambda i: to_array(convert(items.image(i), channels)), index, desc, "img", progress)
 
 
 def _count_classes(items: PairItems, masks: list[np.ndarray], ignore_index: int) -> list[str]:
