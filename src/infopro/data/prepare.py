@@ -23,7 +23,7 @@ import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -243,12 +243,15 @@ def decode_for_eval(items: Items, size: Size, channels: int, path: str, progress
     return _decode(items, size, channels, f"decoding {len(items)} images", progress, EVAL_VIEWS[path])
 
 
-def channel_stats(images: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """Per-channel mean and std of uint8 (N, H, W, C) images, as fractions of 255."""
-    c = images.shape[-1]
+def channel_stats(images: np.ndarray | Sequence[np.ndarray]) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and std of uint8 images, (N, H, W, C) or a list of (H, W, C) of any sizes, as fractions
+    of 255."""
+    c = images[0].shape[-1]
     total, total_sq, count = np.zeros(c), np.zeros(c), 0
-    for start in range(0, len(images), 4096):  # float64 sums, a chunk at a time
-        chunk = images[start : start + 4096].reshape(-1, c).astype(np.float64)
+    # float64 sums, a chunk (or an image) at a time
+    chunks = (images[s : s + 4096] for s in range(0, len(images), 4096)) if isinstance(images, np.ndarray) else images
+    for chunk in chunks:
+        chunk = chunk.reshape(-1, c).astype(np.float64)
         total += chunk.sum(0)
         total_sq += np.square(chunk).sum(0)
         count += len(chunk)

@@ -27,6 +27,7 @@ import torch
 from ..errors import InfoProError
 from . import sets  # noqa: F401  (registers every data set)
 from .datasets import DATASETS, SPLIT_NAMES, DatasetSpec, SetShape, accepted, find_source
+from .prepare import channel_stats
 from .progress import progress_map, say
 from .items import convert, to_array
 from .listing import check_class_names
@@ -135,21 +136,6 @@ def _check_pair(items: PairItems, i: int, image: np.ndarray, mask: np.ndarray, n
                            f"index {ignore_index}: {where}; fix the mask or pass the ignore index the set uses")
 
 
-def _stats(images: list[np.ndarray]) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """Per-channel mean and std of uint8 (H, W, C) images of any sizes, as fractions of 255."""
-    c = images[0].shape[-1]
-    total, total_sq, count = np.zeros(c), np.zeros(c), 0
-    for image in images:
-        pixels = image.reshape(-1, c).astype(np.float64)
-        total += pixels.sum(0)
-        total_sq += np.square(pixels).sum(0)
-        count += len(pixels)
-    mean = total / count
-    std = np.sqrt(np.maximum(total_sq / count - mean**2, 0.0))
-    std = np.where(std > 0, std, 1.0)  # a constant channel: leave it unscaled
-    return tuple(float(v) for v in mean / 255), tuple(float(v) for v in std / 255)
-
-
 def open_segmentation(name_or_spec: str | DatasetSpec, data_dir: str | Path | None,
                       options: SegmentationOptions = SegmentationOptions()) -> SegmentationData:
     """Find, read, check and decode a registered segmentation set (see the module docstring)."""
@@ -228,7 +214,7 @@ def open_segmentation(name_or_spec: str | DatasetSpec, data_dir: str | Path | No
                                f"got {options.mean} and {options.std}")
         mean, std = tuple(options.mean), tuple(options.std)
     else:
-        mean, std = _stats(train.images)
+        mean, std = channel_stats(train.images)
 
     splits = {}
     for role, split in roles.items():
