@@ -445,3 +445,18 @@ def test_a_progress_bar_is_closed_before_an_error_leaves_it():
         progress_map(decode, range(5), "train masks", "mask", True)
     assert not list(getattr(tqdm, "_instances", []))
     assert progress_map(decode, range(2), "train masks", "mask", False) == [0, 1]
+
+
+def test_sliding_window_takes_the_class_count_from_the_first_window():
+    """The task's slide evaluation runs each window once (no probe pass to learn the class count)."""
+    from infopro.tasks import build_task
+
+    model = torch.nn.Conv2d(3, 5, 1)
+    calls = []
+    model.register_forward_hook(lambda m, i, o: calls.append(tuple(i[0].shape[-2:])))
+    task = build_task("segment", crop_size=(16, 16), evaluation="slide")
+    x = torch.randn(2, 3, 32, 40)
+    with torch.no_grad():
+        logits = task.eval_logits(model, x, torch.zeros(2, 32, 40, dtype=torch.long))
+        assert torch.allclose(logits, model(x), atol=1e-5)
+    assert len(calls) - 1 == 3 * 4 and all(c == (16, 16) for c in calls[:-1])  # 3 x 4 windows, then the check

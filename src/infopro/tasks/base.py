@@ -64,8 +64,9 @@ class Task(LocalTask):
         raise NotImplementedError
 
     # --- metrics ------------------------------------------------------------------------------------------
-    def train_hits(self, logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, int]:
-        """(correct predictions as a device tensor, predictions counted) of a training batch."""
+    def train_hits(self, logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | int]:
+        """(correct predictions, predictions counted) of a training batch: device tensors (or a plain count),
+        so that the loop reads nothing back from the device per step."""
         raise NotImplementedError
 
     def eval_sums(self, num_classes: int, device: torch.device) -> Any:

@@ -65,7 +65,7 @@ class Classification(Task):
         return Loaders(loader(data.train, True), loader(data.val, False) if data.val is not None else None,
                        loader(data.test, False))
 
-    def train_hits(self, logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, int]:
+    def train_hits(self, logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | int]:
         # Soft targets (mixup, cutmix) count their largest class.
         hard = targets.argmax(1) if targets.is_floating_point() else targets
         return (logits.argmax(1) == hard).sum(), len(targets)

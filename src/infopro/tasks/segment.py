@@ -147,11 +147,11 @@ class Segmentation(Task):
         return Loaders(train, evaluation(data.val) if data.val is not None else None, evaluation(data.test))
 
     # --- metrics ----------------------------------------------------------------------------------------------
-    def train_hits(self, logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, int]:
+    def train_hits(self, logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | int]:
         # Pixel accuracy at the output's resolution (masks sampled down by nearest): cheap, for the training log.
         small = F.interpolate(targets[:, None].float(), size=logits.shape[-2:], mode="nearest")[:, 0].long()
         labelled = small != self.ignore_index
-        return ((logits.argmax(1) == small) & labelled).sum(), int(labelled.sum())
+        return ((logits.argmax(1) == small) & labelled).sum(), labelled.sum()
 
     def eval_sums(self, num_classes: int, device: torch.device) -> ConfusionSums:
         return ConfusionSums(num_classes, self.ignore_index, device)
@@ -161,8 +161,7 @@ class Segmentation(Task):
         larger = crop is not None and (x.shape[-2] > crop[0] or x.shape[-1] > crop[1])
         if self.evaluation == "slide" and larger:
             stride = tuple(max(1, int(c * SLIDE_OVERLAP)) for c in crop)
-            probe = model(x[:, :, :crop[0], :crop[1]])
-            return sliding_window_logits(model, x, crop, stride, probe.shape[1])
+            return sliding_window_logits(model, x, crop, stride)
         return upsample_logits(model(x), targets.shape[-2:])
 
     def eval_result(self, shares: Sequence[dict[str, Any]], seconds: float) -> dict[str, Any]:

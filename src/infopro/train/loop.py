@@ -465,7 +465,8 @@ def train_one_epoch(learner: LocalLearner, optimizer: torch.optim.Optimizer, loa
     lr = optimizer.param_groups[0]["lr"]
     loss_sums = [0.0] * learner.K
     correct = torch.zeros((), dtype=torch.long, device=device)
-    seen = counted = 0
+    counted = torch.zeros((), dtype=torch.long, device=device)  # on the device: no host sync per step
+    seen = 0
     steps = len(loader) if max_steps is None else min(len(loader), max_steps)
     start = time.perf_counter()
     bar, progress = epoch_progress(loader, steps, epoch, args.epochs, show=not args.quiet)
@@ -509,7 +510,7 @@ def train_one_epoch(learner: LocalLearner, optimizer: torch.optim.Optimizer, loa
         "lr": lr,
         "train_losses": losses,
         **terms.record(seen),
-        "train_accuracy": correct.item() / max(counted, 1),
+        "train_accuracy": correct.item() / max(counted.item(), 1),
         "epoch_seconds": seconds,
         "images_per_second": seen / seconds,
     }
